@@ -1,0 +1,661 @@
+"""
+The webarch account model.
+
+Reads the ``webarch`` pillar (server-wide settings plus ``accounts`` keyed by
+username, each with ``sites`` keyed by site name), merges the defaults,
+validates the whole of it and returns normalised data that every SLS file of
+the formula renders from.
+
+Validation collects every problem before it reports: each one names its pillar
+path (``webarch:accounts:alice:sites:www:server_name``) and what is wrong.  When
+anything is wrong, :py:func:`config` raises, so rendering fails and nothing on
+the host changes.
+
+The pure logic (:py:func:`build_model`) takes the pillar and a snapshot of the
+host's users and groups as plain arguments, so it is unit-tested without Salt.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+try:
+    from salt.exceptions import CommandExecutionError
+except ImportError:  # pragma: no cover - only without Salt installed
+
+    class CommandExecutionError(Exception):  # type: ignore[no-redef]
+        """Stand-in when Salt is not importable."""
+
+
+__virtualname__ = "webarch"
+
+# Where webarch records the Unix accounts it created or took over.  A user that
+# exists on the host but is not listed here is never touched by webarch.
+REGISTRY_PATH = "/var/lib/webarch/managed-accounts"
+
+REGISTRY_HEADER = "# Accounts created or taken over by webarch (managed by Salt)."
+
+HOME_BASE = "/home"
+
+USERNAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+SITE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+DNS_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+EMAIL_LOCAL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?$")
+PATH_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+DISPLAY_NAME_FORBIDDEN_RE = re.compile(r"[\x00-\x1f\x7f:,=\\\"'<>]")
+
+# Debian's range for ordinary users (adduser.conf FIRST_UID / LAST_UID).
+ID_MIN = 1000
+ID_MAX = 59999
+
+SITE_TYPES = ("static", "php", "wordpress", "mediawiki", "matomo")
+SHELLS = ("/bin/bash", "/bin/sh")
+STATES = ("present", "absent")
+
+# Names no hosting account may take: Debian's system users and groups, the
+# formula's own groups, and role addresses that mail to an account would hijack.
+RESERVED_USERNAMES = frozenset(
+    """
+    root daemon bin sys sync games man lp mail news uucp proxy www-data backup
+    list irc gnats nobody nogroup messagebus sshd mysql mariadb debian-exim
+    postfix _apt systemd-network systemd-resolve systemd-timesync
+    systemd-journal systemd-coredump polkitd adm tty disk kmem dialout fax
+    voice cdrom floppy tape sudo audio dip operator src shadow utmp video
+    sasl plugdev staff users input sgx kvm render netdev crontab ssl-cert
+    admin administrator hostmaster postmaster webmaster abuse security noc
+    ftp www web webarch salt apache apache2 httpd nginx php php-fpm chroot
+    chroots phpfpm sftponly sshonly localhost support info
+    """.split()
+)
+
+
+# --------------------------------------------------------------------------
+# The pure model
+# --------------------------------------------------------------------------
+
+
+class HostUsers(NamedTuple):
+    """A snapshot of the host's users and groups, and webarch's registry.
+
+    (A NamedTuple, not a dataclass: Salt's loader imports modules without
+    registering them in ``sys.modules``, which dataclasses need.)
+    """
+
+    users: dict[str, int]
+    groups: dict[str, int]
+    managed: frozenset[str] = frozenset()
+
+    def uid_owner(self, uid: int) -> str | None:
+        """Return the name of the host user with ``uid``, if any."""
+        return next((n for n, u in self.users.items() if u == uid), None)
+
+    def gid_owner(self, gid: int) -> str | None:
+        """Return the name of the host group with ``gid``, if any."""
+        return next((n for n, g in self.groups.items() if g == gid), None)
+
+
+class ModelError(ValueError):
+    """The pillar is invalid; ``problems`` lists every ``path: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"webarch pillar is invalid ({len(problems)} problem"
+            f"{'' if len(problems) == 1 else 's'}); nothing was changed:\n{lines}"
+        )
+
+
+class _Problems:
+    """Collects problems, each under its pillar path."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: list[str], message: str) -> None:
+        self.items.append(f"{':'.join(path)}: {message}")
+
+
+def _describe(value: Any) -> str:
+    """Return a short, safe rendering of a bad value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_keys(
+    data: dict, allowed: dict[str, Any], path: list[str], problems: _Problems
+) -> None:
+    """Report every key of ``data`` that the schema does not know."""
+    for key in data:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            problems.add([*path, str(key)], f"unknown key (known keys: {known})")
+
+
+def _mapping(value: Any, path: list[str], problems: _Problems) -> dict:
+    """Return ``value`` as a dict; ``None`` counts as empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.add(path, f"must be a mapping, not {type(value).__name__}")
+        return {}
+    return value
+
+
+def _string(
+    value: Any, path: list[str], problems: _Problems, max_len: int = 253
+) -> str | None:
+    """Return ``value`` if it is a non-empty string of at most ``max_len``."""
+    if not isinstance(value, str):
+        problems.add(path, f"must be a string, not {type(value).__name__}")
+        return None
+    if not value:
+        problems.add(path, "must not be empty")
+        return None
+    if len(value) > max_len:
+        problems.add(path, f"must be at most {max_len} characters long")
+        return None
+    return value
+
+
+def _integer(
+    value: Any, path: list[str], problems: _Problems, low: int, high: int
+) -> int | None:
+    """Return ``value`` if it is an integer in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.add(path, f"must be an integer, not {_describe(value)}")
+        return None
+    if not low <= value <= high:
+        problems.add(path, f"must be between {low} and {high}, not {value}")
+        return None
+    return value
+
+
+def _choice(
+    value: Any, path: list[str], problems: _Problems, choices: tuple[str, ...]
+) -> str | None:
+    """Return ``value`` if it is one of ``choices``."""
+    if value not in choices:
+        problems.add(
+            path, f"must be one of {', '.join(choices)}, not {_describe(value)}"
+        )
+        return None
+    return value
+
+
+def dns_name_problem(name: str) -> str | None:
+    """Return what is wrong with ``name`` as a host name, or ``None``."""
+    if not name.isascii():
+        return "must be ASCII (write internationalised names in punycode, xn--...)"
+    if name != name.lower():
+        return "must be lower case"
+    if len(name) > 253:
+        return "must be at most 253 characters long"
+    labels = name.split(".")
+    if len(labels) < 2:
+        return "must be a fully qualified domain name (at least two labels)"
+    for label in labels:
+        if not DNS_LABEL_RE.fullmatch(label):
+            return f"label {label!r} must be 1-63 letters, digits or inner hyphens"
+    if labels[-1].isdigit():
+        return "must not end in a numeric label"
+    return None
+
+
+def _dns_name(value: Any, path: list[str], problems: _Problems) -> str | None:
+    """Return ``value`` if it is a valid fully qualified host name."""
+    text = _string(value, path, problems)
+    if text is None:
+        return None
+    problem = dns_name_problem(text)
+    if problem:
+        problems.add(path, f"{_describe(text)} {problem}")
+        return None
+    return text
+
+
+def _email(value: Any, path: list[str], problems: _Problems) -> str | None:
+    """Return ``value`` if it is a plain ``local@domain`` address."""
+    text = _string(value, path, problems, max_len=254)
+    if text is None:
+        return None
+    local, sep, domain = text.rpartition("@")
+    if (
+        not sep
+        or not EMAIL_LOCAL_RE.fullmatch(local)
+        or ".." in local
+        or dns_name_problem(domain)
+    ):
+        problems.add(path, f"{_describe(text)} is not a valid email address")
+        return None
+    return text
+
+
+def _display_name(value: Any, path: list[str], problems: _Problems) -> str | None:
+    """Return ``value`` if it is safe as a GECOS display name."""
+    text = _string(value, path, problems, max_len=100)
+    if text is None:
+        return None
+    if DISPLAY_NAME_FORBIDDEN_RE.search(text):
+        problems.add(
+            path,
+            "must not contain control characters, quotes, backslashes or : , = < >",
+        )
+        return None
+    return text
+
+
+def _relative_path(value: Any, path: list[str], problems: _Problems) -> str | None:
+    """Return ``value`` if it is a relative path that cannot climb out."""
+    if value is None or value == "":
+        return ""
+    text = _string(value, path, problems, max_len=200)
+    if text is None:
+        return None
+    parts = text.strip("/").split("/") if not text.startswith("/") else None
+    if parts is None:
+        problems.add(path, f"{_describe(text)} must be relative to the site directory")
+        return None
+    for part in parts:
+        if part in (".", "..") or not PATH_PART_RE.fullmatch(part):
+            problems.add(
+                path,
+                f"{_describe(text)} must stay inside the site directory: each part "
+                "letters, digits, . _ - (no '..', no hidden parts)",
+            )
+            return None
+    return "/".join(parts)
+
+
+def _server_settings(pillar: dict, problems: _Problems) -> dict:
+    """Validate and default the server-wide settings."""
+    base = ["webarch"]
+    hostname = pillar.get("hostname")
+    admin_email = pillar.get("admin_email")
+    reserved = pillar.get("reserved_usernames", [])
+    if not isinstance(reserved, list) or not all(isinstance(r, str) for r in reserved):
+        problems.add([*base, "reserved_usernames"], "must be a list of strings")
+        reserved = []
+    return {
+        "hostname": _dns_name(hostname, [*base, "hostname"], problems)
+        if hostname is not None
+        else None,
+        "admin_email": _email(admin_email, [*base, "admin_email"], problems)
+        if admin_email is not None
+        else None,
+        "reserved_usernames": sorted(set(reserved)),
+    }
+
+
+def _site(
+    account: str, site: str, data: Any, path: list[str], problems: _Problems
+) -> dict:
+    """Validate one site and return its normalised form."""
+    if not SITE_NAME_RE.fullmatch(site):
+        problems.add(
+            path,
+            "site name must be 1-63 lower-case letters, digits or inner hyphens",
+        )
+    data = _mapping(data, path, problems)
+    _check_keys(data, SITE_KEYS, path, problems)
+    server_name = None
+    if "server_name" in data:
+        server_name = _dns_name(data["server_name"], [*path, "server_name"], problems)
+    else:
+        problems.add([*path, "server_name"], "is required")
+    aliases_raw = data.get("aliases", [])
+    aliases: list[str] = []
+    if not isinstance(aliases_raw, list):
+        problems.add([*path, "aliases"], "must be a list of host names")
+    else:
+        for index, alias in enumerate(aliases_raw):
+            checked = _dns_name(alias, [*path, "aliases", str(index)], problems)
+            if checked:
+                aliases.append(checked)
+    site_type = _choice(data.get("type", "php"), [*path, "type"], problems, SITE_TYPES)
+    docroot = _relative_path(data.get("docroot"), [*path, "docroot"], problems)
+    root = f"{HOME_BASE}/{account}/sites/{site}"
+    return {
+        "name": site,
+        "type": site_type,
+        "server_name": server_name,
+        "aliases": aliases,
+        "root": root,
+        "docroot": f"{root}/{docroot}" if docroot else root,
+    }
+
+
+def _account_dirs(name: str) -> list[dict]:
+    """Return the standard layout of an account's home, in creation order."""
+    home = f"{HOME_BASE}/{name}"
+    return [
+        {"id": "home", "path": home, "user": "root", "group": name, "mode": "0750"},
+        {
+            "id": "sites",
+            "path": f"{home}/sites",
+            "user": name,
+            "group": name,
+            "mode": "0750",
+        },
+        {
+            "id": "logs",
+            "path": f"{home}/logs",
+            "user": "root",
+            "group": name,
+            "mode": "0750",
+        },
+        {
+            "id": "tmp",
+            "path": f"{home}/tmp",
+            "user": name,
+            "group": name,
+            "mode": "0700",
+        },
+        {
+            "id": "private",
+            "path": f"{home}/private",
+            "user": name,
+            "group": name,
+            "mode": "0700",
+        },
+        {
+            "id": "ssh",
+            "path": f"{home}/.ssh",
+            "user": name,
+            "group": name,
+            "mode": "0700",
+        },
+    ]
+
+
+def _account(name: Any, data: Any, problems: _Problems) -> dict:
+    """Validate one account (not its relations to others) and normalise it."""
+    path = ["webarch", "accounts", str(name)]
+    if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
+        problems.add(path, f"username must match {USERNAME_RE.pattern}")
+    data = _mapping(data, path, problems)
+    _check_keys(data, ACCOUNT_KEYS, path, problems)
+    name = str(name)
+    state = _choice(data.get("state", "present"), [*path, "state"], problems, STATES)
+    uid = (
+        _integer(data["uid"], [*path, "uid"], problems, ID_MIN, ID_MAX)
+        if "uid" in data
+        else None
+    )
+    gid = (
+        _integer(data["gid"], [*path, "gid"], problems, ID_MIN, ID_MAX)
+        if "gid" in data
+        else None
+    )
+    sites_raw = _mapping(data.get("sites"), [*path, "sites"], problems)
+    sites = {
+        str(site): _site(
+            name, str(site), site_data, [*path, "sites", str(site)], problems
+        )
+        for site, site_data in sorted(sites_raw.items(), key=lambda kv: str(kv[0]))
+    }
+    return {
+        "name": name,
+        "state": state,
+        "fullname": _display_name(data["fullname"], [*path, "fullname"], problems)
+        if "fullname" in data
+        else name,
+        "email": _email(data["email"], [*path, "email"], problems)
+        if "email" in data
+        else None,
+        "uid": uid,
+        "gid": gid,
+        "shell": _choice(
+            data.get("shell", SHELLS[0]), [*path, "shell"], problems, SHELLS
+        ),
+        "group": name,
+        "home": f"{HOME_BASE}/{name}",
+        "dirs": _account_dirs(name),
+        "sites": sites,
+    }
+
+
+def _check_host_clashes(
+    account: dict, host: HostUsers, reserved: frozenset[str], problems: _Problems
+) -> None:
+    """Report clashes of a present account with the host's users and groups."""
+    name = account["name"]
+    path = ["webarch", "accounts", name]
+    if name in reserved:
+        problems.add(path, f"username {name!r} is reserved")
+        return
+    managed = name in host.managed
+    uid = host.users.get(name)
+    if uid is not None and not ID_MIN <= uid <= ID_MAX:
+        problems.add(
+            path, f"username {name!r} is a system user on this host (uid {uid})"
+        )
+    elif uid is not None and not managed:
+        problems.add(
+            path,
+            f"username {name!r} clashes with existing user (uid {uid}) that webarch "
+            "does not manage",
+        )
+    gid = host.groups.get(name)
+    if gid is not None and not ID_MIN <= gid <= ID_MAX:
+        problems.add(path, f"group {name!r} is a system group on this host (gid {gid})")
+    elif gid is not None and uid is None and not managed:
+        problems.add(
+            path,
+            f"group {name!r} already exists on this host (gid {gid}) and webarch "
+            "does not manage it",
+        )
+    for key, wanted, owner in (
+        ("uid", account["uid"], host.uid_owner),
+        ("gid", account["gid"], host.gid_owner),
+    ):
+        holder = owner(wanted) if wanted is not None else None
+        if holder is not None and holder != name:
+            problems.add(
+                [*path, key], f"{wanted} is already used by {holder!r} on this host"
+            )
+
+
+def _check_unique(accounts: dict[str, dict], problems: _Problems) -> None:
+    """Report ids and host names used more than once across all accounts."""
+    seen: dict[tuple[str, Any], str] = {}
+    for name, account in accounts.items():
+        for key in ("uid", "gid"):
+            value = account[key]
+            if value is None:
+                continue
+            other = seen.setdefault((key, value), name)
+            if other != name:
+                problems.add(
+                    ["webarch", "accounts", name, key],
+                    f"{value} is also the {key} of account {other!r}",
+                )
+        for site_name, site in account["sites"].items():
+            spath = ["webarch", "accounts", name, "sites", site_name]
+            names = [("server_name", site["server_name"])] + [
+                (f"aliases:{i}", a) for i, a in enumerate(site["aliases"])
+            ]
+            for key, host_name in names:
+                if host_name is None:
+                    continue
+                where = f"{name}:sites:{site_name}"
+                other = seen.setdefault(("host", host_name), where)
+                if other != where:
+                    problems.add(
+                        spath + key.split(":"),
+                        f"{host_name} is already used by {other}",
+                    )
+                elif key != "server_name" and host_name == site["server_name"]:
+                    problems.add(spath + key.split(":"), "repeats the server_name")
+
+
+# Keys the schema knows, with what they hold (used for unknown-key errors; the
+# documentation of each key is in pillar.example and README.rst).
+SITE_KEYS: dict[str, Any] = {
+    "type": SITE_TYPES,
+    "server_name": str,
+    "aliases": list,
+    "docroot": str,
+}
+ACCOUNT_KEYS: dict[str, Any] = {
+    "state": STATES,
+    "fullname": str,
+    "email": str,
+    "uid": int,
+    "gid": int,
+    "shell": SHELLS,
+    "sites": dict,
+}
+SERVER_KEYS: dict[str, Any] = {
+    "hostname": str,
+    "admin_email": str,
+    "reserved_usernames": list,
+    "accounts": dict,
+}
+
+
+def build_model(pillar: Any, host: HostUsers) -> dict:
+    """
+    Validate the ``webarch`` pillar against ``host`` and return the model.
+
+    Raises :py:class:`ModelError` listing every problem found.
+    """
+    problems = _Problems()
+    pillar = _mapping(pillar, ["webarch"], problems)
+    _check_keys(pillar, SERVER_KEYS, ["webarch"], problems)
+    server = _server_settings(pillar, problems)
+    reserved = RESERVED_USERNAMES | frozenset(server["reserved_usernames"])
+    raw_accounts = _mapping(pillar.get("accounts"), ["webarch", "accounts"], problems)
+    accounts = {
+        str(name): _account(name, data, problems)
+        for name, data in sorted(raw_accounts.items(), key=lambda kv: str(kv[0]))
+    }
+    present = [a for a in accounts.values() if a["state"] == "present"]
+    for account in present:
+        _check_host_clashes(account, host, reserved, problems)
+    _check_unique(accounts, problems)
+    if problems.items:
+        raise ModelError(problems.items)
+    present_names = {a["name"] for a in present}
+    managed_after = sorted((set(host.managed) & set(host.users)) | present_names)
+    return {
+        **server,
+        "accounts": accounts,
+        "present": sorted(present_names),
+        "absent": sorted(set(accounts) - present_names),
+        "registry": {
+            "path": REGISTRY_PATH,
+            "names": managed_after,
+            "lines": [REGISTRY_HEADER, *managed_after],
+        },
+    }
+
+
+# --------------------------------------------------------------------------
+# Salt functions
+# --------------------------------------------------------------------------
+
+
+def __virtual__() -> str:
+    return __virtualname__
+
+
+def _read_registry(path: str = REGISTRY_PATH) -> frozenset[str]:
+    """Return the account names recorded as managed by webarch."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return frozenset()
+    return frozenset(
+        line.strip() for line in lines if line.strip() and not line.startswith("#")
+    )
+
+
+def host_users() -> HostUsers:
+    """Return a snapshot of this host's users, groups and webarch registry."""
+    return HostUsers(
+        users={p.pw_name: p.pw_uid for p in pwd.getpwall()},
+        groups={g.gr_name: g.gr_gid for g in grp.getgrall()},
+        managed=_read_registry(),
+    )
+
+
+def _pillar_data(pillar: dict | None) -> Any:
+    get: Callable[..., Any] = __salt__["pillar.get"]
+    return pillar if pillar is not None else get("webarch", {})
+
+
+def config(pillar: dict | None = None) -> dict:
+    """
+    Return the whole validated, normalised webarch model.
+
+    Raises an error listing every problem (with its pillar path) when the
+    pillar is invalid, so an SLS rendering from it fails before anything
+    changes on the host.
+
+    pillar
+        Use this dict instead of the ``webarch`` pillar (for checking a
+        proposed pillar).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch.config
+    """
+    try:
+        return build_model(_pillar_data(pillar), host_users())
+    except ModelError as exc:
+        raise CommandExecutionError(str(exc)) from None
+
+
+def accounts(state: str = "present") -> dict:
+    """
+    Return the normalised accounts in ``state`` (``present``, ``absent`` or ``all``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch.accounts
+        salt '*' webarch.accounts state=all
+    """
+    everything = config()["accounts"]
+    if state == "all":
+        return everything
+    return {name: a for name, a in everything.items() if a["state"] == state}
+
+
+def validate(pillar: dict | None = None) -> dict:
+    """
+    Check the webarch pillar without raising; return ``valid`` and ``problems``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch.validate
+    """
+    try:
+        build_model(_pillar_data(pillar), host_users())
+    except ModelError as exc:
+        return {"valid": False, "problems": exc.problems}
+    return {"valid": True, "problems": []}
+
+
+def packages(osmajorrelease: int | None = None) -> list[str]:
+    """
+    Return the Debian packages the formula installs on this release.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch.packages
+    """
+    return []

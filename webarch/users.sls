@@ -1,0 +1,61 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Each present account: its group, its user and the standard layout of its home.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import webarch with context %}
+---
+include:
+  - {{ tplroot }}.registry
+
+{%- for name in webarch.present %}
+{%-   set account = webarch.accounts[name] %}
+
+webarch-{{ name }}-group:
+  group.present:
+    - name: {{ name }}
+{%-   if account.gid %}
+    - gid: {{ account.gid }}
+{%-   endif %}
+    - require:
+      - file: webarch-registry
+
+webarch-{{ name }}-user:
+  user.present:
+    - name: {{ name }}
+{%-   if account.uid %}
+    - uid: {{ account.uid }}
+{%-   endif %}
+    - gid: {{ name }}
+    - groups: []
+    - home: {{ account.home }}
+    - createhome: false
+    - shell: {{ account.shell }}
+    - fullname: {{ account.fullname | json }}
+    - require:
+      - group: webarch-{{ name }}-group
+
+{%-   for dir in account.dirs %}
+
+webarch-{{ name }}-dir-{{ dir.id }}:
+  file.directory:
+    - name: {{ dir.path }}
+    - user: {{ dir.user }}
+    - group: {{ dir.group }}
+    - mode: '{{ dir.mode }}'
+    - require:
+      - user: webarch-{{ name }}-user
+{%-   endfor %}
+
+{%-   for site_name, site in account.sites.items() %}
+
+webarch-{{ name }}-site-{{ site_name }}-docroot:
+  file.directory:
+    - name: {{ site.docroot }}
+    - user: {{ name }}
+    - group: {{ name }}
+    - mode: '0750'
+    - makedirs: true
+    - require:
+      - file: webarch-{{ name }}-dir-sites
+{%-   endfor %}
+{%- endfor %}

@@ -89,8 +89,11 @@ def test_absent_account_is_not_present_and_skips_host_checks(model):
 
 
 def test_managed_existing_user_is_fine_and_stays_registered(model):
-    snapshot = dict(users={"alice": 2001, "gone": 2002, "kept": 2003},
-                    groups={"alice": 2001}, managed={"alice", "gone", "kept"})
+    snapshot = dict(
+        users={"alice": 2001, "gone": 2002, "kept": 2003},
+        groups={"alice": 2001},
+        managed={"alice", "gone", "kept"},
+    )
     snapshot["users"].pop("gone")
     result = model.build_model(one_account(uid=2001), host(model, **snapshot))
     # "gone" no longer exists on the host: dropped; "kept" still exists: kept.
@@ -150,7 +153,7 @@ def test_error_message_lists_every_problem(model, twenty_mistakes):
         ("abc.d", "username must match"),
         ("a" * 32, "username must match"),
         ("Alice", "username must match"),
-        ("аlice", "username must match"),  # Cyrillic a
+        ("аlice", "username must match"),  # noqa: RUF001 (a Cyrillic a)
         ("alice\n", "username must match"),
         ("www-data", "is reserved"),
         ("postmaster", "is reserved"),
@@ -265,9 +268,7 @@ def test_missing_server_name(model):
 
 def test_bad_alias_is_reported_with_its_index(model):
     found = problems(model, site(aliases=["ok.alice.example", "Bad.Example"]))
-    assert found == [
-        "webarch:accounts:alice:sites:www:aliases:1: 'Bad.Example' must be lower case"
-    ]
+    assert found == ["webarch:accounts:alice:sites:www:aliases:1: 'Bad.Example' must be lower case"]
 
 
 def test_host_names_unique_across_accounts_and_sites(model):
@@ -275,14 +276,23 @@ def test_host_names_unique_across_accounts_and_sites(model):
         "accounts": {
             "alice": {
                 "sites": {
-                    "www": {"server_name": "a.example.org", "aliases": ["b.example.org"]},
-                    "two": {"server_name": "c.example.org", "aliases": ["c.example.org"]},
+                    "www": {
+                        "server_name": "a.example.org",
+                        "aliases": ["b.example.org"],
+                    },
+                    "two": {
+                        "server_name": "c.example.org",
+                        "aliases": ["c.example.org"],
+                    },
                 }
             },
             "bob": {
                 "sites": {
                     "shop": {"server_name": "b.example.org"},
-                    "blog": {"server_name": "d.example.org", "aliases": ["a.example.org"]},
+                    "blog": {
+                        "server_name": "d.example.org",
+                        "aliases": ["a.example.org"],
+                    },
                 }
             },
         }
@@ -301,9 +311,20 @@ def test_host_names_unique_across_accounts_and_sites(model):
 
 @pytest.mark.parametrize(
     "email",
-    ["alice", "alice@", "@example.org", "alice@example", "al ice@example.org",
-     "alice@@example.org", "alice@example.org\nBcc: x@y.org", "a..b@example.org",
-     "alice@EXAMPLE.org", "<alice@example.org>", "alice@example.org\n", 7],
+    [
+        "alice",
+        "alice@",
+        "@example.org",
+        "alice@example",
+        "al ice@example.org",
+        "alice@@example.org",
+        "alice@example.org\nBcc: x@y.org",
+        "a..b@example.org",
+        "alice@EXAMPLE.org",
+        "<alice@example.org>",
+        "alice@example.org\n",
+        7,
+    ],
 )
 def test_bad_emails(model, email):
     found = problems(model, one_account(email=email))
@@ -317,8 +338,17 @@ def test_good_emails(model, email):
 
 @pytest.mark.parametrize(
     "docroot",
-    ["../bob", "/etc", "public/../../x", ".ssh", "public/.git", "a//b/..", "a b",
-     "public\n", "x" * 201],
+    [
+        "../bob",
+        "/etc",
+        "public/../../x",
+        ".ssh",
+        "public/.git",
+        "a//b/..",
+        "a b",
+        "public\n",
+        "x" * 201,
+    ],
 )
 def test_docroot_must_stay_inside_site(model, docroot):
     found = problems(model, site(docroot=docroot))
@@ -352,11 +382,31 @@ def test_unknown_keys_are_errors(model, pillar, path):
         ([], "webarch", "must be a mapping, not list"),
         ({"accounts": ["alice"]}, "webarch:accounts", "must be a mapping, not list"),
         ({"accounts": {"alice": "yes"}}, "webarch:accounts:alice", "must be a mapping"),
-        (one_account(sites=["www"]), "webarch:accounts:alice:sites", "must be a mapping"),
-        (one_account(fullname=["A"]), "webarch:accounts:alice:fullname", "must be a string"),
-        (one_account(fullname="A\nB"), "webarch:accounts:alice:fullname", "must not contain"),
-        (one_account(fullname='A "B"'), "webarch:accounts:alice:fullname", "must not contain"),
-        (one_account(fullname="x" * 101), "webarch:accounts:alice:fullname", "at most 100"),
+        (
+            one_account(sites=["www"]),
+            "webarch:accounts:alice:sites",
+            "must be a mapping",
+        ),
+        (
+            one_account(fullname=["A"]),
+            "webarch:accounts:alice:fullname",
+            "must be a string",
+        ),
+        (
+            one_account(fullname="A\nB"),
+            "webarch:accounts:alice:fullname",
+            "must not contain",
+        ),
+        (
+            one_account(fullname='A "B"'),
+            "webarch:accounts:alice:fullname",
+            "must not contain",
+        ),
+        (
+            one_account(fullname="x" * 101),
+            "webarch:accounts:alice:fullname",
+            "at most 100",
+        ),
         ({"reserved_usernames": "x"}, "webarch:reserved_usernames", "list of strings"),
         (one_account(state=None), "webarch:accounts:alice:state", "must be one of"),
     ],

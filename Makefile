@@ -1,0 +1,74 @@
+# webarch: the two commands a newcomer needs are `make demo` and `make test`.
+# Both run as root on a Debian 12 machine; everything they need is installed
+# by `make prereqs` (Debian packages) and `make venv` (Python tools).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RELEASE ?= bookworm
+DEMO ?= webarch-demo
+export PYTHONPATH := $(CURDIR)/test
+
+.PHONY: help prereqs venv lint unit e2e test image demo demo-shell demo-apply demo-stop clean
+
+help:
+	@echo "make demo   boot a Debian test host, converge pillar.example on it, show what to try"
+	@echo "make test   lint, unit tests and end-to-end tests on Debian test hosts"
+	@echo "make lint | unit | e2e | image | demo-shell | demo-apply | demo-stop"
+
+# Host packages: debootstrap and systemd-nspawn build and boot the test hosts.
+prereqs:
+	@missing=""; \
+	for cmd in debootstrap:debootstrap systemd-nspawn:systemd-container \
+	           ip:iproute2 nsenter:util-linux; do \
+	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
+	done; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The development and test tools pinned in pyproject.toml.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $$($(PYTHON) -c 'import tomllib; \
+	  print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["dev"]))')
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check --output-format concise .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/salt-lint webarch/*.sls
+	$(VENV)/bin/yamllint --strict .
+
+unit: venv
+	$(PY) -m pytest test/unit
+
+e2e: prereqs venv
+	$(PY) -m pytest -m e2e test
+
+test: prereqs venv lint
+	$(PY) -m pytest test
+
+image: prereqs venv
+	$(PY) -m testhost build --release $(RELEASE)
+
+demo: prereqs venv
+	$(PY) -m testhost demo $(DEMO) --release $(RELEASE) --formula $(CURDIR)
+
+demo-shell:
+	$(PY) -m testhost shell $(DEMO)
+
+demo-apply:
+	$(PY) -m testhost apply $(DEMO)
+
+demo-stop:
+	$(PY) -m testhost stop $(DEMO)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -126,9 +126,7 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_keys(
-    data: dict, allowed: dict[str, Any], path: list[str], problems: _Problems
-) -> None:
+def _check_keys(data: dict, allowed: dict[str, Any], path: list[str], problems: _Problems) -> None:
     """Report every key of ``data`` that the schema does not know."""
     for key in data:
         if key not in allowed:
@@ -146,9 +144,7 @@ def _mapping(value: Any, path: list[str], problems: _Problems) -> dict:
     return value
 
 
-def _string(
-    value: Any, path: list[str], problems: _Problems, max_len: int = 253
-) -> str | None:
+def _string(value: Any, path: list[str], problems: _Problems, max_len: int = 253) -> str | None:
     """Return ``value`` if it is a non-empty string of at most ``max_len``."""
     if not isinstance(value, str):
         problems.add(path, f"must be a string, not {type(value).__name__}")
@@ -162,9 +158,7 @@ def _string(
     return value
 
 
-def _integer(
-    value: Any, path: list[str], problems: _Problems, low: int, high: int
-) -> int | None:
+def _integer(value: Any, path: list[str], problems: _Problems, low: int, high: int) -> int | None:
     """Return ``value`` if it is an integer in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int):
         problems.add(path, f"must be an integer, not {_describe(value)}")
@@ -180,9 +174,7 @@ def _choice(
 ) -> str | None:
     """Return ``value`` if it is one of ``choices``."""
     if value not in choices:
-        problems.add(
-            path, f"must be one of {', '.join(choices)}, not {_describe(value)}"
-        )
+        problems.add(path, f"must be one of {', '.join(choices)}, not {_describe(value)}")
         return None
     return value
 
@@ -224,12 +216,7 @@ def _email(value: Any, path: list[str], problems: _Problems) -> str | None:
     if text is None:
         return None
     local, sep, domain = text.rpartition("@")
-    if (
-        not sep
-        or not EMAIL_LOCAL_RE.fullmatch(local)
-        or ".." in local
-        or dns_name_problem(domain)
-    ):
+    if not sep or not EMAIL_LOCAL_RE.fullmatch(local) or ".." in local or dns_name_problem(domain):
         problems.add(path, f"{_describe(text)} is not a valid email address")
         return None
     return text
@@ -291,9 +278,7 @@ def _server_settings(pillar: dict, problems: _Problems) -> dict:
     }
 
 
-def _site(
-    account: str, site: str, data: Any, path: list[str], problems: _Problems
-) -> dict:
+def _site(account: str, site: str, data: Any, path: list[str], problems: _Problems) -> dict:
     """Validate one site and return its normalised form."""
     if not SITE_NAME_RE.fullmatch(site):
         problems.add(
@@ -381,21 +366,11 @@ def _account(name: Any, data: Any, problems: _Problems) -> dict:
     _check_keys(data, ACCOUNT_KEYS, path, problems)
     name = str(name)
     state = _choice(data.get("state", "present"), [*path, "state"], problems, STATES)
-    uid = (
-        _integer(data["uid"], [*path, "uid"], problems, ID_MIN, ID_MAX)
-        if "uid" in data
-        else None
-    )
-    gid = (
-        _integer(data["gid"], [*path, "gid"], problems, ID_MIN, ID_MAX)
-        if "gid" in data
-        else None
-    )
+    uid = _integer(data["uid"], [*path, "uid"], problems, ID_MIN, ID_MAX) if "uid" in data else None
+    gid = _integer(data["gid"], [*path, "gid"], problems, ID_MIN, ID_MAX) if "gid" in data else None
     sites_raw = _mapping(data.get("sites"), [*path, "sites"], problems)
     sites = {
-        str(site): _site(
-            name, str(site), site_data, [*path, "sites", str(site)], problems
-        )
+        str(site): _site(name, str(site), site_data, [*path, "sites", str(site)], problems)
         for site, site_data in sorted(sites_raw.items(), key=lambda kv: str(kv[0]))
     }
     return {
@@ -404,14 +379,10 @@ def _account(name: Any, data: Any, problems: _Problems) -> dict:
         "fullname": _display_name(data["fullname"], [*path, "fullname"], problems)
         if "fullname" in data
         else name,
-        "email": _email(data["email"], [*path, "email"], problems)
-        if "email" in data
-        else None,
+        "email": _email(data["email"], [*path, "email"], problems) if "email" in data else None,
         "uid": uid,
         "gid": gid,
-        "shell": _choice(
-            data.get("shell", SHELLS[0]), [*path, "shell"], problems, SHELLS
-        ),
+        "shell": _choice(data.get("shell", SHELLS[0]), [*path, "shell"], problems, SHELLS),
         "group": name,
         "home": f"{HOME_BASE}/{name}",
         "dirs": _account_dirs(name),
@@ -431,9 +402,7 @@ def _check_host_clashes(
     managed = name in host.managed
     uid = host.users.get(name)
     if uid is not None and not ID_MIN <= uid <= ID_MAX:
-        problems.add(
-            path, f"username {name!r} is a system user on this host (uid {uid})"
-        )
+        problems.add(path, f"username {name!r} is a system user on this host (uid {uid})")
     elif uid is not None and not managed:
         problems.add(
             path,
@@ -455,9 +424,7 @@ def _check_host_clashes(
     ):
         holder = owner(wanted) if wanted is not None else None
         if holder is not None and holder != name:
-            problems.add(
-                [*path, key], f"{wanted} is already used by {holder!r} on this host"
-            )
+            problems.add([*path, key], f"{wanted} is already used by {holder!r} on this host")
 
 
 def _check_unique(accounts: dict[str, dict], problems: _Problems) -> None:
@@ -571,9 +538,7 @@ def _read_registry(path: str = REGISTRY_PATH) -> frozenset[str]:
             lines = handle.read().splitlines()
     except FileNotFoundError:
         return frozenset()
-    return frozenset(
-        line.strip() for line in lines if line.strip() and not line.startswith("#")
-    )
+    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
 
 
 def host_users() -> HostUsers:

@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 RELEASE ?= bookworm
 DEMO ?= webarch-demo
 export PYTHONPATH := $(CURDIR)/test
+# Salt installs an import hook that breaks the auto-loading of pytest-salt-factories'
+# plugins under --import-mode=importlib; tests name the plugins they use.
+export PYTEST_DISABLE_PLUGIN_AUTOLOAD := 1
 
 .PHONY: help prereqs venv lint unit e2e test image demo demo-shell demo-apply demo-stop clean
 

@@ -1,0 +1,439 @@
+"""A booted test host: overlayfs over a cached image + ``systemd-nspawn --boot``.
+
+Per host work dir (env WEBARCH_TEST_RUN, default /var/tmp/webarch-test-run)/<name>/::
+
+    upper/ work/ merged/    overlayfs layers; merged is the container's root
+    nspawn.log              console + nspawn messages of the current boot (.prev: the one before)
+    pid                     pid of systemd-nspawn (Host.attach() reconnects from another process)
+    host.json               image and formula dir, for attach()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from . import config, system
+
+log = logging.getLogger(__name__)
+
+SALT_CALL = "/opt/salt/bin/salt-call"
+
+#: formula_dir entries bound read-only into the container (source name -> container path).
+FORMULA_BINDS: tuple[tuple[str, str], ...] = (
+    ("webarch", "/srv/formula/webarch"),
+    ("_modules", "/srv/formula/_modules"),
+    ("_states", "/srv/formula/_states"),
+    ("pillar.example", "/srv/formula/pillar.example"),
+)
+
+#: Each host gets its own cgroup below this one in every hierarchy systemd tracks processes in.
+#: Without it all containers share the caller's cgroup, so the systemd of one container
+#: waits for (and kills) the services of another one when stopping them.
+CGROUP_PARENT = "webarch-test"
+
+PILLAR_TOP = "base:\n  '*':\n    - webarch\n"
+
+
+class HostError(RuntimeError):
+    """A test host failed to boot, stop or answer."""
+
+
+class Host:
+    """One Debian test host booted with systemd-nspawn on an overlay of ``image``."""
+
+    def __init__(
+        self,
+        name: str,
+        image: Path,
+        formula_dir: Path | None = config.DEFAULT_FORMULA_DIR,
+        run_root: Path | None = None,
+        boot_timeout: float = 120.0,
+    ) -> None:
+        """Describe a host; nothing happens until start().  formula_dir=None binds no formula."""
+        self.name = name
+        self.image = Path(image)
+        self.formula_dir = Path(formula_dir) if formula_dir is not None else None
+        self.run_dir = (run_root or config.run_root()) / name
+        self.boot_timeout = boot_timeout
+        self.last: subprocess.CompletedProcess[str] | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def upper(self) -> Path:
+        """Overlay upper dir (everything the host changed)."""
+        return self.run_dir / "upper"
+
+    @property
+    def merged(self) -> Path:
+        """Overlay mount point = the container's root directory."""
+        return self.run_dir / "merged"
+
+    @property
+    def log_path(self) -> Path:
+        """systemd-nspawn output of the current boot."""
+        return self.run_dir / "nspawn.log"
+
+    @property
+    def pid_path(self) -> Path:
+        """File holding the pid of systemd-nspawn."""
+        return self.run_dir / "pid"
+
+    def cgroups(self) -> list[Path]:
+        """The host's own cgroup in each hierarchy systemd tracks processes in."""
+        return [root / CGROUP_PARENT / self.name for root in system.systemd_cgroup_roots()]
+
+    # ------------------------------------------------------------------ reconnect
+
+    @classmethod
+    def attach(cls, name: str, run_root: Path | None = None) -> Host:
+        """Return a Host for ``name`` as recorded by a start() (maybe of another process)."""
+        run_dir = (run_root or config.run_root()) / name
+        try:
+            meta = json.loads((run_dir / "host.json").read_text())
+        except FileNotFoundError:
+            raise HostError(f"no host {name!r} under {run_dir.parent}") from None
+        formula = meta.get("formula_dir")
+        formula_dir = Path(formula) if formula else None
+        return cls(name, Path(meta["image"]), formula_dir, run_root, meta["boot_timeout"])
+
+    @staticmethod
+    def names(run_root: Path | None = None) -> list[str]:
+        """Names of all hosts that have a work dir."""
+        root = run_root or config.run_root()
+        return sorted(p.parent.name for p in root.glob("*/host.json"))
+
+    # ------------------------------------------------------------------ processes
+
+    def nspawn_pid(self) -> int | None:
+        """Pid of this host's running systemd-nspawn, or None."""
+        if self._popen is not None:  # started by this object (maybe not exec'ed yet)
+            return self._popen.pid if self._popen.poll() is None else None
+        try:
+            pid = int(self.pid_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        argv = system.pid_cmdline(pid)
+        ours = bool(argv) and "systemd-nspawn" in argv[0] and f"--machine={self.name}" in argv
+        return pid if ours and system.pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        """Tell whether systemd-nspawn of this host is alive."""
+        return self.nspawn_pid() is not None
+
+    def init_pid(self) -> int | None:
+        """Pid (host namespace) of the container's init, or None if not (yet) there."""
+        pid = self.nspawn_pid()
+        if pid is None:
+            return None
+        for child in system.pid_children(pid):
+            argv = system.pid_cmdline(child)
+            if argv and "systemd-nspawn" not in argv[0]:
+                return child
+        return None
+
+    def _require_init(self) -> int:
+        """Pid of the container's init; raise HostError if the host is not running."""
+        init = self.init_pid()
+        if init is None:
+            raise HostError(f"host {self.name} is not running")
+        return init
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, keep_state: bool = False) -> None:
+        """Mount the overlay and boot; wait until the system is running or degraded.
+
+        keep_state=False discards changes of earlier boots (a fresh host); True keeps them.
+        """
+        if self.is_running():
+            raise HostError(f"host {self.name} is already running")
+        if not (self.image / "etc/os-release").exists():
+            raise HostError(f"{self.image} is not an image rootfs")
+        system.ensure_nspawn_runtime_dir()
+        for cgroup in self.cgroups():  # leftovers of a crashed run
+            system.remove_cgroup(cgroup)
+        system.umount_all(self.run_dir)
+        if not keep_state:
+            self._discard_state()
+        for directory in (self.upper, self.run_dir / "work", self.merged):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._write_meta()
+        self._mount_overlay()
+        self._prepare_identity()
+        self._spawn()
+        try:
+            state = self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("host %s is %s", self.name, state)
+
+    def stop(self, timeout: float = 90.0) -> None:
+        """Power off cleanly (SIGTERM/SIGKILL as fallbacks) and unmount; idempotent."""
+        pid = self.nspawn_pid()
+        if pid is not None:
+            self._poweroff(pid, timeout)
+        if self._popen is not None:
+            self._popen.wait()
+            self._popen = None
+        for cgroup in self.cgroups():
+            system.remove_cgroup(cgroup)
+        system.umount_all(self.run_dir)
+        self.pid_path.unlink(missing_ok=True)
+
+    def reboot(self) -> None:
+        """Stop and start again, keeping the host's changes."""
+        self.stop()
+        self.start(keep_state=True)
+
+    def reset(self) -> None:
+        """Stop, drop every change since the image, and start a fresh host."""
+        self.stop()
+        self.start(keep_state=False)
+
+    def destroy(self) -> None:
+        """Stop and delete the host's work dir."""
+        self.stop()
+        if self.run_dir.exists() and not system.mounts_under(self.run_dir):
+            shutil.rmtree(self.run_dir)
+
+    def __enter__(self) -> Host:
+        """Start the host."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the host (its work dir is kept for inspection)."""
+        self.stop()
+
+    def _discard_state(self) -> None:
+        """Delete the overlay upper and work dirs."""
+        for directory in (self.upper, self.run_dir / "work"):
+            if directory.exists():
+                shutil.rmtree(directory)
+
+    def _write_meta(self) -> None:
+        """Record what attach() needs."""
+        meta = {
+            "image": str(self.image),
+            "formula_dir": str(self.formula_dir) if self.formula_dir else None,
+            "boot_timeout": self.boot_timeout,
+        }
+        (self.run_dir / "host.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def _mount_overlay(self) -> None:
+        """Mount image (lower) + upper at merged."""
+        options = f"lowerdir={self.image},upperdir={self.upper},workdir={self.run_dir / 'work'}"
+        system.mount(["-t", "overlay", "overlay", "-o", options, str(self.merged)])
+
+    def _prepare_identity(self) -> None:
+        """Give the host its own machine-id (once per fresh state) and an /etc/hosts entry."""
+        if not (self.upper / "etc/machine-id").exists():
+            (self.merged / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        hosts = self.merged / "etc/hosts"
+        if not hosts.is_symlink():
+            text = hosts.read_text() if hosts.exists() else "127.0.0.1\tlocalhost\n"
+            if f"\t{self.name}\n" not in text:
+                hosts.write_text(text + f"127.0.1.1\t{self.name}\n")
+
+    def nspawn_command(self) -> list[str]:
+        """The systemd-nspawn command line booting this host."""
+        cmd = [
+            "systemd-nspawn",
+            f"--directory={self.merged}",
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            "--private-network",
+            f"--machine={self.name}",
+            "--console=read-only",
+            "--link-journal=no",
+            "--resolv-conf=off",
+            "--timezone=off",
+        ]
+        if self.formula_dir is not None:
+            for source, target in FORMULA_BINDS:
+                if (self.formula_dir / source).exists():
+                    cmd.append(f"--bind-ro={self.formula_dir / source}:{target}")
+        return cmd
+
+    def _spawn(self) -> None:
+        """Start systemd-nspawn in its own session and cgroups, output to nspawn.log."""
+        if self.log_path.exists():
+            self.log_path.replace(self.log_path.with_suffix(".log.prev"))
+        procs = []
+        for cgroup in self.cgroups():
+            cgroup.mkdir(parents=True, exist_ok=True)
+            procs.append(str(cgroup / "cgroup.procs"))
+        # sh moves itself into the cgroups, then becomes systemd-nspawn (same pid).
+        enter = 'while [ "$1" != -- ]; do echo $$ > "$1"; shift; done; shift; exec "$@"'
+        with self.log_path.open("wb") as out:
+            self._popen = subprocess.Popen(
+                ["sh", "-c", enter, "sh", *procs, "--", *self.nspawn_command()],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=system.sane_env(),
+            )
+        self.pid_path.write_text(f"{self._popen.pid}\n")
+
+    def _wait_ready(self) -> str:
+        """Wait for ``systemctl is-system-running --wait``: return 'running' or 'degraded'."""
+        deadline = time.monotonic() + self.boot_timeout
+        state = "no init yet"
+        while time.monotonic() < deadline:
+            if self.nspawn_pid() is None:
+                tail = system.tail(self.log_path)
+                raise HostError(f"systemd-nspawn of {self.name} exited:\n{tail}")
+            if self.init_pid() is not None:
+                try:
+                    proc = self.run(
+                        ["systemctl", "is-system-running", "--wait"],
+                        timeout=max(1.0, deadline - time.monotonic()),
+                    )
+                    state = proc.stdout.strip() or proc.stderr.strip()
+                except subprocess.TimeoutExpired:
+                    break
+                if state in ("running", "degraded"):
+                    return state
+                if state in ("maintenance", "stopping"):
+                    break
+            time.sleep(0.2)
+        raise HostError(
+            f"host {self.name} not ready after {self.boot_timeout:.0f}s (state: {state})\n"
+            f"--- {self.log_path} ---\n{system.tail(self.log_path)}"
+        )
+
+    def _poweroff(self, pid: int, timeout: float) -> None:
+        """Ask init to power off (SIGRTMIN+4); escalate to SIGTERM then SIGKILL of nspawn."""
+        init = self.init_pid()
+        if init is not None:
+            os.kill(init, signal.SIGRTMIN + 4)
+            if system.wait_pid_exit(pid, timeout):
+                return
+            log.warning("host %s did not power off in %.0fs; sending SIGTERM", self.name, timeout)
+        os.kill(pid, signal.SIGTERM)
+        if system.wait_pid_exit(pid, 15):
+            return
+        log.warning("host %s: killing systemd-nspawn session %d", self.name, pid)
+        os.killpg(pid, signal.SIGKILL)
+        if not system.wait_pid_exit(pid, 15):
+            raise HostError(f"systemd-nspawn {pid} of {self.name} does not die")
+
+    # ------------------------------------------------------------------ inside the host
+
+    def nsenter_command(self, cmd: Sequence[str]) -> list[str]:
+        """Command line running ``cmd`` inside the host's namespaces."""
+        return ["nsenter", "-t", str(self._require_init()), "-a", "-r", "-w", "--", *cmd]
+
+    def run(
+        self,
+        cmd: Sequence[str],
+        check: bool = False,
+        input: str | None = None,
+        timeout: float | None = 600.0,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` in the host (text mode, output captured, sane PATH/LANG/HOME)."""
+        return subprocess.run(
+            self.nsenter_command(cmd),
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            env=system.sane_env(env),
+        )
+
+    def write_file(self, path: str, text: str, mode: int = 0o644) -> None:
+        """Create/replace the file ``path`` in the running host (parents created as needed)."""
+        script = 'mkdir -p "$(dirname "$1")" && (umask 077 && cat > "$1") && chmod "$2" "$1"'
+        self.run(["sh", "-c", script, "sh", path, f"{mode:o}"], check=True, input=text)
+
+    def read_file(self, path: str) -> str:
+        """Return the text of the file ``path`` in the running host."""
+        return self.run(["cat", "--", path], check=True).stdout
+
+    def exists(self, path: str) -> bool:
+        """Tell whether ``path`` exists in the running host."""
+        return self.run(["test", "-e", path]).returncode == 0
+
+    def failed_units(self) -> list[str]:
+        """Names of failed systemd units."""
+        cmd = ["systemctl", "list-units", "--failed", "--plain", "--no-legend"]
+        proc = self.run(cmd, check=True)
+        return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+
+    def set_pillar(self, data: Mapping[str, Any]) -> None:
+        """Write /srv/pillar/top.sls and /srv/pillar/webarch.sls = YAML of ``data``.
+
+        ``data`` is written as is, so it normally has the top-level key ``webarch``.
+        """
+        text = yaml.safe_dump(dict(data), default_flow_style=False, sort_keys=False)
+        self.write_pillar_text(text)
+
+    def write_pillar_text(self, text: str) -> None:
+        """Like set_pillar() but with ready YAML text (comments are kept)."""
+        self.write_file("/srv/pillar/top.sls", PILLAR_TOP, mode=0o600)
+        self.write_file("/srv/pillar/webarch.sls", text, mode=0o600)
+
+    def salt_call(
+        self,
+        args: Sequence[str],
+        extra_args: Sequence[str] = (),
+        timeout: float | None = 1800.0,
+    ) -> dict[str, Any]:
+        """Run ``salt-call --local --out=json [extra_args] args``; return the parsed JSON.
+
+        A non-zero exit (e.g. failed states) does not raise; the CompletedProcess is kept
+        in ``self.last``.  Raises HostError only if the output is not JSON.
+        """
+        cmd = [SALT_CALL, "--local", "--out=json", *extra_args, *args]
+        proc = self.run(cmd, timeout=timeout)
+        self.last = proc
+        try:
+            return _parse_json_output(proc.stdout)
+        except ValueError:
+            raise HostError(
+                f"salt-call returned no JSON (exit {proc.returncode}): {' '.join(cmd)}\n"
+                f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+            ) from None
+
+
+def _parse_json_output(stdout: str) -> dict[str, Any]:
+    """Parse salt's JSON output, skipping any non-JSON lines printed before it."""
+    text = stdout.strip()
+    start = text.find("{")
+    while start != -1:
+        try:
+            value = json.loads(text[start:])
+        except json.JSONDecodeError:
+            start = text.find("\n{", start + 1)
+            start = start + 1 if start != -1 else -1
+            continue
+        if isinstance(value, dict):
+            return value
+        break
+    raise ValueError("no JSON object in output")

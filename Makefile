@@ -9,16 +9,13 @@ PY := $(VENV)/bin/python
 RELEASE ?= bookworm
 DEMO ?= webarch-demo
 export PYTHONPATH := $(CURDIR)/test
-# Salt installs an import hook that breaks the auto-loading of pytest-salt-factories'
-# plugins under --import-mode=importlib; tests name the plugins they use.
-export PYTEST_DISABLE_PLUGIN_AUTOLOAD := 1
 
-.PHONY: help prereqs venv lint unit e2e test image demo demo-shell demo-apply demo-stop clean
+.PHONY: help prereqs venv lint unit e2e test image demo demo-shell demo-apply demo-pillar demo-stop clean
 
 help:
 	@echo "make demo   boot a Debian test host, converge pillar.example on it, show what to try"
 	@echo "make test   lint, unit tests and end-to-end tests on Debian test hosts"
-	@echo "make lint | unit | e2e | image | demo-shell | demo-apply | demo-stop"
+	@echo "make lint | unit | e2e | image | demo-shell | demo-apply | demo-pillar | demo-stop"
 
 # Host packages: debootstrap and systemd-nspawn build and boot the test hosts.
 prereqs:
@@ -69,6 +66,9 @@ demo-shell:
 
 demo-apply:
 	$(PY) -m testhost apply $(DEMO)
+
+demo-pillar:
+	$(PY) -m testhost pillar $(DEMO) $(PILLAR)
 
 demo-stop:
 	$(PY) -m testhost stop $(DEMO)

@@ -506,7 +506,8 @@ def build_model(pillar: Any, host: HostUsers) -> dict:
         _check_host_clashes(account, host, reserved, problems)
     _check_unique(accounts, problems)
     if problems.items:
-        raise ModelError(problems.items)
+        # Group the problems by account (stable: each account's keep their order).
+        raise ModelError(sorted(problems.items, key=lambda p: p.split(":", 3)[:3]))
     present_names = {a["name"] for a in present}
     managed_after = sorted((set(host.managed) & set(host.users)) | present_names)
     return {

@@ -16,11 +16,20 @@ from .host import SALT_CALL, Host, HostError
 from .system import CommandError
 
 DEMO_HINTS = """\
-Host {name} is running (it keeps running after this command exits).
-  make demo-shell                      root shell on the host
-  make demo-apply                      apply the formula again
-  python -m testhost pillar {name} F   install YAML file F as the pillar
-  make demo-stop                       power it off
+Host {name} is running a real Debian with systemd; it keeps running after this
+command exits.  The formula is mounted read-only at /srv/formula, the pillar is
+/srv/pillar/webarch.sls (a copy of pillar.example).  Try:
+
+  make demo-shell                  a root shell on the host; in there:
+      salt-call --local webarch.accounts --out=yaml    the validated account model
+      salt-call --local webarch.validate               check the pillar, list problems
+      getent passwd alice bob carol-stats; ls -la /home /home/alice
+      runuser -u alice -- touch /home/alice/x          refused: the home is root's
+  make demo-apply                  apply the formula again: 0 changes expected
+  make demo-pillar PILLAR=FILE     install another pillar (YAML with a top key webarch:)
+                                   e.g. PILLAR=test/data/pillar-20-mistakes.yaml, then
+                                   make demo-apply to see every problem reported
+  make demo-stop                   power the host off
 """
 
 
@@ -124,7 +133,7 @@ def cmd_pillar(args: argparse.Namespace) -> int:
 
 def _apply(host: Host, sls: str) -> int:
     """state.apply SLS with human readable output; return salt-call's exit status."""
-    cmd = [SALT_CALL, "--local", "--out=highstate", "--state-verbose=False", "state.apply", sls]
+    cmd = [SALT_CALL, "--local", "--out=highstate", "--state-output=terse", "state.apply", sls]
     return _interactive(host, cmd)
 
 

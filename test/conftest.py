@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
+from testhost import ensure_image
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: The Debian release of the test hosts (bookworm = 12, trixie = 13).
+RELEASE = os.environ.get("WEBARCH_TEST_RELEASE", "bookworm")
 
 
 def load_model() -> ModuleType:
@@ -48,3 +53,11 @@ def example_pillar() -> dict:
 def twenty_mistakes() -> dict:
     """A pillar with twenty distinct mistakes."""
     return yaml.safe_load((REPO / "test" / "data" / "pillar-20-mistakes.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    """The cached, ready Debian rootfs of test hosts (built on first use)."""
+    if os.geteuid() != 0:
+        pytest.skip("test hosts need root: debootstrap, mounts and systemd-nspawn")
+    return ensure_image(release=RELEASE)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testhost import Host, ensure_image, system
+from testhost import Host, system
 
 pytestmark = pytest.mark.e2e
-
-RELEASE = os.environ.get("WEBARCH_TEST_RELEASE", "bookworm")
 
 INIT_SLS = """\
 /etc/webarch-scratch:
@@ -35,14 +32,6 @@ def scratch_formula(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "webarch" / "init.sls").write_text(INIT_SLS)
     (root / "webarch" / "fail.sls").write_text(FAIL_SLS)
     return root
-
-
-@pytest.fixture(scope="module")
-def image() -> Path:
-    """The cached image (built on first use)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: debootstrap, mounts and systemd-nspawn")
-    return ensure_image(release=RELEASE)
 
 
 @pytest.fixture(scope="module")

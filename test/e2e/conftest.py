@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testhost import Host, ensure_image
-
-RELEASE = os.environ.get("WEBARCH_TEST_RELEASE", "bookworm")
-
-
-@pytest.fixture(scope="session")
-def image() -> Path:
-    """The cached, ready Debian rootfs (built on first use)."""
-    if os.geteuid() != 0:
-        pytest.skip("end-to-end tests boot systemd-nspawn test hosts: run as root")
-    return ensure_image(release=RELEASE)
+from testhost import Host
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,12 @@ host's users and groups as plain arguments, so it is unit-tested without Salt.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import grp
 import pwd
 import re
+import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,6 +43,44 @@ REGISTRY_PATH = "/var/lib/webarch/managed-accounts"
 REGISTRY_HEADER = "# Accounts created or taken over by webarch (managed by Salt)."
 
 HOME_BASE = "/home"
+CHROOT_BASE = "/chroots"
+ARCHIVE_DIR = "/var/backups/webarch"
+WEB_USER = "www-data"
+#: Every present account is in this group: sshd chroots its members.
+ACCOUNT_GROUP = "webarch"
+
+# Server paths webarch creates must not lie in these trees (a chroot base inside
+# a home would put one account's world under another's files).
+FORBIDDEN_PATH_PREFIXES = (
+    HOME_BASE,
+    "/usr",
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",
+    "/var/tmp",
+    "/boot",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/root",
+    "/srv/formula",
+)
+ABS_PATH_RE = re.compile(r"^(/[A-Za-z0-9_][A-Za-z0-9._-]{0,63})+$")
+
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+SSH_COMMENT_RE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?$")
 
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
 SITE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -275,7 +316,31 @@ def _server_settings(pillar: dict, problems: _Problems) -> dict:
         if admin_email is not None
         else None,
         "reserved_usernames": sorted(set(reserved)),
+        "chroot_base": _server_path(pillar, "chroot_base", CHROOT_BASE, problems),
+        "archive_dir": _server_path(pillar, "archive_dir", ARCHIVE_DIR, problems),
+        "web_user": WEB_USER,
     }
+
+
+def _server_path(pillar: dict, key: str, default: str, problems: _Problems) -> str | None:
+    """Validate an absolute server path that webarch creates and owns."""
+    path = ["webarch", key]
+    value = pillar.get(key, default)
+    text = _string(value, path, problems, max_len=200)
+    if text is None:
+        return None
+    if not ABS_PATH_RE.fullmatch(text) or "/." in text:
+        problems.add(
+            path,
+            f"{_describe(text)} must be an absolute path of letters, digits, . _ - "
+            "(no '..', no hidden parts, no trailing slash)",
+        )
+        return None
+    for prefix in FORBIDDEN_PATH_PREFIXES:
+        if text == prefix or text.startswith(prefix + "/"):
+            problems.add(path, f"{_describe(text)} must not be inside {prefix}")
+            return None
+    return text
 
 
 def _site(account: str, site: str, data: Any, path: list[str], problems: _Problems) -> dict:
@@ -311,6 +376,132 @@ def _site(account: str, site: str, data: Any, path: list[str], problems: _Proble
         "aliases": aliases,
         "root": root,
         "docroot": f"{root}/{docroot}" if docroot else root,
+    }
+
+
+def ssh_key_problem(key: str) -> str | None:
+    """Return what is wrong with an OpenSSH public key line, or ``None``."""
+    parts = key.strip().split(None, 2)
+    if len(parts) < 2:
+        return "must be 'TYPE BASE64 [COMMENT]' (an OpenSSH public key line)"
+    key_type, blob_text = parts[0], parts[1]
+    if key_type not in SSH_KEY_TYPES:
+        if any(t in key for t in SSH_KEY_TYPES):
+            return "must not carry options (from=, command=, ...) before the key type"
+        return f"key type must be one of {', '.join(SSH_KEY_TYPES)}"
+    try:
+        blob = base64.b64decode(blob_text, validate=True)
+    except (binascii.Error, ValueError):
+        return "key data is not valid base64"
+    if len(blob) < 4:
+        return "key data is too short"
+    (length,) = struct.unpack(">I", blob[:4])
+    if blob[4 : 4 + length] != key_type.encode():
+        return f"key data does not hold a {key_type} key"
+    if key_type == "ssh-ed25519" and len(blob) != 51:
+        return "key data is not a whole ed25519 key"
+    if key_type == "ssh-rsa" and len(blob) < 275:
+        return "RSA keys must have at least 2048 bits"
+    if len(parts) == 3 and not SSH_COMMENT_RE.fullmatch(parts[2]):
+        return "comment must be printable ASCII, at most 200 characters"
+    return None
+
+
+def _ssh_keys(value: Any, path: list[str], problems: _Problems) -> list[str]:
+    """Validate a list of OpenSSH public keys; return them normalised."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.add(path, "must be a list of OpenSSH public keys")
+        return []
+    keys: list[str] = []
+    for index, key in enumerate(value):
+        kpath = [*path, str(index)]
+        if not isinstance(key, str):
+            problems.add(kpath, f"must be a string, not {type(key).__name__}")
+            continue
+        if "\n" in key.strip() or "\r" in key or "\x00" in key:
+            problems.add(kpath, "must be one line")
+            continue
+        problem = ssh_key_problem(key)
+        if problem:
+            problems.add(kpath, problem)
+            continue
+        normalised = " ".join(key.strip().split(None, 2))
+        if normalised.split()[1] in {k.split()[1] for k in keys}:
+            problems.add(kpath, "repeats an earlier key")
+            continue
+        keys.append(normalised)
+    return keys
+
+
+def _boolean(value: Any, path: list[str], problems: _Problems) -> bool | None:
+    """Return ``value`` if it is a YAML boolean."""
+    if not isinstance(value, bool):
+        problems.add(path, f"must be true or false, not {_describe(value)}")
+        return None
+    return value
+
+
+def chroot_spec(name: str, chroot_base: str) -> dict:
+    """
+    Return the chroot of account ``name``: its path and its mounts, in order.
+
+    The host's /usr read-only, the account's home read-write at the same path,
+    the account's ~/tmp as /tmp, MariaDB's socket directory read-only and a
+    /proc that shows only the account's own processes.
+    """
+    root = f"{chroot_base}/{name}"
+    home = f"{HOME_BASE}/{name}"
+    bind_ro = ["bind", "ro", "nosuid", "nodev"]
+    return {
+        "path": root,
+        "home": home,
+        "mounts": [
+            {
+                "id": "usr",
+                "name": f"{root}/usr",
+                "device": "/usr",
+                "fstype": "none",
+                "opts": bind_ro,
+            },
+            {
+                "id": "home",
+                "name": f"{root}{home}",
+                "device": home,
+                "fstype": "none",
+                "opts": ["bind", "nosuid", "nodev"],
+            },
+            {
+                "id": "tmp",
+                "name": f"{root}/tmp",
+                "device": f"{home}/tmp",
+                "fstype": "none",
+                "opts": ["bind", "nosuid", "nodev"],
+            },
+            # /run/mysqld is made by systemd-tmpfiles after local file systems
+            # are mounted: nofail drops the mount's ordering before
+            # local-fs.target so that it can wait for the directory.
+            {
+                "id": "mysqld",
+                "name": f"{root}/run/mysqld",
+                "device": "/run/mysqld",
+                "fstype": "none",
+                "opts": [
+                    *bind_ro,
+                    "noexec",
+                    "nofail",
+                    "x-systemd.after=systemd-tmpfiles-setup.service",
+                ],
+            },
+            {
+                "id": "proc",
+                "name": f"{root}/proc",
+                "device": "proc",
+                "fstype": "proc",
+                "opts": ["nosuid", "nodev", "noexec", "hidepid=invisible"],
+            },
+        ],
     }
 
 
@@ -357,7 +548,7 @@ def _account_dirs(name: str) -> list[dict]:
     ]
 
 
-def _account(name: Any, data: Any, problems: _Problems) -> dict:
+def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
     """Validate one account (not its relations to others) and normalise it."""
     path = ["webarch", "accounts", str(name)]
     if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
@@ -386,6 +577,13 @@ def _account(name: Any, data: Any, problems: _Problems) -> dict:
         "group": name,
         "home": f"{HOME_BASE}/{name}",
         "dirs": _account_dirs(name),
+        "ssh": {
+            "keys": _ssh_keys(data.get("ssh_keys"), [*path, "ssh_keys"], problems),
+            "password": _boolean(
+                data.get("ssh_password", False), [*path, "ssh_password"], problems
+            ),
+        },
+        "chroot": chroot_spec(name, server["chroot_base"] or CHROOT_BASE),
         "sites": sites,
     }
 
@@ -476,13 +674,28 @@ ACCOUNT_KEYS: dict[str, Any] = {
     "gid": int,
     "shell": SHELLS,
     "sites": dict,
+    "ssh_keys": list,
+    "ssh_password": bool,
 }
 SERVER_KEYS: dict[str, Any] = {
     "hostname": str,
     "admin_email": str,
     "reserved_usernames": list,
+    "chroot_base": str,
+    "archive_dir": str,
     "accounts": dict,
 }
+
+
+def _check_server_paths(server: dict, problems: _Problems) -> None:
+    """Report server paths nested in one another."""
+    chroots, archives = server["chroot_base"], server["archive_dir"]
+    if not chroots or not archives:
+        return
+    if chroots == archives or archives.startswith(chroots + "/"):
+        problems.add(["webarch", "archive_dir"], f"must not be inside chroot_base {chroots}")
+    elif chroots.startswith(archives + "/"):
+        problems.add(["webarch", "chroot_base"], f"must not be inside archive_dir {archives}")
 
 
 def build_model(pillar: Any, host: HostUsers) -> dict:
@@ -498,13 +711,14 @@ def build_model(pillar: Any, host: HostUsers) -> dict:
     reserved = RESERVED_USERNAMES | frozenset(server["reserved_usernames"])
     raw_accounts = _mapping(pillar.get("accounts"), ["webarch", "accounts"], problems)
     accounts = {
-        str(name): _account(name, data, problems)
+        str(name): _account(name, data, server, problems)
         for name, data in sorted(raw_accounts.items(), key=lambda kv: str(kv[0]))
     }
     present = [a for a in accounts.values() if a["state"] == "present"]
     for account in present:
         _check_host_clashes(account, host, reserved, problems)
     _check_unique(accounts, problems)
+    _check_server_paths(server, problems)
     if problems.items:
         # Group the problems by account (stable: each account's keep their order).
         raise ModelError(sorted(problems.items, key=lambda p: p.split(":", 3)[:3]))
@@ -514,7 +728,11 @@ def build_model(pillar: Any, host: HostUsers) -> dict:
         **server,
         "accounts": accounts,
         "present": sorted(present_names),
+        "ssh_password_accounts": sorted(a["name"] for a in present if a["ssh"]["password"]),
+        "account_group": ACCOUNT_GROUP,
         "absent": sorted(set(accounts) - present_names),
+        # Absent accounts whose Unix user webarch made: archived, then removed.
+        "remove": sorted((set(accounts) - present_names) & set(host.managed)),
         "registry": {
             "path": REGISTRY_PATH,
             "names": managed_after,

@@ -4,3 +4,6 @@
 include:
   - .registry
   - .users
+  - .chroot
+  - .ssh
+  - .remove

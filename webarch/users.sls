@@ -7,6 +7,12 @@
 include:
   - {{ tplroot }}.registry
 
+# Every hosting account is a member: sshd chroots the members of this group.
+webarch-account-group:
+  group.present:
+    - name: {{ webarch.account_group }}
+    - system: true
+
 {%- for name in webarch.present %}
 {%-   set account = webarch.accounts[name] %}
 
@@ -26,13 +32,15 @@ webarch-{{ name }}-user:
     - uid: {{ account.uid }}
 {%-   endif %}
     - gid: {{ name }}
-    - groups: []
+    - groups:
+      - {{ webarch.account_group }}
     - home: {{ account.home }}
     - createhome: false
     - shell: {{ account.shell }}
     - fullname: {{ account.fullname | json }}
     - require:
       - group: webarch-{{ name }}-group
+      - group: webarch-account-group
 
 {%-   for dir in account.dirs %}
 

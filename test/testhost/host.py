@@ -367,6 +367,31 @@ class Host:
             env=system.sane_env(env),
         )
 
+    def net_run(
+        self,
+        cmd: Sequence[str],
+        check: bool = False,
+        input: str | None = None,
+        timeout: float | None = 120.0,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` from outside the host, in its network namespace only.
+
+        The program, its files and its user are this machine's: this is a
+        client reaching the host's services over the host's loopback network,
+        as a user on another machine would.
+        """
+        return subprocess.run(
+            ["nsenter", "-t", str(self._require_init()), "-n", "--", *cmd],
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            env=system.sane_env(env),
+        )
+
     def write_file(self, path: str, text: str, mode: int = 0o644) -> None:
         """Create/replace the file ``path`` in the running host (parents created as needed)."""
         script = 'mkdir -p "$(dirname "$1")" && (umask 077 && cat > "$1") && chmod "$2" "$1"'

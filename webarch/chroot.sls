@@ -1,0 +1,48 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Each present account's chroot: a root-owned skeleton (webarch_chroot) and its
+# bind mounts, persisted in /etc/fstab so that they come back at boot.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import webarch with context %}
+---
+include:
+  - {{ tplroot }}.users
+
+webarch-chroot-base:
+  file.directory:
+    - name: {{ webarch.chroot_base }}
+    - user: root
+    - group: root
+    - mode: '0755'
+
+{%- for name in webarch.present %}
+{%-   set account = webarch.accounts[name] %}
+
+webarch-{{ name }}-chroot:
+  webarch_chroot.present:
+    - name: {{ name }}
+    - path: {{ account.chroot.path }}
+    - home: {{ account.home }}
+    - web_user: {{ webarch.web_user }}
+    - require:
+      - file: webarch-chroot-base
+      - user: webarch-{{ name }}-user
+      - file: webarch-{{ name }}-dir-tmp
+
+{%-   for mount in account.chroot.mounts %}
+
+webarch-{{ name }}-mount-{{ mount.id }}:
+  mount.mounted:
+    - name: {{ mount.name }}
+    - device: {{ mount.device }}
+    - fstype: {{ mount.fstype }}
+    - opts: {{ mount.opts | json }}
+    - persist: true
+    - mkmnt: false
+    - bind_mount_copy_active_opts: false
+    - extra_mount_invisible_keys:
+      - x-systemd.after
+    - require:
+      - webarch_chroot: webarch-{{ name }}-chroot
+{%-   endfor %}
+{%- endfor %}

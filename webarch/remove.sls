@@ -1,0 +1,72 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Accounts switched to absent: stop their processes, unmount their chroot,
+# archive their home (verified), then delete the user.  Nothing is lost.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import webarch with context %}
+---
+include:
+  - {{ tplroot }}.registry
+
+{%- for name in webarch.remove %}
+{%-   set account = webarch.accounts[name] %}
+
+webarch-{{ name }}-remove-processes:
+  cmd.run:
+    - name: pkill -KILL -u {{ name }}; sleep 1
+    - onlyif: pgrep -u {{ name }}
+
+{%-   for mount in account.chroot.mounts | reverse %}
+
+webarch-{{ name }}-unmount-{{ mount.id }}:
+  mount.unmounted:
+    - name: {{ mount.name }}
+    - device: {{ mount.device }}
+    - persist: true
+    - require:
+      - cmd: webarch-{{ name }}-remove-processes
+    - require_in:
+      - webarch_chroot: webarch-{{ name }}-remove-chroot
+{%-   endfor %}
+
+webarch-{{ name }}-remove-chroot:
+  webarch_chroot.absent:
+    - name: {{ name }}
+    - path: {{ account.chroot.path }}
+
+webarch-{{ name }}-archive-home:
+  webarch_archive.home_archived:
+    - name: {{ name }}
+    - home: {{ account.home }}
+    - archive_dir: {{ webarch.archive_dir }}
+    - require:
+      - webarch_chroot: webarch-{{ name }}-remove-chroot
+
+webarch-{{ name }}-remove-authorized-keys:
+  file.absent:
+    - name: /etc/ssh/authorized_keys/{{ name }}
+    - require:
+      - webarch_archive: webarch-{{ name }}-archive-home
+
+webarch-{{ name }}-remove-user:
+  user.absent:
+    - name: {{ name }}
+    - purge: false
+    - require:
+      - webarch_archive: webarch-{{ name }}-archive-home
+
+webarch-{{ name }}-remove-group:
+  group.absent:
+    - name: {{ name }}
+    - require:
+      - user: webarch-{{ name }}-remove-user
+
+webarch-{{ name }}-unregister:
+  file.line:
+    - name: {{ webarch.registry.path }}
+    - content: {{ name }}
+    - mode: delete
+    - require:
+      - group: webarch-{{ name }}-remove-group
+      - file: webarch-registry
+{%- endfor %}

@@ -40,6 +40,12 @@ def present(name: str, path: str, home: str, web_user: str = "www-data") -> dict
         The web server's user, listed in the chroot's passwd and group.
     """
     ret = _ret(name)
+    if not __salt__["user.info"](name):
+        # Only in test mode can the account's user still be missing here.
+        ret["result"] = None if __opts__["test"] else False
+        ret["changes"] = {"create": [path]} if __opts__["test"] else {}
+        ret["comment"] = f"User {name} does not exist (yet): chroot {path} not built"
+        return ret
     plan = __salt__["webarch_chroot.plan"](name, path, home, web_user)
     if not plan:
         ret["comment"] = f"Chroot {path} is in the wanted state"

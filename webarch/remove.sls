@@ -21,7 +21,6 @@ webarch-{{ name }}-remove-processes:
 webarch-{{ name }}-unmount-{{ mount.id }}:
   mount.unmounted:
     - name: {{ mount.name }}
-    - device: {{ mount.device }}
     - persist: true
     - require:
       - cmd: webarch-{{ name }}-remove-processes

@@ -16,8 +16,8 @@ def state_results(ret: dict) -> dict:
 
 
 def failed(ret: dict) -> dict:
-    """The states of a run whose result is not True."""
-    return {k: v for k, v in state_results(ret).items() if v["result"] is not True}
+    """The states of a run whose result is not True, with their comments."""
+    return {k: v["comment"] for k, v in state_results(ret).items() if v["result"] is not True}
 
 
 def changed(ret: dict) -> dict:

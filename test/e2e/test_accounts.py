@@ -18,6 +18,8 @@ dpkg-query -W -f '${Package} ${Version} ${Status}\n'
 find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
   -o -path /var/cache/salt -o -path /var/log -o -path /var/lib/systemd \
   -o -path /var/tmp -o -path /srv/pillar \) -prune -o -printf '%p %m %u %g\n' | sort
+find /etc /var/lib/webarch /home /chroots -xdev -type f -exec sha256sum {} + 2>/dev/null | sort
+findmnt -rn -o TARGET,SOURCE,OPTIONS | sort
 """
 
 
@@ -140,16 +142,18 @@ def test_manual_drift_is_repaired(host, example_pillar):
     assert stat(host, "/home/bob") == "750 root bob"
 
 
-def test_absent_account_is_left_alone(host, example_pillar):
+def test_absent_accounts_webarch_did_not_make_are_left_alone(host, example_pillar):
+    host.run(["useradd", "-m", "legacy"], check=True)
     pillar = yaml.safe_load(yaml.safe_dump(example_pillar))
-    pillar["webarch"]["accounts"]["bob"]["state"] = "absent"
+    pillar["webarch"]["accounts"]["legacy"] = {"state": "absent"}
+    pillar["webarch"]["accounts"]["never-made"] = {"state": "absent"}
     before = snapshot(host)
     ret = apply(host, pillar)
     assert failed(ret) == {}
-    assert not any("bob" in key for key in state_results(ret))
+    assert changed(ret) == {}
+    assert not any("legacy" in key or "never-made" in key for key in state_results(ret))
     assert snapshot(host) == before
-    registry = host.run(["cat", "/var/lib/webarch/managed-accounts"]).stdout
-    assert "\nbob\n" in registry, "bob still exists, so webarch still knows it made him"
+    host.run(["userdel", "-r", "legacy"], check=True)
 
 
 def test_unmanaged_user_is_never_taken_over(host, example_pillar):

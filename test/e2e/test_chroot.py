@@ -1,0 +1,272 @@
+"""Chrooted accounts: real ssh/sftp clients against the test host's sshd.
+
+The clients are this machine's ssh and sftp, run in the test host's network
+namespace only (``Host.net_run``): they reach sshd over TCP as a customer would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e.helpers import apply, changed, failed, state_results
+from testhost import Host
+
+pytestmark = pytest.mark.e2e
+
+ACCOUNTS = ("alice", "bob")
+SSH_OPTS = [
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=10",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A fresh ed25519 key pair per account, on this machine."""
+    folder = tmp_path_factory.mktemp("keys")
+    found = {}
+    for user in ACCOUNTS:
+        key = folder / user
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user}@test", "-f", str(key)],
+            check=True,
+        )
+        found[user] = key
+    return found
+
+
+def pillar_for(keys: dict[str, Path], **overrides: dict) -> dict:
+    """Two accounts with keys; bob may also log in with a password."""
+    accounts = {
+        "alice": {
+            "uid": 3001,
+            "ssh_keys": [keys["alice"].with_suffix(".pub").read_text().strip()],
+            "sites": {"www": {"server_name": "www.alice.example", "docroot": "public"}},
+        },
+        "bob": {
+            "ssh_keys": [keys["bob"].with_suffix(".pub").read_text().strip()],
+            "ssh_password": True,
+            "sites": {"shop": {"server_name": "shop.bob.example"}},
+        },
+    }
+    for name, extra in overrides.items():
+        accounts[name] = {**accounts[name], **extra}
+    return {"webarch": {"accounts": accounts}}
+
+
+@pytest.fixture(scope="module")
+def converged(host: Host, keys: dict[str, Path]) -> Iterator[Host]:
+    """The host with both accounts converged."""
+    ret = apply(host, pillar_for(keys))
+    assert failed(ret) == {}
+    yield host
+
+
+def ssh(host: Host, keys: dict[str, Path], user: str, command: str) -> subprocess.CompletedProcess:
+    """Run ``command`` over SSH as ``user``, logged in with the user's key."""
+    args = ["ssh", "-i", str(keys[user]), "-o", "BatchMode=yes", *SSH_OPTS]
+    return host.net_run([*args, f"{user}@127.0.0.1", command])
+
+
+def ssh_ok(host: Host, keys: dict[str, Path], user: str, command: str) -> str:
+    """Like ssh() but the command must succeed; returns its output."""
+    result = ssh(host, keys, user, command)
+    assert result.returncode == 0, (command, result.stdout, result.stderr)
+    return result.stdout
+
+
+def password_login(host: Host, user: str, password: str, tmp_path: Path) -> int:
+    """Try a password-only SSH login; return ssh's exit status."""
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
+    askpass.chmod(0o700)
+    env = {"SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+    args = ["ssh", *SSH_OPTS, "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"]
+    return host.net_run([*args, f"{user}@127.0.0.1", "true"], env=env).returncode
+
+
+def host_mounts(host: Host) -> set[str]:
+    """The mount points under /chroots on the host."""
+    out = host.run(["findmnt", "-rn", "-o", "TARGET"], check=True).stdout
+    return {line for line in out.splitlines() if line.startswith("/chroots/")}
+
+
+def wanted_mounts(user: str) -> set[str]:
+    """The mount points of ``user``'s chroot."""
+    return {f"/chroots/{user}/{m}" for m in ("usr", f"home/{user}", "tmp", "run/mysqld", "proc")}
+
+
+def test_second_run_changes_nothing(converged, keys):
+    ret = apply(converged, pillar_for(keys))
+    assert failed(ret) == {}
+    assert changed(ret) == {}
+
+
+def test_every_mount_is_there(converged):
+    mounts = host_mounts(converged)
+    for user in ACCOUNTS:
+        assert wanted_mounts(user) <= mounts
+    assert len(mounts) == 5 * len(ACCOUNTS)
+    fstab = converged.read_file("/etc/fstab")
+    assert fstab.count("/chroots/alice/") == 5
+
+
+@pytest.mark.parametrize("user", ACCOUNTS)
+def test_login_by_key_lands_in_the_chroot(converged, keys, user):
+    other = next(u for u in ACCOUNTS if u != user)
+    out = ssh_ok(converged, keys, user, "id -un; pwd; ls -A /home; cut -d: -f1 /etc/passwd")
+    lines = out.split()
+    assert lines[:3] == [user, f"/home/{user}", user], out
+    assert sorted(lines[3:]) == sorted(["root", "www-data", user])
+    assert other not in ssh_ok(
+        converged, keys, user, "cat /etc/group; ls -R / 2>/dev/null | head -2000"
+    )
+
+
+@pytest.mark.parametrize("user", ACCOUNTS)
+def test_shell_tools_work_in_the_chroot(converged, keys, user):
+    site = "sites/www/public" if user == "alice" else "sites/shop"
+    script = (
+        f"cd ~/{site} && printf 'hello %s\\n' {user} > hello.txt && sed -i s/hello/hi/ hello.txt"
+        " && tar czf ~/private/t.tgz hello.txt && rsync -a hello.txt ~/private/"
+        ' && php -r \'echo posix_getpwuid(posix_geteuid())["name"], " ", getcwd(), PHP_EOL;\''
+        " && command -v bash nano tar rsync mysql php awk >/dev/null && echo tools-ok"
+    )
+    out = ssh_ok(converged, keys, user, script)
+    assert f"{user} /home/{user}/{site}" in out and "tools-ok" in out
+    on_host = converged.read_file(f"/home/{user}/{site}/hello.txt")
+    assert on_host == f"hi {user}\n"
+    owner = converged.run(["stat", "-c", "%U", f"/home/{user}/private/t.tgz"], check=True)
+    assert owner.stdout.strip() == user
+
+
+def test_sftp_upload(converged, keys, tmp_path):
+    local = tmp_path / "upload.txt"
+    local.write_text("uploaded by sftp\n")
+    args = ["sftp", "-i", str(keys["alice"]), *SSH_OPTS, "-b", "-", "alice@127.0.0.1"]
+    batch = f"put {local} sites/www/public/upload.txt\nls sites/www/public\n"
+    result = converged.net_run(args, input=batch)
+    assert result.returncode == 0, result.stderr
+    assert converged.read_file("/home/alice/sites/www/public/upload.txt") == "uploaded by sftp\n"
+    stat = converged.run(["stat", "-c", "%U", "/home/alice/sites/www/public/upload.txt"])
+    assert stat.stdout.strip() == "alice"
+
+
+def test_other_accounts_processes_are_invisible(converged, keys):
+    converged.run(["systemd-run", "--uid=bob", "--unit=bob-sleeper", "sleep", "300"], check=True)
+    try:
+        on_host = converged.run(["pgrep", "-u", "bob", "-x", "sleep"]).stdout.split()
+        assert on_host, "control: bob's process runs on the host"
+        seen = ssh_ok(converged, keys, "alice", "ps -eo user=,pid=,comm=; ls /proc")
+        assert "bob" not in seen and "sleep" not in seen
+        assert on_host[0] not in seen.split()
+        assert "root" not in seen, "not even root's processes are visible"
+    finally:
+        converged.run(["systemctl", "stop", "bob-sleeper"])
+
+
+def test_chroot_cannot_be_changed_by_its_account(converged, keys):
+    for attempt in (
+        "touch /etc/passwd",
+        "touch /etc/new",
+        "touch /usr/bin/new",
+        "touch /new",
+        "mkdir /home/new",
+        "touch /home/alice/new",
+        "chmod 777 /home/alice",
+        "rm -f /dev/null",
+        "echo x > /proc/1/comm",
+    ):
+        result = ssh(converged, keys, "alice", attempt)
+        assert result.returncode != 0, attempt
+    assert ssh(converged, keys, "alice", "touch ~/private/control").returncode == 0
+
+
+def test_password_logins_follow_the_switch(converged, tmp_path):
+    for user in ACCOUNTS:
+        converged.run(["chpasswd"], input=f"{user}:Correct-Horse-9\n", check=True)
+    assert password_login(converged, "bob", "Correct-Horse-9", tmp_path) == 0
+    assert password_login(converged, "bob", "wrong-password", tmp_path) != 0
+    assert password_login(converged, "alice", "Correct-Horse-9", tmp_path) != 0
+
+
+def test_no_forwarding(converged, keys):
+    args = ["ssh", "-i", str(keys["alice"]), "-o", "BatchMode=yes", *SSH_OPTS]
+    tunnel = converged.net_run([*args, "-W", "127.0.0.1:22", "alice@127.0.0.1"], timeout=30)
+    assert tunnel.returncode != 0
+    assert "SSH-2.0" not in tunnel.stdout
+
+
+def test_mounts_come_back_after_reboot(converged, keys):
+    converged.reboot()
+    mounts = host_mounts(converged)
+    for user in ACCOUNTS:
+        assert wanted_mounts(user) <= mounts, sorted(mounts)
+    assert "/run/mysqld" in ssh_ok(converged, keys, "alice", "findmnt -rn -o TARGET /run/mysqld")
+    assert ssh_ok(converged, keys, "bob", "pwd").strip() == "/home/bob"
+
+
+def test_a_mount_removed_by_hand_is_restored_and_reported(converged, keys):
+    converged.run(["umount", "/chroots/alice/usr"], check=True)
+    assert ssh(converged, keys, "alice", "true").returncode != 0, "no shell without /usr"
+    ret = apply(converged, pillar_for(keys))
+    assert failed(ret) == {}
+    assert list(changed(ret)) == ["mount_|-webarch-alice-mount-usr_|-/chroots/alice/usr_|-mounted"]
+    assert ssh_ok(converged, keys, "alice", "echo back").strip() == "back"
+
+
+def test_bad_ssh_input_is_refused_before_anything_changes(converged, keys):
+    pillar = pillar_for(keys, alice={"ssh_keys": ["ssh-ed25519 AAAAnotakey alice"]})
+    pillar["webarch"]["chroot_base"] = "/home/chroots"
+    before = converged.run(
+        ["sh", "-c", "cat /etc/fstab /etc/passwd; find /chroots -xdev -printf '%p %m %u\\n'"]
+    ).stdout
+    ret = apply(converged, pillar)
+    errors = ret["local"]
+    assert isinstance(errors, list)
+    assert "webarch:chroot_base: '/home/chroots' must not be inside /home" in errors[0]
+    assert "webarch:accounts:alice:ssh_keys:0: key data" in errors[0]
+    after = converged.run(
+        ["sh", "-c", "cat /etc/fstab /etc/passwd; find /chroots -xdev -printf '%p %m %u\\n'"]
+    ).stdout
+    assert after == before
+
+
+def test_removed_account_is_archived_first(converged, keys, tmp_path):
+    listing = (
+        "cd /home/bob && find . -printf '%P|%y|%m|%U|%G|%s|%l\\n' | sort"
+        " && find . -type f -print0 | sort -z | xargs -0 sha256sum"
+    )
+    converged.run(["runuser", "-u", "bob", "--", "sh", "-c",
+                   "mkdir -p ~/sites/shop/img && echo data > ~/sites/shop/img/a.txt"
+                   " && ln -s img/a.txt ~/sites/shop/link && chmod 640 ~/sites/shop/img/a.txt"],
+                  check=True)  # fmt: skip
+    before = converged.run(["sh", "-c", listing], check=True).stdout
+    assert "sites/shop/img/a.txt" in before
+    ret = apply(converged, pillar_for(keys, bob={"state": "absent"}))
+    assert failed(ret) == {}
+    assert "webarch_archive_|-webarch-bob-archive-home_|-bob_|-home_archived" in changed(ret)
+    assert converged.run(["getent", "passwd", "bob"]).returncode != 0
+    assert converged.run(["getent", "group", "bob"]).returncode != 0
+    assert not converged.exists("/home/bob") and not converged.exists("/chroots/bob")
+    assert not any(m.startswith("/chroots/bob/") for m in host_mounts(converged))
+    assert "/chroots/bob/" not in converged.read_file("/etc/fstab")
+    assert "bob" not in converged.read_file("/var/lib/webarch/managed-accounts").split()
+    archives = converged.run(["sh", "-c", "ls /var/backups/webarch/bob-*.tar.gz"]).stdout.split()
+    assert len(archives) == 1
+    stat = converged.run(["stat", "-c", "%a %U", archives[0]], check=True).stdout.strip()
+    assert stat == "600 root"
+    converged.run(["sh", "-c", f"mkdir -p /root/restore && tar -xpzf {archives[0]} -C /root/restore"
+                   " && mv /root/restore/bob /home/bob-restored"], check=True)  # fmt: skip
+    restored = converged.run(["sh", "-c", listing.replace("/home/bob", "/home/bob-restored")])
+    assert restored.stdout == before
+    # alice is untouched, and a further run has nothing left to do.
+    assert ssh_ok(converged, keys, "alice", "id -un").strip() == "alice"
+    again = apply(converged, pillar_for(keys, bob={"state": "absent"}))
+    assert failed(again) == {} and changed(again) == {}
+    assert not [k for k in state_results(again) if "bob" in k]

@@ -421,3 +421,142 @@ def test_input_is_not_modified(model, example_pillar):
     before = copy.deepcopy(example_pillar)
     model.build_model(example_pillar["webarch"], host(model))
     assert example_pillar == before
+
+
+# -- SSH keys, chroot and archive paths ------------------------------------
+
+ED25519 = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDD1nboLDXFcfzxm84N2c02Kr514qRlBnmAXRwfCBdev alice-laptop"
+)
+RSA_3072 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQC2lYVSJGXzdiGvcnsbmGW9CtKH0du5wzE9uy/u6M99Qo1r3THx6AMJMU10ZaRGYf8DHTKgxj/tLkvxqyWtHpkyEEceFJHfS1GEHIIRX44YGZzNjz9CpDruSh3h7fYLRe6imMqA51NavJ/VBApULALFsVkbaTw7cevrDyi9fq5cSCrElz0gUt8CQ7fImYcCxYdb22xSABGCR4c9DCq9bUnmhS4FkO8lRWfgbZrCk9llKKjQ5Z9UsJMhOrxa2DlJXlAi691K9hJ3vxrc6MWiWB/NwgKCMqpxAhmS9pagGpSRwewg1nTqGwBn6Hv6FEI9A6lDVi5qV1HTjh+mL8r5XUuBjLi5W9D7xRh2t8Yqc7pH6ALVOxLUgtjqopT1fXcMFbjdDvKjEIn1dlIG+WS1qvsJYmZD/gRPK1oTeaeQn5e8GhFbA9m5hrgDveAkXL522aWxklbHUDdIMEX6pNb64VtLizCVFCgM1wSIHvmujpyOEss8Kzk9TILO1Q1VGU89138= alice-old"  # noqa: E501
+RSA_1024 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC8Q1q0ga8+e7YHeGDwtVxlx2/g233amjoeI6HiQozoreNmLsX8bqF5lYcIZu8GtBynPS4K1vc8qAFdldv2lD/XCXs9jGBcLEdsS+UC+gDEV63MaG2hh4i9EXZrw4sa0rxmCG7lrzG5GyY/PAn5iD8hemr7S/Oa3bCDxFkQPQNv8w== old"  # noqa: E501
+ECDSA = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHo47o+Ymlx9cFtczfUKuaDZnvenzJYhQguz8CFjYMTPOuQILC9m1pFWgb0kYH34pTateIi3pWZuGSEhf9/8TvA= ec"  # noqa: E501
+
+
+def test_good_ssh_keys_are_normalised(model):
+    keys = [
+        "  " + ED25519 + "  ",
+        RSA_3072,
+        ECDSA,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDD1nboLDXFcfzxm84N2c02Kr514qRlBnmAXRwfCBdev",
+    ]
+    keys[3] = keys[3].replace(
+        "AAAAC3NzaC1lZDI1NTE5AAAAIDD1nboLDXFcfzxm84N2c02Kr514qRlBnmAXRwfCBdev",
+        "AAAAC3NzaC1lZDI1NTE5AAAAIGfJrVhnfwn1iRr4b7tzWtq1ur/fDeN/LoqBWeHKF4ew",
+    )
+    result = model.build_model(one_account(ssh_keys=keys, ssh_password=True), host(model))
+    ssh = result["accounts"]["alice"]["ssh"]
+    assert ssh["keys"] == [ED25519, RSA_3072, ECDSA, keys[3]]
+    assert ssh["password"] is True
+    assert result["ssh_password_accounts"] == ["alice"]
+
+
+def test_ssh_defaults(model):
+    result = model.build_model(one_account(), host(model))
+    assert result["accounts"]["alice"]["ssh"] == {"keys": [], "password": False}
+    assert result["ssh_password_accounts"] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("ssh-ed25519", "must be 'TYPE BASE64 [COMMENT]'"),
+        ("ssh-dss AAAAB3NzaC1kc3M= x", "key type must be one of"),
+        ('from="10.0.0.1" ' + ED25519, "must not carry options"),
+        ('command="/bin/sh" ' + ED25519, "must not carry options"),
+        ("ssh-ed25519 AAAAnot*base64 x", "not valid base64"),
+        ("ssh-ed25519 AAAA x", "too short"),
+        ("ssh-rsa " + ED25519.split()[1], "does not hold a ssh-rsa key"),
+        ("ssh-ed25519 " + ED25519.split()[1][:-8] + " x", "not a whole ed25519 key"),
+        (RSA_1024, "at least 2048 bits"),
+        (ED25519 + "\nssh-ed25519 AAAA", "must be one line"),
+        (ED25519 + " \x1b[31m", "comment must be printable ASCII"),
+        (42, "must be a string"),
+    ],
+)
+def test_bad_ssh_keys(model, key, message):
+    found = problems(model, one_account(ssh_keys=[key]))
+    assert len(found) == 1, found
+    assert found[0].startswith("webarch:accounts:alice:ssh_keys:0: "), found
+    assert message in found[0], found
+
+
+def test_duplicate_ssh_key(model):
+    found = problems(model, one_account(ssh_keys=[ED25519, ED25519.replace("laptop", "other")]))
+    assert found == ["webarch:accounts:alice:ssh_keys:1: repeats an earlier key"]
+
+
+@pytest.mark.parametrize(
+    ("pillar", "expected"),
+    [
+        (one_account(ssh_keys=ED25519), "webarch:accounts:alice:ssh_keys: must be a list"),
+        (one_account(ssh_password="yes"), "webarch:accounts:alice:ssh_password: must be true"),
+    ],
+)
+def test_bad_ssh_settings(model, pillar, expected):
+    found = problems(model, pillar)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_chroot_spec(model):
+    result = model.build_model({"chroot_base": "/srv/jails", **one_account()}, host(model))
+    chroot = result["accounts"]["alice"]["chroot"]
+    assert chroot["path"] == "/srv/jails/alice"
+    mounts = {m["id"]: (m["name"], m["device"], m["fstype"]) for m in chroot["mounts"]}
+    assert mounts == {
+        "usr": ("/srv/jails/alice/usr", "/usr", "none"),
+        "home": ("/srv/jails/alice/home/alice", "/home/alice", "none"),
+        "tmp": ("/srv/jails/alice/tmp", "/home/alice/tmp", "none"),
+        "mysqld": ("/srv/jails/alice/run/mysqld", "/run/mysqld", "none"),
+        "proc": ("/srv/jails/alice/proc", "proc", "proc"),
+    }
+    opts = {m["id"]: m["opts"] for m in chroot["mounts"]}
+    assert {"ro", "nosuid", "nodev"} <= set(opts["usr"])
+    assert "ro" not in opts["home"] and {"nosuid", "nodev"} <= set(opts["home"])
+    assert "hidepid=invisible" in opts["proc"]
+    assert result["archive_dir"] == "/var/backups/webarch"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"chroot_base": "/home/chroots"},
+            "webarch:chroot_base: '/home/chroots' must not be inside /home",
+        ),
+        ({"chroot_base": "/home"}, "webarch:chroot_base: '/home' must not be inside /home"),
+        ({"chroot_base": "chroots"}, "webarch:chroot_base: 'chroots' must be an absolute path"),
+        (
+            {"chroot_base": "/srv/../home"},
+            "webarch:chroot_base: '/srv/../home' must be an absolute",
+        ),
+        ({"chroot_base": "/srv/jails/"}, "webarch:chroot_base: '/srv/jails/' must be an absolute"),
+        ({"chroot_base": "/"}, "webarch:chroot_base: '/' must be an absolute"),
+        ({"chroot_base": "/etc/x"}, "webarch:chroot_base: '/etc/x' must not be inside /etc"),
+        ({"chroot_base": "/srv/a b"}, "webarch:chroot_base: '/srv/a b' must be an absolute"),
+        (
+            {"archive_dir": "/tmp/archive"},
+            "webarch:archive_dir: '/tmp/archive' must not be inside /tmp",
+        ),
+        (
+            {"archive_dir": "/chroots/archive"},
+            "webarch:archive_dir: must not be inside chroot_base",
+        ),
+        (
+            {"chroot_base": "/srv/a/b", "archive_dir": "/srv/a"},
+            "webarch:chroot_base: must not be inside archive_dir",
+        ),
+        ({"archive_dir": 7}, "webarch:archive_dir: must be a string"),
+    ],
+)
+def test_bad_server_paths(model, settings, expected):
+    found = problems(model, {**settings, **one_account()})
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_remove_lists_only_absent_accounts_webarch_made(model):
+    pillar = {"accounts": {"alice": {"state": "absent"}, "bob": {"state": "absent"}, "carol": {}}}
+    snapshot = host(model, users={"root": 0, "alice": 2001, "bob": 2002}, managed={"alice"})
+    result = model.build_model(pillar, snapshot)
+    assert result["remove"] == ["alice"]
+    assert result["absent"] == ["alice", "bob"]

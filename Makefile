@@ -45,6 +45,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/salt-lint webarch/*.sls
 	$(VENV)/bin/yamllint --strict .
+	$(PY) -c 'import docutils.core; docutils.core.publish_doctree(open("README.rst").read(), \
+	  settings_overrides={"halt_level": 2})'
 
 unit: venv
 	$(PY) -m pytest test/unit

@@ -54,8 +54,10 @@ unit: venv
 e2e: prereqs venv
 	$(PY) -m pytest -m e2e test
 
+# Everything on Debian 12 test hosts, then the end-to-end tests again on Debian 13.
 test: prereqs venv lint
 	$(PY) -m pytest test
+	WEBARCH_TEST_RELEASE=trixie $(PY) -m pytest -m e2e test
 
 image: prereqs venv
 	$(PY) -m testhost build --release $(RELEASE)

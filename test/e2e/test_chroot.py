@@ -160,7 +160,8 @@ def test_sftp_upload(converged, keys, tmp_path):
 def test_other_accounts_processes_are_invisible(converged, keys):
     converged.run(["systemd-run", "--uid=bob", "--unit=bob-sleeper", "sleep", "300"], check=True)
     try:
-        on_host = converged.run(["pgrep", "-u", "bob", "-x", "sleep"]).stdout.split()
+        wait = "for i in $(seq 50); do pgrep -u bob -x sleep && exit; sleep 0.1; done; exit 1"
+        on_host = converged.run(["sh", "-c", wait]).stdout.split()
         assert on_host, "control: bob's process runs on the host"
         seen = ssh_ok(converged, keys, "alice", "ps -eo user=,pid=,comm=; ls /proc")
         assert "bob" not in seen and "sleep" not in seen

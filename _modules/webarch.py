@@ -832,9 +832,24 @@ def validate(pillar: dict | None = None) -> dict:
     return {"valid": True, "problems": []}
 
 
+#: PHP's version on each Debian release (its packages are named after it).
+PHP_VERSIONS = {12: "8.2", 13: "8.4"}
+
+
+def php_version(osmajorrelease: int) -> str:
+    """Return the PHP version Debian ships on ``osmajorrelease``."""
+    try:
+        return PHP_VERSIONS[int(osmajorrelease)]
+    except (KeyError, ValueError):
+        raise CommandExecutionError(
+            f"webarch supports Debian {', '.join(map(str, PHP_VERSIONS))}, "
+            f"not {osmajorrelease!r}"
+        ) from None
+
+
 def packages(osmajorrelease: int | None = None) -> list[str]:
     """
-    Return the Debian packages the formula installs on this release.
+    Return the Debian packages the formula installs on this (or that) release.
 
     CLI Example:
 
@@ -842,4 +857,23 @@ def packages(osmajorrelease: int | None = None) -> list[str]:
 
         salt '*' webarch.packages
     """
-    return []
+    major = int(osmajorrelease if osmajorrelease is not None else __grains__["osmajorrelease"])
+    php = php_version(major)
+    found = [
+        # SSH logins into the chroots, and the tools an account's shell offers.
+        "openssh-server",
+        "bash",
+        "nano",
+        "rsync",
+        "tar",
+        "gzip",
+        "mariadb-client",
+        # The web stack: Apache (event MPM, proxy_fcgi, md) and PHP-FPM.
+        "apache2",
+        f"php{php}-fpm",
+        f"php{php}-cli",
+        f"php{php}-mysql",
+    ]
+    if major == 12:
+        found.append("libapache2-mod-md")  # part of apache2 from Debian 13 on
+    return found

@@ -2,6 +2,7 @@
 # vim: ft=sls
 ---
 include:
+  - .packages
   - .registry
   - .users
   - .chroot

@@ -52,6 +52,10 @@ TEST_PACKAGES: tuple[str, ...] = (
     "file",
     "acl",
     "rsync",
+    # A real ACME server for mod_md, HTTP/2 clients and load generators.
+    "pebble",
+    "nghttp2-client",
+    "wrk",
 )
 
 #: Extra test packages per Debian major release.

@@ -46,6 +46,28 @@ HOME_BASE = "/home"
 CHROOT_BASE = "/chroots"
 ARCHIVE_DIR = "/var/backups/webarch"
 WEB_USER = "www-data"
+#: What a site's .htaccess may hold besides the AllowOverride groups AuthConfig,
+#: Indexes and Limit (and Options=Indexes,MultiViews): enough for WordPress-style
+#: rewrites, error documents, headers and content types.  Not SetHandler,
+#: AddHandler, Action, ProxyFCGI*, php_value, Include, Options +FollowSymLinks.
+HTACCESS_DIRECTIVES = (
+    "RewriteEngine", "RewriteBase", "RewriteCond", "RewriteRule", "RewriteOptions",
+    "ErrorDocument", "Header", "RequestHeader", "AddType", "AddCharset", "AddDefaultCharset",
+    "AddEncoding", "AddLanguage", "DefaultLanguage", "AddOutputFilterByType", "FileETag",
+    "Redirect", "RedirectMatch", "RedirectPermanent", "RedirectTemp", "SetEnv", "UnsetEnv",
+    "SetEnvIf", "SetEnvIfNoCase", "BrowserMatch", "BrowserMatchNoCase",
+)  # fmt: skip
+#: Apache modules the web stack uses (a2enmod names) and must not use.
+APACHE_MODULES = (
+    "mpm_event", "proxy", "proxy_fcgi", "ssl", "http2", "headers", "rewrite", "expires",
+    "md", "socache_shmcb", "setenvif", "auth_basic", "authn_file", "authz_user", "alias",
+    "mime", "dir", "filter", "deflate",
+)  # fmt: skip
+APACHE_MODULES_OFF = ("mpm_prefork", "mpm_worker", "cgi", "cgid", "userdir", "include", "suexec")
+APACHE_AUTH_DIR = "/etc/apache2/webarch-auth"
+LOG_MAP_PATH = "/etc/webarch/log-map"
+LOG_MAP_HEADER = "# Managed by Salt (webarch): site name -> account, for webarch-log-split."
+
 #: Every present account is in this group: sshd chroots its members.
 ACCOUNT_GROUP = "webarch"
 
@@ -70,6 +92,21 @@ FORBIDDEN_PATH_PREFIXES = (
     "/srv/formula",
 )
 ABS_PATH_RE = re.compile(r"^(/[A-Za-z0-9_][A-Za-z0-9._-]{0,63})+$")
+
+HSTS_DEFAULT = 31536000
+HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+HEADERS_SET_BY_WEBARCH = frozenset({"strict-transport-security", "x-robots-tag"})
+# Text that is safe inside a double-quoted Apache or PHP-FPM value: printable
+# ASCII without quotes, backslashes, ${...} expansion or %{...} formats.
+CONFIG_TEXT_RE = re.compile(r"^[\x20-\x7e]*$")
+CONFIG_TEXT_FORBIDDEN = frozenset('"\\$%')
+URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!&'()*+,;=:@/%-]*$")
+URL_RE = re.compile(
+    r"^https?://(?P<host>[a-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/[A-Za-z0-9._~!&'()*+,;=:@/%-]*)?$"
+)
+AUTH_USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+PASSWORD_HASH_RE = re.compile(r"^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$")
+ACME_DEFAULT = "https://acme-v02.api.letsencrypt.org/directory"
 
 SSH_KEY_TYPES = (
     "ssh-ed25519",
@@ -299,7 +336,26 @@ def _relative_path(value: Any, path: list[str], problems: _Problems) -> str | No
     return "/".join(parts)
 
 
-def _server_settings(pillar: dict, problems: _Problems) -> dict:
+def _acme(value: Any, admin_email: str | None, problems: _Problems) -> dict:
+    """ACME settings for mod_md: the CA's directory URL, contact, extra trusted CA."""
+    path = ["webarch", "acme"]
+    data = _mapping(value, path, problems)
+    _check_keys(data, {"directory": str, "contact": str, "ca_file": str}, path, problems)
+    directory = _string(data.get("directory", ACME_DEFAULT), [*path, "directory"], problems)
+    if directory is not None and (_url_problem(directory) or not config_text_ok(directory)):
+        problems.add([*path, "directory"], f"{_describe(directory)} must be an http(s) URL")
+        directory = None
+    contact = _email(data["contact"], [*path, "contact"], problems) if "contact" in data else None
+    ca_file = data.get("ca_file")
+    if ca_file is not None and (
+        not isinstance(ca_file, str) or not ABS_PATH_RE.fullmatch(ca_file) or "/." in ca_file
+    ):
+        problems.add([*path, "ca_file"], f"{_describe(ca_file)} must be an absolute path")
+        ca_file = None
+    return {"directory": directory, "contact": contact or admin_email, "ca_file": ca_file}
+
+
+def _server_settings(pillar: dict, problems: _Problems, osmajorrelease: int = 12) -> dict:
     """Validate and default the server-wide settings."""
     base = ["webarch"]
     hostname = pillar.get("hostname")
@@ -319,6 +375,15 @@ def _server_settings(pillar: dict, problems: _Problems) -> dict:
         "chroot_base": _server_path(pillar, "chroot_base", CHROOT_BASE, problems),
         "archive_dir": _server_path(pillar, "archive_dir", ARCHIVE_DIR, problems),
         "web_user": WEB_USER,
+        "log_retention_days": _integer(
+            pillar.get("log_retention_days", 14), [*base, "log_retention_days"], problems, 1, 3650
+        ),
+        "php_version": php_version(osmajorrelease),
+        "acme": _acme(
+            pillar.get("acme"),
+            admin_email if isinstance(admin_email, str) and "@" in admin_email else None,
+            problems,
+        ),
     }
 
 
@@ -376,7 +441,117 @@ def _site(account: str, site: str, data: Any, path: list[str], problems: _Proble
         "aliases": aliases,
         "root": root,
         "docroot": f"{root}/{docroot}" if docroot else root,
+        "suspended": _boolean(data.get("suspended", False), [*path, "suspended"], problems),
+        "robots_deny": _boolean(data.get("robots_deny", False), [*path, "robots_deny"], problems),
+        "hsts": _hsts(data.get("hsts", False), [*path, "hsts"], problems),
+        "headers": _headers(data.get("headers"), [*path, "headers"], problems),
+        "redirects": _redirects(data.get("redirects"), [*path, "redirects"], problems),
+        "basic_auth": _basic_auth(data.get("basic_auth"), [*path, "basic_auth"], problems),
     }
+
+
+CONFIG_TEXT_MESSAGE = 'must be printable ASCII without " \\ $ %'
+
+
+def config_text_ok(text: str) -> bool:
+    """Tell whether ``text`` can stand in a double-quoted config value as it is."""
+    return bool(CONFIG_TEXT_RE.fullmatch(text)) and not CONFIG_TEXT_FORBIDDEN & set(text)
+
+
+def _hsts(value: Any, path: list[str], problems: _Problems) -> int:
+    """HSTS: false (off), true (one year) or a max-age in seconds."""
+    if value is False:
+        return 0
+    if value is True:
+        return HSTS_DEFAULT
+    checked = _integer(value, path, problems, 0, 2 * HSTS_DEFAULT)
+    return checked or 0
+
+
+def _headers(value: Any, path: list[str], problems: _Problems) -> dict[str, str]:
+    """Extra response headers: NAME -> VALUE, both safe for Apache's config."""
+    headers: dict[str, str] = {}
+    for name, text in _mapping(value, path, problems).items():
+        hpath = [*path, str(name)]
+        if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
+            problems.add(hpath, "header name must be 1-64 letters, digits or hyphens")
+            continue
+        if name.lower() in HEADERS_SET_BY_WEBARCH:
+            problems.add(hpath, "is set by webarch (use the site's own keys)")
+            continue
+        checked = _string(text, hpath, problems, max_len=1000)
+        if checked is not None and not config_text_ok(checked):
+            problems.add(hpath, CONFIG_TEXT_MESSAGE)
+            continue
+        if checked is not None:
+            headers[name] = checked
+    return headers
+
+
+def _redirects(value: Any, path: list[str], problems: _Problems) -> list[dict]:
+    """Redirects: a list of {from: /path, to: URL or /path, status: 301|302|307|308}."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.add(path, "must be a list of {from, to, status}")
+        return []
+    found = []
+    for index, item in enumerate(value):
+        rpath = [*path, str(index)]
+        item = _mapping(item, rpath, problems)
+        _check_keys(item, {"from": str, "to": str, "status": int}, rpath, problems)
+        source = _string(item.get("from"), [*rpath, "from"], problems, max_len=500)
+        if source is not None and not URL_PATH_RE.fullmatch(source):
+            problems.add([*rpath, "from"], f"{_describe(source)} must be a URL path like /old/")
+            source = None
+        target = _string(item.get("to"), [*rpath, "to"], problems, max_len=1000)
+        if target is not None and not (
+            URL_PATH_RE.fullmatch(target) or _url_problem(target) is None
+        ):
+            problems.add([*rpath, "to"], f"{_describe(target)} must be a URL or a URL path")
+            target = None
+        status = _integer(item.get("status", 301), [*rpath, "status"], problems, 301, 308)
+        if status is not None and status not in (301, 302, 303, 307, 308):
+            problems.add([*rpath, "status"], "must be 301, 302, 303, 307 or 308")
+            status = None
+        if source and target and status:
+            found.append({"from": source, "to": target, "status": status})
+    return found
+
+
+def _basic_auth(value: Any, path: list[str], problems: _Problems) -> dict | None:
+    """HTTP basic auth for a whole site: a realm and users with password hashes."""
+    if value is None:
+        return None
+    data = _mapping(value, path, problems)
+    _check_keys(data, {"realm": str, "users": dict}, path, problems)
+    realm = _string(data.get("realm", "Restricted"), [*path, "realm"], problems, max_len=100)
+    if realm is not None and not config_text_ok(realm):
+        problems.add([*path, "realm"], CONFIG_TEXT_MESSAGE)
+    users = {}
+    for user, hashed in _mapping(data.get("users"), [*path, "users"], problems).items():
+        upath = [*path, "users", str(user)]
+        if not isinstance(user, str) or not AUTH_USER_RE.fullmatch(user):
+            problems.add(upath, "user name must be 1-64 letters, digits, . _ @ -")
+        elif not isinstance(hashed, str) or not PASSWORD_HASH_RE.fullmatch(hashed):
+            problems.add(upath, "must be a bcrypt hash ($2y$..., from htpasswd -nB USER)")
+        else:
+            users[user] = hashed
+    if not users:
+        problems.add([*path, "users"], "must name at least one user")
+    lines = [f"{user}:{hashed}" for user, hashed in sorted(users.items())]
+    return {"realm": realm, "users": users, "lines": lines}
+
+
+def _url_problem(url: str) -> str | None:
+    """Return what is wrong with an http(s) URL, or ``None``."""
+    match = URL_RE.fullmatch(url)
+    if not match:
+        return "must be an http:// or https:// URL"
+    host = match.group("host")
+    if host != "localhost" and dns_name_problem(host):
+        return f"host {host!r} {dns_name_problem(host)}"
+    return None
 
 
 def ssh_key_problem(key: str) -> str | None:
@@ -441,6 +616,159 @@ def _boolean(value: Any, path: list[str], problems: _Problems) -> bool | None:
         problems.add(path, f"must be true or false, not {_describe(value)}")
         return None
     return value
+
+
+PHP_DEFAULTS: dict[str, Any] = {
+    "pm": "ondemand",
+    "max_children": 2,
+    "process_idle_timeout": 10,
+    "memory_limit": "256M",
+    "upload_max_filesize": "32M",
+    "post_max_size": "32M",
+    "max_execution_time": 60,
+    "request_terminate_timeout": 300,
+    "disable_functions": [
+        "exec", "passthru", "shell_exec", "system", "proc_open", "popen", "pcntl_exec",
+    ],
+    "open_basedir": [],
+    "admin_values": {},
+    "admin_flags": {},
+}  # fmt: skip
+PHP_PM = ("ondemand", "dynamic", "static")
+SIZE_RE = re.compile(r"^([1-9][0-9]{0,6})([KMG])$")
+SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+PHP_FUNCTION_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+PHP_INI_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+# php.ini keys webarch sets itself (from the keys above, or for isolation).
+PHP_KEYS_SET_BY_WEBARCH = frozenset(
+    {
+        "memory_limit", "upload_max_filesize", "post_max_size", "max_execution_time",
+        "disable_functions", "open_basedir", "error_log", "log_errors", "upload_tmp_dir",
+        "session.save_path", "sys_temp_dir", "sendmail_path", "mail.log", "doc_root",
+        "user_dir", "extension", "zend_extension", "extension_dir", "auto_prepend_file",
+        "auto_append_file", "include_path", "allow_url_include",
+    }
+)  # fmt: skip
+
+
+def _size(value: Any, path: list[str], problems: _Problems, low: str, high: str) -> str | None:
+    """A php.ini size like ``256M`` between ``low`` and ``high``."""
+    text = value if isinstance(value, str) else None
+    match = SIZE_RE.fullmatch(text) if text else None
+    if not match:
+        problems.add(path, f"must be a size like 64M or 1G, not {_describe(value)}")
+        return None
+    if not size_bytes(low) <= size_bytes(text) <= size_bytes(high):
+        problems.add(path, f"must be between {low} and {high}, not {text}")
+        return None
+    return text
+
+
+def size_bytes(size: str) -> int:
+    """Bytes in a php.ini size like ``256M``."""
+    match = SIZE_RE.fullmatch(size)
+    assert match, size
+    return int(match.group(1)) * SIZE_UNITS[match.group(2)]
+
+
+def _php(value: Any, home: str, path: list[str], problems: _Problems) -> dict:
+    """Validate an account's PHP-FPM pool settings; return them with defaults."""
+    data = _mapping(value, path, problems)
+    _check_keys(data, PHP_DEFAULTS, path, problems)
+    get = {**PHP_DEFAULTS, **data}.get
+    php = {
+        "pm": _choice(get("pm"), [*path, "pm"], problems, PHP_PM),
+        "max_children": _integer(get("max_children"), [*path, "max_children"], problems, 1, 64),
+        "process_idle_timeout": _integer(
+            get("process_idle_timeout"), [*path, "process_idle_timeout"], problems, 1, 3600
+        ),
+        "memory_limit": _size(get("memory_limit"), [*path, "memory_limit"], problems, "16M", "4G"),
+        "upload_max_filesize": _size(
+            get("upload_max_filesize"), [*path, "upload_max_filesize"], problems, "1M", "2G"
+        ),
+        "post_max_size": _size(
+            get("post_max_size"), [*path, "post_max_size"], problems, "1M", "2G"
+        ),
+        "max_execution_time": _integer(
+            get("max_execution_time"), [*path, "max_execution_time"], problems, 1, 3600
+        ),
+        "request_terminate_timeout": _integer(
+            get("request_terminate_timeout"),
+            [*path, "request_terminate_timeout"],
+            problems,
+            0,
+            3600,
+        ),
+        "disable_functions": _php_functions(
+            get("disable_functions"), [*path, "disable_functions"], problems
+        ),
+        "open_basedir": _open_basedir(get("open_basedir"), home, [*path, "open_basedir"], problems),
+        "admin_values": _php_ini(get("admin_values"), [*path, "admin_values"], problems, False),
+        "admin_flags": _php_ini(get("admin_flags"), [*path, "admin_flags"], problems, True),
+    }
+    upload, post = php["upload_max_filesize"], php["post_max_size"]
+    if upload and post and size_bytes(post) < size_bytes(upload):
+        problems.add([*path, "post_max_size"], f"must be at least upload_max_filesize ({upload})")
+    run, kill = php["max_execution_time"], php["request_terminate_timeout"]
+    if run and kill and kill < run:
+        problems.add(
+            [*path, "request_terminate_timeout"],
+            f"must be 0 (off) or at least max_execution_time ({run})",
+        )
+    return php
+
+
+def _php_functions(value: Any, path: list[str], problems: _Problems) -> list[str]:
+    """A list of PHP function names."""
+    if not isinstance(value, list):
+        problems.add(path, "must be a list of PHP function names")
+        return []
+    names = []
+    for index, name in enumerate(value):
+        if not isinstance(name, str) or not PHP_FUNCTION_RE.fullmatch(name):
+            problems.add([*path, str(index)], f"{_describe(name)} is not a PHP function name")
+        elif name not in names:
+            names.append(name)
+    return names
+
+
+def _open_basedir(value: Any, home: str, path: list[str], problems: _Problems) -> list[str]:
+    """open_basedir: the home, /tmp and /usr/share/php, plus paths inside the home."""
+    extra = []
+    if not isinstance(value, list):
+        problems.add(path, "must be a list of paths inside the account's home")
+        value = []
+    for index, item in enumerate(value):
+        ipath = [*path, str(index)]
+        if not isinstance(item, str) or not ABS_PATH_RE.fullmatch(item) or "/." in item:
+            problems.add(ipath, f"{_describe(item)} must be an absolute path")
+        elif not (item + "/").startswith(home + "/"):
+            problems.add(ipath, f"{_describe(item)} must be inside the account's home {home}")
+        else:
+            extra.append(item)
+    return [home, "/tmp", "/usr/share/php", *[e for e in extra if e != home]]
+
+
+def _php_ini(value: Any, path: list[str], problems: _Problems, flags: bool) -> dict:
+    """Extra php_admin_value (or php_admin_flag) settings: KEY -> value."""
+    found: dict[str, Any] = {}
+    for key, item in _mapping(value, path, problems).items():
+        ipath = [*path, str(key)]
+        if not isinstance(key, str) or not PHP_INI_KEY_RE.fullmatch(key) or len(key) > 64:
+            problems.add(ipath, "is not a php.ini directive name")
+        elif key in PHP_KEYS_SET_BY_WEBARCH:
+            problems.add(ipath, "is set by webarch (use the account's php keys)")
+        elif flags:
+            checked = _boolean(item, ipath, problems)
+            if checked is not None:
+                found[key] = "on" if checked else "off"
+        elif isinstance(item, bool) or not isinstance(item, (str, int)):
+            problems.add(ipath, "must be a string or an integer")
+        elif not config_text_ok(str(item)) or ";" in str(item) or len(str(item)) > 500:
+            problems.add(ipath, CONFIG_TEXT_MESSAGE + " ;")
+        else:
+            found[key] = str(item)
+    return found
 
 
 def chroot_spec(name: str, chroot_base: str) -> dict:
@@ -508,43 +836,20 @@ def chroot_spec(name: str, chroot_base: str) -> dict:
 def _account_dirs(name: str) -> list[dict]:
     """Return the standard layout of an account's home, in creation order."""
     home = f"{HOME_BASE}/{name}"
+    layout = [
+        # id, path, owner, group, mode.  The home and logs are root's: the
+        # account cannot change them.  The web server reads the sites through
+        # their group (setgid: new files keep it).
+        ("home", home, "root", name, "0750"),
+        ("sites", f"{home}/sites", name, WEB_USER, "2750"),
+        ("logs", f"{home}/logs", "root", name, "0750"),
+        ("tmp", f"{home}/tmp", name, name, "0700"),
+        ("private", f"{home}/private", name, name, "0700"),
+        ("ssh", f"{home}/.ssh", name, name, "0700"),
+    ]
     return [
-        {"id": "home", "path": home, "user": "root", "group": name, "mode": "0750"},
-        {
-            "id": "sites",
-            "path": f"{home}/sites",
-            "user": name,
-            "group": name,
-            "mode": "0750",
-        },
-        {
-            "id": "logs",
-            "path": f"{home}/logs",
-            "user": "root",
-            "group": name,
-            "mode": "0750",
-        },
-        {
-            "id": "tmp",
-            "path": f"{home}/tmp",
-            "user": name,
-            "group": name,
-            "mode": "0700",
-        },
-        {
-            "id": "private",
-            "path": f"{home}/private",
-            "user": name,
-            "group": name,
-            "mode": "0700",
-        },
-        {
-            "id": "ssh",
-            "path": f"{home}/.ssh",
-            "user": name,
-            "group": name,
-            "mode": "0700",
-        },
+        {"id": i, "path": path, "user": user, "group": group, "mode": mode}
+        for i, path, user, group, mode in layout
     ]
 
 
@@ -584,6 +889,12 @@ def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
             ),
         },
         "chroot": chroot_spec(name, server["chroot_base"] or CHROOT_BASE),
+        "php": _php(data.get("php"), f"{HOME_BASE}/{name}", [*path, "php"], problems),
+        "pool": {
+            "name": name,
+            "socket": f"/run/php/webarch-{name}.sock",
+            "file": f"/etc/php/{server['php_version']}/fpm/pool.d/webarch-{name}.conf",
+        },
         "sites": sites,
     }
 
@@ -665,6 +976,12 @@ SITE_KEYS: dict[str, Any] = {
     "server_name": str,
     "aliases": list,
     "docroot": str,
+    "suspended": bool,
+    "robots_deny": bool,
+    "hsts": int,
+    "headers": dict,
+    "redirects": list,
+    "basic_auth": dict,
 }
 ACCOUNT_KEYS: dict[str, Any] = {
     "state": STATES,
@@ -676,6 +993,7 @@ ACCOUNT_KEYS: dict[str, Any] = {
     "sites": dict,
     "ssh_keys": list,
     "ssh_password": bool,
+    "php": dict,
 }
 SERVER_KEYS: dict[str, Any] = {
     "hostname": str,
@@ -683,6 +1001,8 @@ SERVER_KEYS: dict[str, Any] = {
     "reserved_usernames": list,
     "chroot_base": str,
     "archive_dir": str,
+    "acme": dict,
+    "log_retention_days": int,
     "accounts": dict,
 }
 
@@ -698,7 +1018,7 @@ def _check_server_paths(server: dict, problems: _Problems) -> None:
         problems.add(["webarch", "chroot_base"], f"must not be inside archive_dir {archives}")
 
 
-def build_model(pillar: Any, host: HostUsers) -> dict:
+def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
     """
     Validate the ``webarch`` pillar against ``host`` and return the model.
 
@@ -707,7 +1027,7 @@ def build_model(pillar: Any, host: HostUsers) -> dict:
     problems = _Problems()
     pillar = _mapping(pillar, ["webarch"], problems)
     _check_keys(pillar, SERVER_KEYS, ["webarch"], problems)
-    server = _server_settings(pillar, problems)
+    server = _server_settings(pillar, problems, osmajorrelease)
     reserved = RESERVED_USERNAMES | frozenset(server["reserved_usernames"])
     raw_accounts = _mapping(pillar.get("accounts"), ["webarch", "accounts"], problems)
     accounts = {
@@ -729,6 +1049,24 @@ def build_model(pillar: Any, host: HostUsers) -> dict:
         "accounts": accounts,
         "present": sorted(present_names),
         "ssh_password_accounts": sorted(a["name"] for a in present if a["ssh"]["password"]),
+        "log_map": {
+            "path": LOG_MAP_PATH,
+            "rotate_glob": f"{HOME_BASE}/*/logs/apache-*.log {HOME_BASE}/*/logs/php-*.log",
+            "lines": [LOG_MAP_HEADER]
+            + [
+                f"{name} {account['name']}"
+                for account in present
+                for site in account["sites"].values()
+                for name in [site["server_name"], *site["aliases"]]
+            ],
+        },
+        "apache": {
+            "modules": list(APACHE_MODULES),
+            "modules_off": [*APACHE_MODULES_OFF, f"php{server['php_version']}"],
+            "htaccess_directives": list(HTACCESS_DIRECTIVES),
+            "auth_dir": APACHE_AUTH_DIR,
+            "server_name": server["hostname"] or "localhost",
+        },
         "account_group": ACCOUNT_GROUP,
         "absent": sorted(set(accounts) - present_names),
         # Absent accounts whose Unix user webarch made: archived, then removed.
@@ -793,7 +1131,7 @@ def config(pillar: dict | None = None) -> dict:
         salt '*' webarch.config
     """
     try:
-        return build_model(_pillar_data(pillar), host_users())
+        return build_model(_pillar_data(pillar), host_users(), __grains__["osmajorrelease"])
     except ModelError as exc:
         raise CommandExecutionError(str(exc)) from None
 
@@ -826,7 +1164,7 @@ def validate(pillar: dict | None = None) -> dict:
         salt '*' webarch.validate
     """
     try:
-        build_model(_pillar_data(pillar), host_users())
+        build_model(_pillar_data(pillar), host_users(), __grains__["osmajorrelease"])
     except ModelError as exc:
         return {"valid": False, "problems": exc.problems}
     return {"valid": True, "problems": []}
@@ -842,8 +1180,7 @@ def php_version(osmajorrelease: int) -> str:
         return PHP_VERSIONS[int(osmajorrelease)]
     except (KeyError, ValueError):
         raise CommandExecutionError(
-            f"webarch supports Debian {', '.join(map(str, PHP_VERSIONS))}, "
-            f"not {osmajorrelease!r}"
+            f"webarch supports Debian {', '.join(map(str, PHP_VERSIONS))}, not {osmajorrelease!r}"
         ) from None
 
 
@@ -868,7 +1205,9 @@ def packages(osmajorrelease: int | None = None) -> list[str]:
         "tar",
         "gzip",
         "mariadb-client",
-        # The web stack: Apache (event MPM, proxy_fcgi, md) and PHP-FPM.
+        # The web stack: Apache (event MPM, proxy_fcgi, md) and PHP-FPM; the
+        # web server reaches the sites through an ACL on each home.
+        "acl",
         "apache2",
         f"php{php}-fpm",
         f"php{php}-cli",

@@ -7,4 +7,6 @@ include:
   - .users
   - .chroot
   - .ssh
+  - .php
+  - .apache
   - .remove

@@ -7,14 +7,37 @@
 ---
 include:
   - {{ tplroot }}.registry
+  - {{ tplroot }}.php
+  - {{ tplroot }}.apache
 
 {%- for name in webarch.remove %}
 {%-   set account = webarch.accounts[name] %}
+
+webarch-{{ name }}-remove-apache-site:
+  apache_site.disabled:
+    - name: webarch-{{ name }}
+    - watch_in:
+      - service: webarch-apache-service
+  file.absent:
+    - name: /etc/apache2/sites-available/webarch-{{ name }}.conf
+    - require:
+      - apache_site: webarch-{{ name }}-remove-apache-site
+    - watch_in:
+      - service: webarch-apache-service
+
+webarch-{{ name }}-remove-fpm-pool:
+  file.absent:
+    - name: {{ account.pool.file }}
+    - watch_in:
+      - service: webarch-fpm-service
 
 webarch-{{ name }}-remove-processes:
   cmd.run:
     - name: pkill -KILL -u {{ name }}; sleep 1
     - onlyif: pgrep -u {{ name }}
+    - require:
+      - service: webarch-fpm-service
+      - service: webarch-apache-service
 
 {%-   for mount in account.chroot.mounts | reverse %}
 

@@ -60,8 +60,8 @@ webarch-{{ name }}-site-{{ site_name }}-docroot:
   file.directory:
     - name: {{ site.docroot }}
     - user: {{ name }}
-    - group: {{ name }}
-    - mode: '0750'
+    - group: {{ webarch.web_user }}
+    - mode: '2750'
     - makedirs: true
     - require:
       - file: webarch-{{ name }}-dir-sites

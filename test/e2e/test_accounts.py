@@ -98,14 +98,14 @@ def test_home_layout_and_modes(host):
     for user in ("alice", "bob", "carol-stats"):
         home = f"/home/{user}"
         assert stat(host, home) == f"750 root {user}"
-        assert stat(host, f"{home}/sites") == f"750 {user} {user}"
+        assert stat(host, f"{home}/sites") == f"2750 {user} www-data"
         assert stat(host, f"{home}/logs") == f"750 root {user}"
         assert stat(host, f"{home}/tmp") == f"700 {user} {user}"
         assert stat(host, f"{home}/private") == f"700 {user} {user}"
         assert stat(host, f"{home}/.ssh") == f"700 {user} {user}"
-    assert stat(host, "/home/alice/sites/www/public") == "750 alice alice"
-    assert stat(host, "/home/alice/sites/wiki") == "750 alice alice"
-    assert stat(host, "/home/bob/sites/static") == "750 bob bob"
+    assert stat(host, "/home/alice/sites/www/public") == "2750 alice www-data"
+    assert stat(host, "/home/alice/sites/wiki") == "2750 alice www-data"
+    assert stat(host, "/home/bob/sites/static") == "2750 bob www-data"
     assert stat(host, "/var/lib/webarch/managed-accounts") == "600 root root"
 
 

@@ -71,7 +71,7 @@ def test_defaults(model):
     dirs = {d["id"]: (d["path"], d["user"], d["group"], d["mode"]) for d in alice["dirs"]}
     assert dirs["home"] == ("/home/alice", "root", "alice", "0750")
     assert dirs["logs"] == ("/home/alice/logs", "root", "alice", "0750")
-    assert dirs["sites"] == ("/home/alice/sites", "alice", "alice", "0750")
+    assert dirs["sites"] == ("/home/alice/sites", "alice", "www-data", "2750")
     assert set(dirs) == {"home", "sites", "logs", "tmp", "private", "ssh"}
     assert alice["dirs"][0]["id"] == "home"
 

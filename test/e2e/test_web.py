@@ -1,0 +1,297 @@
+"""The web stack as a visitor sees it: curl over HTTPS (SNI) and HTTP/2.
+
+curl is this machine's, run in the test host's network namespace only
+(``Host.net_run``), with every site name resolved to the host's loopback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from e2e.helpers import apply, changed, failed
+from testhost import Host
+
+pytestmark = pytest.mark.e2e
+
+SITES = {
+    # name: (account, site, docroot on the host)
+    "www.alice.example": ("alice", "www", "/home/alice/sites/www/public"),
+    "alice.example": ("alice", "www", "/home/alice/sites/www/public"),
+    "blog.alice.example": ("alice", "blog", "/home/alice/sites/blog"),
+    "static.alice.example": ("alice", "static", "/home/alice/sites/static"),
+    "shop.bob.example": ("bob", "shop", "/home/bob/sites/shop"),
+    "old.bob.example": ("bob", "old", "/home/bob/sites/old"),
+    "private.bob.example": ("bob", "private", "/home/bob/sites/private"),
+}
+
+WHOAMI = """<?php
+$me = posix_getpwuid(posix_geteuid())['name'];
+echo implode(' ', [$me, php_sapi_name(), getcwd(), $_SERVER['REQUEST_URI'],
+    is_dir('/home/' . ($me === 'alice' ? 'bob' : 'alice')) ? 'sees-other' : 'alone',
+    count(glob('/home/*'))]), "\\n";
+"""
+
+WORDPRESS_HTACCESS = """# BEGIN WordPress
+<IfModule mod_rewrite.c>
+RewriteEngine On
+RewriteRule .* - [E=HTTP_AUTHORIZATION:%{HTTP:Authorization}]
+RewriteBase /
+RewriteRule ^index\\.php$ - [L]
+RewriteCond %{REQUEST_FILENAME} !-f
+RewriteCond %{REQUEST_FILENAME} !-d
+RewriteRule . /index.php [L]
+</IfModule>
+Options -Indexes
+ErrorDocument 404 /index.php
+# END WordPress
+"""
+
+
+def web_pillar(password_hash: str) -> dict:
+    """Alice with three sites of three types, bob with three."""
+    return {
+        "webarch": {
+            "accounts": {
+                "alice": {
+                    "sites": {
+                        "www": {
+                            "type": "php",
+                            "server_name": "www.alice.example",
+                            "aliases": ["alice.example"],
+                            "docroot": "public",
+                        },
+                        "blog": {"type": "wordpress", "server_name": "blog.alice.example"},
+                        "static": {
+                            "type": "static",
+                            "server_name": "static.alice.example",
+                            "hsts": True,
+                            "robots_deny": True,
+                            "headers": {"X-Frame-Options": "DENY"},
+                            "redirects": [{"from": "/old", "to": "https://www.alice.example/"}],
+                        },
+                    },
+                },
+                "bob": {
+                    "php": {"memory_limit": "128M", "max_children": 3},
+                    "sites": {
+                        "shop": {"server_name": "shop.bob.example"},
+                        "old": {
+                            "type": "static",
+                            "server_name": "old.bob.example",
+                            "suspended": True,
+                        },
+                        "private": {
+                            "type": "static",
+                            "server_name": "private.bob.example",
+                            "basic_auth": {"realm": "Staff", "users": {"staff": password_hash}},
+                        },
+                    },
+                },
+            }
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def web(host: Host) -> Iterator[Host]:
+    """The host with both accounts' sites converged and some content in them."""
+    hashed = host.run(["htpasswd", "-nbB", "-C", "5", "staff", "s3cret-staff"], check=True)
+    pillar = web_pillar(hashed.stdout.strip().split(":", 1)[1])
+    host.web_pillar = pillar
+    ret = apply(host, pillar)
+    assert failed(ret) == {}
+    content = {
+        "/home/alice/sites/www/public/whoami.php": WHOAMI,
+        "/home/alice/sites/www/public/index.html": "alice www\n",
+        "/home/alice/sites/blog/index.php": WHOAMI,
+        "/home/alice/sites/blog/.htaccess": WORDPRESS_HTACCESS,
+        "/home/alice/sites/static/index.html": "alice static\n",
+        "/home/alice/sites/static/secret.php": "<?php echo 'source';",
+        "/home/bob/sites/shop/index.php": WHOAMI,
+        "/home/bob/sites/old/index.html": "bob old\n",
+        "/home/bob/sites/private/index.html": "bob private\n",
+    }
+    for path, text in content.items():
+        owner = path.split("/")[2]
+        host.write_file(path, text, mode=0o640)
+        host.run(["chown", f"{owner}:www-data", path], check=True)
+    yield host
+
+
+def curl(host: Host, url: str, *args: str) -> subprocess.CompletedProcess:
+    """curl ``url`` from outside, all site names resolving to the host."""
+    resolve = []
+    for name in SITES:
+        resolve += ["--resolve", f"{name}:443:127.0.0.1", "--resolve", f"{name}:80:127.0.0.1"]
+    cmd = ["curl", "-sS", "-k", "--max-time", "20", *resolve, *args, url]
+    return host.net_run(cmd)
+
+
+def status(host: Host, url: str, *args: str) -> str:
+    """The HTTP status code of ``url``."""
+    return curl(host, url, "-o", "/dev/null", "-w", "%{http_code}", *args).stdout
+
+
+def test_second_run_changes_nothing(web):
+    ret = apply(web, web.web_pillar)
+    assert failed(ret) == {}
+    assert changed(ret) == {}
+
+
+@pytest.mark.parametrize("name", sorted(SITES))
+def test_every_site_answers_on_its_names(web, name):
+    _, site, _ = SITES[name]
+    expected = {
+        "www": "alice www",
+        "blog": "alice fpm-fcgi",
+        "static": "alice static",
+        "shop": "bob fpm-fcgi",
+        "old": "This site is suspended.",
+        "private": "401",
+    }[site]
+    result = curl(web, f"https://{name}/", "-w", "%{http_code}")
+    assert expected in result.stdout, result
+
+
+@pytest.mark.parametrize(
+    ("name", "account"), [("www.alice.example", "alice"), ("shop.bob.example", "bob")]
+)
+def test_php_runs_as_its_account_inside_its_chroot(web, name, account):
+    path = "/whoami.php" if account == "alice" else "/index.php"
+    out = curl(web, f"https://{name}{path}").stdout.split()
+    assert out[:3] == [
+        account,
+        "fpm-fcgi",
+        f"/home/{account}/sites/" + ("www/public" if account == "alice" else "shop"),
+    ]
+    assert out[4:] == ["alone", "1"], "the chroot holds its own home only"
+
+
+def test_http2_is_negotiated(web):
+    result = curl(
+        web, "https://www.alice.example/", "--http2", "-o", "/dev/null", "-w", "%{http_version}"
+    )
+    assert result.stdout == "2"
+
+
+def test_port_80_redirects_to_https(web):
+    result = curl(
+        web,
+        "http://shop.bob.example/a/b?c=d",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+    )
+    assert result.stdout == "301 https://shop.bob.example/a/b?c=d"
+
+
+def test_wordpress_style_rewrites_work(web):
+    out = curl(web, "https://blog.alice.example/2026/11/hello-world/").stdout.split()
+    assert out[:2] == ["alice", "fpm-fcgi"]
+    assert out[3] == "/2026/11/hello-world/"
+
+
+@pytest.mark.parametrize(
+    "htaccess",
+    [
+        "Options +FollowSymLinks",
+        "Options +ExecCGI",
+        'SetHandler "proxy:unix:/run/php/webarch-bob.sock|fcgi://x"',
+        "AddHandler cgi-script .php",
+        "php_value auto_prepend_file /etc/passwd",
+        'ProxyFCGISetEnvIf "true" SCRIPT_FILENAME "/home/bob/sites/shop/index.php"',
+    ],
+)
+def test_forbidden_overrides_are_refused(web, htaccess):
+    web.run(["mkdir", "-p", "/home/alice/sites/www/public/t"], check=True)
+    web.write_file("/home/alice/sites/www/public/t/.htaccess", htaccess + "\n")
+    web.write_file("/home/alice/sites/www/public/t/index.html", "should not be served\n")
+    web.run(["chown", "-R", "alice:www-data", "/home/alice/sites/www/public/t"], check=True)
+    try:
+        assert status(web, "https://www.alice.example/t/index.html") == "500"
+    finally:
+        web.run(["rm", "-rf", "/home/alice/sites/www/public/t"])
+    assert status(web, "https://www.alice.example/index.html") == "200"
+
+
+def test_suspended_site_keeps_its_files(web):
+    assert status(web, "https://old.bob.example/index.html") == "503"
+    assert web.read_file("/home/bob/sites/old/index.html") == "bob old\n"
+
+
+def test_static_site_switches(web):
+    headers = curl(
+        web, "https://static.alice.example/", "-D", "-", "-o", "/dev/null"
+    ).stdout.lower()
+    assert "strict-transport-security: max-age=31536000" in headers
+    assert "x-robots-tag: noindex, nofollow" in headers
+    assert "x-frame-options: deny" in headers
+    assert status(web, "https://static.alice.example/secret.php") == "403"
+    moved = curl(
+        web,
+        "https://static.alice.example/old",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+    )
+    assert moved.stdout == "301 https://www.alice.example/"
+
+
+def test_basic_auth(web):
+    assert status(web, "https://private.bob.example/") == "401"
+    assert status(web, "https://private.bob.example/", "-u", "staff:wrong") == "401"
+    ok = curl(web, "https://private.bob.example/", "-u", "staff:s3cret-staff")
+    assert ok.stdout == "bob private\n"
+
+
+def test_hidden_and_backup_files_are_not_served(web):
+    planted = ("/.env", "/index.php.bak", "/.git/config", "/dump.sql", "/wp-config.php")
+    for path in planted:
+        web.write_file(f"/home/alice/sites/blog{path}", "secret\n")
+    web.run(["chown", "-R", "alice:www-data", "/home/alice/sites/blog"], check=True)
+    for path in ("/.htaccess", *planted):
+        assert status(web, f"https://blog.alice.example{path}") in ("403", "404"), path
+
+
+def test_pool_sockets_belong_to_the_web_server_only(web):
+    out = web.run(
+        ["stat", "-c", "%U %G %a", "/run/php/webarch-alice.sock", "/run/php/webarch-bob.sock"]
+    )
+    assert out.stdout.split("\n")[:2] == ["www-data www-data 600"] * 2
+    pools = web.run(["sh", "-c", "ls /etc/php/*/fpm/pool.d/"], check=True).stdout.split()
+    assert sorted(pools) == ["000-webarch-idle.conf", "webarch-alice.conf", "webarch-bob.conf"]
+
+
+def test_per_account_logs(web):
+    curl(web, "https://shop.bob.example/index.php?marker=bob-log-test")
+    curl(web, "https://www.alice.example/whoami.php?marker=alice-log-test")
+    bob = web.read_file("/home/bob/logs/apache-access.log")
+    alice = web.read_file("/home/alice/logs/apache-access.log")
+    assert "marker=bob-log-test" in bob and "marker=alice-log-test" not in bob
+    assert "marker=alice-log-test" in alice and "marker=bob-log-test" not in alice
+    mode = web.run(["stat", "-c", "%U %G %a", "/home/bob/logs/apache-access.log"]).stdout.strip()
+    assert mode == "root bob 640"
+
+
+def test_config_checks_refuse_bad_files(web):
+    web.write_file(
+        "/tmp/bad-site.conf", "<VirtualHost *:443>\n  NoSuchDirective on\n</VirtualHost>\n"
+    )
+    check = web.run(
+        [
+            "/usr/local/sbin/webarch-apache-check",
+            "/etc/apache2/sites-available/webarch-bad.conf",
+            "/tmp/bad-site.conf",
+        ]
+    )
+    assert check.returncode != 0 and "NoSuchDirective" in check.stderr
+    bad_pool = "[bad]\nuser = nosuchuser\nlisten = /run/php/bad.sock\npm = ondemand\n"
+    web.write_file("/tmp/bad-pool.conf", bad_pool + "pm.max_children = 1\n")
+    version = web.run(["sh", "-c", "ls /etc/php"]).stdout.split()[0]
+    check = web.run(["/usr/local/sbin/webarch-fpm-check", version, "/tmp/bad-pool.conf"])
+    assert check.returncode != 0
+    assert status(web, "https://shop.bob.example/") == "200", "the live server is untouched"

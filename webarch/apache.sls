@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Apache with core modules only (event MPM, proxy_fcgi, ssl, http2, md): one
+# port-80 virtual host redirecting to HTTPS, and a file per account with a
+# virtual host per site.  Every file is checked with apache2 -t (together with
+# the rest of the configuration) before it is put in place: a bad file keeps
+# the old one live and fails its state, the others still reload.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import webarch with context %}
+{%- set apache = webarch.apache %}
+---
+include:
+  - {{ tplroot }}.packages
+  - {{ tplroot }}.users
+  - {{ tplroot }}.php
+
+{%- for module in apache.modules %}
+
+webarch-apache-module-{{ module }}:
+  apache_module.enabled:
+    - name: {{ module }}
+    - require:
+      - pkg: webarch-packages
+      - apache_module: webarch-apache-module-off-{{ apache.modules_off[0] }}
+{%- endfor %}
+
+{%- for module in apache.modules_off %}
+
+webarch-apache-module-off-{{ module }}:
+  apache_module.disabled:
+    - name: {{ module }}
+    - require:
+      - pkg: webarch-packages
+{%- endfor %}
+
+{%- for site in ('000-default', 'default-ssl') %}
+
+webarch-apache-debian-site-{{ site }}:
+  apache_site.disabled:
+    - name: {{ site }}
+    - require:
+      - pkg: webarch-packages
+{%- endfor %}
+
+# A change of MPM needs a full restart, not a graceful reload.
+webarch-apache-restart-for-modules:
+  cmd.run:
+    - name: systemctl restart apache2
+    - onchanges:
+{%- for module in apache.modules_off %}
+      - apache_module: webarch-apache-module-off-{{ module }}
+{%- endfor %}
+      - apache_module: webarch-apache-module-mpm_event
+
+webarch-apache-check-script:
+  file.managed:
+    - name: /usr/local/sbin/webarch-apache-check
+    - source: salt://{{ tplroot }}/files/webarch-apache-check
+    - user: root
+    - group: root
+    - mode: '0755'
+
+webarch-apache-log-split:
+  file.managed:
+    - name: /usr/local/sbin/webarch-log-split
+    - source: salt://{{ tplroot }}/files/webarch-log-split
+    - user: root
+    - group: root
+    - mode: '0755'
+
+webarch-apache-log-map:
+  file.managed:
+    - name: {{ webarch.log_map.path }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - makedirs: true
+    - contents: {{ webarch.log_map.lines | json }}
+
+# Debian's log of all vhosts in one file: replaced by the per-account logs.
+webarch-apache-debian-vhosts-log:
+  apache_conf.disabled:
+    - name: other-vhosts-access-log
+    - require:
+      - pkg: webarch-packages
+
+webarch-logrotate:
+  file.managed:
+    - name: /etc/logrotate.d/webarch
+    - user: root
+    - group: root
+    - mode: '0644'
+    - contents: |
+        # Managed by Salt (webarch): the accounts' own Apache and PHP logs.
+        {{ webarch.log_map.rotate_glob }} {
+            daily
+            rotate {{ webarch.log_retention_days }}
+            maxage {{ webarch.log_retention_days }}
+            missingok
+            notifempty
+            compress
+            delaycompress
+            copytruncate
+        }
+
+webarch-apache-default-certificate:
+  cmd.run:
+    - name: >-
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=webarch-default
+        -addext basicConstraints=critical,CA:FALSE
+        -keyout /etc/apache2/webarch-default.key -out /etc/apache2/webarch-default.crt
+        && chmod 0600 /etc/apache2/webarch-default.key
+    - creates: /etc/apache2/webarch-default.crt
+    - require:
+      - pkg: webarch-packages
+
+webarch-apache-auth-dir:
+  file.directory:
+    - name: {{ apache.auth_dir }}
+    - user: root
+    - group: {{ webarch.web_user }}
+    - mode: '0750'
+    - clean: true
+    - require:
+      - pkg: webarch-packages
+
+{%- set configs = [
+      ('conf', 'conf-available/webarch.conf', 'apache-global.conf.jinja', 'webarch'),
+      ('site', 'sites-available/000-webarch.conf', 'apache-http.conf.jinja', '000-webarch'),
+    ] %}
+{%- for kind, path, template, enable in configs %}
+
+webarch-apache-{{ enable }}:
+  file.managed:
+    - name: /etc/apache2/{{ path }}
+    - source: salt://{{ tplroot }}/files/{{ template }}
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0644'
+    - check_cmd: /usr/local/sbin/webarch-apache-check /etc/apache2/{{ path }}
+    - context:
+        acme: {{ webarch.acme | json }}
+        chroot_base: {{ webarch.chroot_base }}
+        server_name: {{ apache.server_name }}
+    - require:
+      - file: webarch-apache-check-script
+      - file: webarch-apache-log-split
+      - file: webarch-apache-log-map
+      - apache_conf: webarch-apache-debian-vhosts-log
+      - cmd: webarch-apache-default-certificate
+{%-   for module in apache.modules %}
+      - apache_module: webarch-apache-module-{{ module }}
+{%-   endfor %}
+  apache_{{ kind }}.enabled:
+    - name: {{ enable }}
+    - require:
+      - file: webarch-apache-{{ enable }}
+{%- endfor %}
+
+{%- for name in webarch.present %}
+{%-   set account = webarch.accounts[name] %}
+
+webarch-{{ name }}-home-web-access:
+  acl.present:
+    - name: {{ account.home }}
+    - acl_type: user
+    - acl_name: {{ webarch.web_user }}
+    - perms: x
+    # (In test mode on a new account the home does not exist yet.)
+    - onlyif: test -d {{ account.home }}
+    - require:
+      - file: webarch-{{ name }}-dir-home
+
+{%-   for site_name, site in account.sites.items() if site.basic_auth %}
+
+webarch-{{ name }}-site-{{ site_name }}-auth:
+  file.managed:
+    - name: {{ apache.auth_dir }}/{{ name }}-{{ site_name }}
+    - user: root
+    - group: {{ webarch.web_user }}
+    - mode: '0640'
+    - contents: {{ site.basic_auth.lines | json }}
+    - makedirs: true
+    - dir_mode: '0750'
+    - require_in:
+      - file: webarch-apache-auth-dir
+{%-   endfor %}
+
+webarch-{{ name }}-apache-sites:
+  file.managed:
+    - name: /etc/apache2/sites-available/webarch-{{ name }}.conf
+    - source: salt://{{ tplroot }}/files/apache-account.conf.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0644'
+    - check_cmd: /usr/local/sbin/webarch-apache-check /etc/apache2/sites-available/webarch-{{ name }}.conf
+    - context:
+        account: {{ account | json }}
+        override_list: {{ apache.htaccess_directives | json }}
+        auth_dir: {{ apache.auth_dir }}
+    - require:
+      - file: webarch-apache-webarch
+      - acl: webarch-{{ name }}-home-web-access
+  apache_site.enabled:
+    - name: webarch-{{ name }}
+    - require:
+      - file: webarch-{{ name }}-apache-sites
+{%- endfor %}
+
+webarch-apache-service:
+  service.running:
+    - name: apache2
+    - enable: true
+    - reload: true
+    - require:
+      - cmd: webarch-apache-restart-for-modules
+    - watch_any:
+      - apache_conf: webarch-apache-debian-vhosts-log
+      - file: webarch-apache-webarch
+      - apache_conf: webarch-apache-webarch
+      - file: webarch-apache-000-webarch
+      - apache_site: webarch-apache-000-webarch
+{%- for name in webarch.present %}
+      - file: webarch-{{ name }}-apache-sites
+      - apache_site: webarch-{{ name }}-apache-sites
+{%- endfor %}

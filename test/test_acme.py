@@ -162,7 +162,7 @@ def test_each_site_has_its_own_pebble_certificate(acme, md):
         cert = served_certificate(acme.host, name, cafile=acme.roots)
         assert cert.verified, name
         assert cert.issuer == intermediate
-        assert cert.subject == f"CN={md}"
+        assert cert.subject in (f"CN={md}", "")  # pebble >= 2.5 (Debian 13) sets no CN
         assert sorted(cert.names) == sorted(SITES[md])
         assert cert.sha256 in acme.fingerprints[md]
         assert cert.alpn == "h2"

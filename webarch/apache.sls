@@ -145,6 +145,8 @@ webarch-apache-{{ enable }}:
         server_name: {{ apache.server_name }}
     - require:
       - file: webarch-apache-check-script
+      - file: webarch-md-message
+      - file: webarch-md-stamp-dir
       - file: webarch-apache-log-split
       - file: webarch-apache-log-map
       - apache_conf: webarch-apache-debian-vhosts-log
@@ -207,6 +209,88 @@ webarch-{{ name }}-apache-sites:
     - name: webarch-{{ name }}
     - require:
       - file: webarch-{{ name }}-apache-sites
+{%- endfor %}
+
+# mod_md fetches certificates in the background and stages them; Apache uses a
+# new one after a graceful reload.  mod_md reports "renewed" (the first
+# certificate too) to MDMessageCmd, which runs as the web server's user: it
+# touches a stamp that a systemd path unit watches to reload Apache.  A daily
+# reload catches anything missed.
+webarch-md-stamp-dir:
+  file.directory:
+    - name: /var/lib/webarch-md
+    - user: {{ webarch.web_user }}
+    - group: root
+    - mode: '0700'
+
+webarch-md-message:
+  file.managed:
+    - name: /usr/local/sbin/webarch-md-message
+    - user: root
+    - group: root
+    - mode: '0755'
+    - contents: |
+        #!/bin/sh
+        # Managed by Salt (webarch): mod_md's MDMessageCmd (REASON DOMAIN).
+        case "$1" in
+          renewed|installed) touch /var/lib/webarch-md/renewed ;;
+        esac
+        exit 0
+
+webarch-md-reload-units:
+  file.managed:
+    - names:
+      - /etc/systemd/system/webarch-md-reload.service:
+        - contents: |
+            # Managed by Salt (webarch): activate certificates mod_md staged.
+            [Unit]
+            Description=Reload Apache to activate new certificates from mod_md
+            [Service]
+            Type=oneshot
+            # The stamp goes first: a certificate reported while this runs
+            # leaves a new stamp, and the path unit starts this again.
+            ExecStart=/bin/rm -f /var/lib/webarch-md/renewed
+            ExecStart=/bin/sleep 3
+            ExecStart=/bin/systemctl reload apache2.service
+      - /etc/systemd/system/webarch-md-reload.path:
+        - contents: |
+            # Managed by Salt (webarch): mod_md said it has a new certificate.
+            [Unit]
+            Description=Watch for new certificates from mod_md
+            [Path]
+            PathExists=/var/lib/webarch-md/renewed
+            Unit=webarch-md-reload.service
+            [Install]
+            WantedBy=multi-user.target
+      - /etc/systemd/system/webarch-md-reload.timer:
+        - contents: |
+            # Managed by Salt (webarch): a daily reload, should the watch miss one.
+            [Unit]
+            Description=Daily Apache reload for renewed certificates
+            [Timer]
+            OnCalendar=daily
+            RandomizedDelaySec=1h
+            Persistent=true
+            Unit=webarch-md-reload.service
+            [Install]
+            WantedBy=timers.target
+    - user: root
+    - group: root
+    - mode: '0644'
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: webarch-md-reload-units
+
+{%- for unit in ('webarch-md-reload.path', 'webarch-md-reload.timer') %}
+
+webarch-{{ unit }}:
+  service.running:
+    - name: {{ unit }}
+    - enable: true
+    - require:
+      - module: webarch-md-reload-units
+      - service: webarch-apache-service
 {%- endfor %}
 
 webarch-apache-service:

@@ -242,6 +242,52 @@ def test_forbidden_overrides_are_refused(web, htaccess):
     assert status(web, "https://www.alice.example/index.html") == "200"
 
 
+def _alice_dir(web: Host, files: dict[str, str]) -> None:
+    """Put ``files`` in alice's www/public/t directory, as alice would."""
+    web.run(["rm", "-rf", "/home/alice/sites/www/public/t"])
+    for name, text in files.items():
+        web.write_file(f"/home/alice/sites/www/public/t/{name}", text)
+    web.run(["chown", "-R", "alice:www-data", "/home/alice/sites/www/public/t"], check=True)
+
+
+@pytest.fixture
+def bob_secret(web: Host) -> Iterator[str]:
+    """A PHP file of bob's outside any document root, and what it prints."""
+    web.write_file("/home/bob/private/secret.php", "<?php echo 'BOB-SECRET-RAN';", mode=0o600)
+    web.write_file("/home/bob/sites/shop/prepend.php", "<?php echo 'BOB-PREPEND';", mode=0o640)
+    web.run(["chown", "bob", "/home/bob/private/secret.php", "/home/bob/sites/shop/prepend.php"])
+    yield "BOB-SECRET-RAN"
+    web.run(["rm", "-rf", "/home/alice/sites/www/public/t"])
+
+
+@pytest.mark.parametrize(
+    "htaccess",
+    [
+        # Steer alice's own file to bob's pool: bob's chroot has no such file.
+        "RewriteEngine on\n"
+        "RewriteRule ^x\\.php$ - [H=proxy:unix:/run/php/webarch-bob.sock|fcgi://webarch-bob]",
+        # ...with a PHP_VALUE that would prepend bob's own file.
+        "RewriteEngine on\n"
+        "RewriteRule ^x\\.php$ - [H=proxy:unix:/run/php/webarch-bob.sock|fcgi://webarch-bob,"
+        "E=PHP_VALUE:auto_prepend_file=/home/bob/sites/shop/prepend.php]",
+        # Proxy straight to bob's pool with a path of bob's choosing.
+        "RewriteEngine on\n"
+        'RewriteRule ^x\\.php$ "unix:/run/php/webarch-bob.sock|fcgi://webarch-bob'
+        '/home/bob/private/secret.php" [P]',
+        # PHP_VALUE / PHP_ADMIN_VALUE sent to alice's own pool.
+        'SetEnv PHP_ADMIN_VALUE "auto_prepend_file=/home/bob/private/secret.php"\n'
+        'SetEnv PHP_VALUE "auto_prepend_file=/home/bob/private/secret.php"',
+    ],
+)
+def test_htaccess_cannot_reach_another_accounts_pool(web, bob_secret, htaccess):
+    _alice_dir(web, {".htaccess": htaccess + "\n", "x.php": "<?php echo 'ALICE-RAN';"})
+    result = curl(web, "https://www.alice.example/t/x.php", "-w", " %{http_code}")
+    assert bob_secret not in result.stdout and "BOB-PREPEND" not in result.stdout, result
+    assert result.stdout.split()[-1] in ("200", "403", "404", "500", "503"), result
+    if result.stdout.endswith(" 200"):
+        assert result.stdout.startswith("ALICE-RAN"), "only alice's own code may run"
+
+
 def test_suspended_site_keeps_its_files(web):
     assert status(web, "https://old.bob.example/index.html") == "503"
     assert web.read_file("/home/bob/sites/old/index.html") == "bob old\n"

@@ -12,6 +12,7 @@ from testhost import Host
 @pytest.fixture(scope="module")
 def host(image: Path, repo: Path, request: pytest.FixtureRequest) -> Iterator[Host]:
     """One clean test host per test module, stopped afterwards."""
-    name = "wa-" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:8]
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    name = "wa-" + module.replace("_", "-")[:12]
     with Host(name=name, image=image, formula_dir=repo) as running:
         yield running

@@ -25,7 +25,8 @@ command exits.  The formula is mounted read-only at /srv/formula, the pillar is
       salt-call --local webarch.validate               check the pillar, list problems
       getent passwd alice bob carol-stats; ls -la /home /home/alice
       runuser -u alice -- touch /home/alice/x          refused: the home is root's
-      echo '<?php echo get_current_user();' > /home/alice/sites/www/public/me.php
+      cd /home/alice/sites/www/public
+      echo '<?php echo posix_getpwuid(posix_geteuid())["name"], "\\n";' > me.php
       curl -k --resolve www.alice.example:443:127.0.0.1 https://www.alice.example/me.php
                                            PHP as alice, in her chroot (self-signed
                                            stand-in certificate: no ACME CA here)

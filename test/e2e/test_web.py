@@ -411,3 +411,37 @@ def test_each_site_gets_its_own_certificate_from_the_acme_server(web, pebble, tm
     assert len({seen[md].sha256 for md in CERTIFICATES}) == len(CERTIFICATES)
     page = curl(web, "https://www.alice.example/", "--cacert", str(roots), "--http2")
     assert page.stdout == "alice www\n"
+
+
+def test_logs_rotate_and_logging_goes_on(web):
+    curl(web, "https://shop.bob.example/index.php?marker=before-rotation")
+    rotate = web.run(["logrotate", "-f", "/etc/logrotate.d/webarch"])
+    assert rotate.returncode == 0, rotate.stderr
+    assert "marker=before-rotation" in web.read_file("/home/bob/logs/apache-access.log.1")
+    curl(web, "https://shop.bob.example/index.php?marker=after-rotation")
+    time.sleep(1)
+    now = web.read_file("/home/bob/logs/apache-access.log")
+    assert "marker=after-rotation" in now and "marker=before-rotation" not in now
+
+
+def test_a_config_that_fails_its_check_keeps_the_old_one_live(web):
+    pillar = web.web_pillar
+    bob_shop = pillar["webarch"]["accounts"]["bob"]["sites"]["shop"]
+    bob_shop["headers"] = {"X-Shop": "new"}
+    web.run(["mv", "/etc/apache2/webarch-default.key", "/root/key.saved"], check=True)
+    try:
+        ret = apply(web, pillar)
+        broken = failed(ret)
+        conf = "/etc/apache2/sites-available/webarch-bob.conf"
+        key = f"file_|-webarch-bob-apache-sites_|-{conf}_|-managed"
+        assert "check_cmd execution failed" in broken[key]
+        assert "X-Shop" not in web.read_file(conf)
+        # The old configuration still serves every site.
+        assert status(web, "https://shop.bob.example/") == "200"
+        assert status(web, "https://www.alice.example/") == "200"
+    finally:
+        web.run(["mv", "/root/key.saved", "/etc/apache2/webarch-default.key"], check=True)
+    ret = apply(web, pillar)
+    assert failed(ret) == {}
+    headers = curl(web, "https://shop.bob.example/", "-D", "-", "-o", "/dev/null").stdout
+    assert "x-shop: new" in headers.lower()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
+import formula
 import pytest
 import yaml
 from testhost import ensure_image
@@ -20,15 +19,7 @@ RELEASE = os.environ.get("WEBARCH_TEST_RELEASE", "bookworm")
 
 def load_model() -> ModuleType:
     """Import _modules/webarch.py as a plain module (no Salt loader)."""
-    name = "webarch_model"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "_modules" / "webarch.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return formula.load("_modules/webarch.py")
 
 
 @pytest.fixture(scope="session")

@@ -7,16 +7,15 @@ owners and bind-mount directories.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import socket
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
+import formula
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -26,28 +25,16 @@ OTHER_UID = 1234
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mount)")
 
 
-def load(name: str, relpath: str) -> ModuleType:
-    """Import a formula module from the repository as a plain module (no Salt loader)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / relpath)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def mod() -> ModuleType:
     """The execution module."""
-    return load("webarch_archive_module", "_modules/webarch_archive.py")
+    return formula.load("_modules/webarch_archive.py")
 
 
 @pytest.fixture
 def state(mod: ModuleType) -> ModuleType:
     """The state module, wired to the execution module, not in test mode."""
-    module = load("webarch_archive_state", "_states/webarch_archive.py")
+    module = formula.load("_states/webarch_archive.py")
     module.__salt__ = {
         f"webarch_archive.{fn}": getattr(mod, fn)
         for fn in (

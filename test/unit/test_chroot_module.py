@@ -6,14 +6,13 @@ The account is ``nobody``, which every Debian system has.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
+import formula
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,13 +25,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes device nodes: n
 @pytest.fixture(scope="module")
 def chroot() -> ModuleType:
     """The webarch_chroot execution module, loaded without Salt's loader."""
-    name = "webarch_chroot_module"
-    spec = importlib.util.spec_from_file_location(name, REPO / "_modules" / "webarch_chroot.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return formula.load("_modules/webarch_chroot.py")
 
 
 @pytest.fixture

@@ -68,6 +68,38 @@ APACHE_AUTH_DIR = "/etc/apache2/webarch-auth"
 LOG_MAP_PATH = "/etc/webarch/log-map"
 LOG_MAP_HEADER = "# Managed by Salt (webarch): site name -> account, for webarch-log-split."
 
+#: MariaDB: reached through its socket only (TCP only on 127.0.0.1, if asked).
+MARIADB_SOCKET = "/run/mysqld/mysqld.sock"
+MARIADB_CONF = "/etc/mysql/mariadb.conf.d/90-webarch.cnf"
+DB_DUMP_MAP_PATH = "/etc/webarch/db-dumps"
+DB_DUMP_MAP_HEADER = (
+    "# Managed by Salt (webarch): ACCOUNT DATABASE, dumped nightly by webarch-db-dump."
+)
+DB_NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+#: Databases of the server itself: never an account's, whatever the prefix rule.
+DB_NAMES_RESERVED = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+#: What an account gets on each of its databases unless it says otherwise.
+DB_PRIVILEGES_DEFAULT = (
+    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "INDEX", "ALTER",
+    "CREATE TEMPORARY TABLES", "LOCK TABLES", "EXECUTE", "CREATE VIEW", "SHOW VIEW",
+    "CREATE ROUTINE", "ALTER ROUTINE", "EVENT", "TRIGGER", "REFERENCES",
+)  # fmt: skip
+#: The database-level privileges of MariaDB an account may have.  Not DELETE
+#: HISTORY: with all of these it makes ALL PRIVILEGES, which saltext-mysql's
+#: mysql_grants.present cannot match against the list it was given.
+DB_PRIVILEGES_KNOWN = DB_PRIVILEGES_DEFAULT
+#: Privileges MariaDB knows that are never an account's: server-wide or delegating.
+DB_PRIVILEGES_REFUSED = frozenset(
+    " ".join(name.split())
+    for name in """
+    ALL|ALL PRIVILEGES|GRANT OPTION|USAGE|PROXY|FILE|SUPER|PROCESS|RELOAD|SHUTDOWN|
+    CREATE USER|SHOW DATABASES|CREATE TABLESPACE|REPLICATION CLIENT|REPLICATION SLAVE|
+    REPLICATION REPLICA|BINLOG ADMIN|BINLOG MONITOR|BINLOG REPLAY|CONNECTION ADMIN|
+    FEDERATED ADMIN|READ_ONLY ADMIN|REPLICATION MASTER ADMIN|REPLICATION SLAVE ADMIN|
+    SET USER|SLAVE MONITOR|REPLICA MONITOR
+    """.split("|")
+)
+
 #: Every present account is in this group: sshd chroots its members.
 ACCOUNT_GROUP = "webarch"
 
@@ -379,12 +411,141 @@ def _server_settings(pillar: dict, problems: _Problems, osmajorrelease: int = 12
             pillar.get("log_retention_days", 14), [*base, "log_retention_days"], problems, 1, 3650
         ),
         "php_version": php_version(osmajorrelease),
+        "mariadb": _mariadb_settings(pillar.get("mariadb"), problems),
         "acme": _acme(
             pillar.get("acme"),
             admin_email if isinstance(admin_email, str) and "@" in admin_email else None,
             problems,
         ),
     }
+
+
+def _mariadb_settings(value: Any, problems: _Problems) -> dict:
+    """Server-wide MariaDB settings: TCP on 127.0.0.1 or not, the name prefix rule, dumps."""
+    path = ["webarch", "mariadb"]
+    data = _mapping(value, path, problems)
+    _check_keys(data, MARIADB_KEYS, path, problems)
+    get = {**MARIADB_KEYS, **data}.get
+    return {
+        "listen_localhost": _boolean(
+            get("listen_localhost"), [*path, "listen_localhost"], problems
+        ),
+        "require_prefix": _boolean(get("require_prefix"), [*path, "require_prefix"], problems),
+        "dump_retention_days": _integer(
+            get("dump_retention_days"), [*path, "dump_retention_days"], problems, 1, 3650
+        ),
+        "socket": MARIADB_SOCKET,
+        "conf": MARIADB_CONF,
+    }
+
+
+def db_prefix(account: str) -> str:
+    """The prefix every database name of ``account`` starts with (by default)."""
+    return account.replace("-", "_") + "_"
+
+
+def _databases(
+    value: Any, account: str, require_prefix: bool, path: list[str], problems: _Problems
+) -> dict[str, str]:
+    """An account's databases: NAME -> present or absent (``null`` is present)."""
+    found: dict[str, str] = {}
+    prefix = db_prefix(account)
+    for name, item in _mapping(value, path, problems).items():
+        dpath = [*path, str(name)]
+        if not isinstance(name, str) or not DB_NAME_RE.fullmatch(name):
+            problems.add(
+                dpath, "database name must be 1-64 lower-case letters, digits or underscores"
+            )
+            continue
+        if name in DB_NAMES_RESERVED:
+            problems.add(dpath, f"{name!r} is a database of the server itself")
+            continue
+        if require_prefix and (not name.startswith(prefix) or name == prefix):
+            problems.add(dpath, f"database name must start with {prefix!r} (the account's prefix)")
+            continue
+        data = _mapping(item, dpath, problems)
+        _check_keys(data, {"state": STATES}, dpath, problems)
+        state = _choice(data.get("state", "present"), [*dpath, "state"], problems, STATES)
+        if state:
+            found[name] = state
+    return dict(sorted(found.items()))
+
+
+def _db_privileges(value: Any, path: list[str], problems: _Problems) -> list[str]:
+    """Database-level privileges, normalised to MariaDB's spelling (upper case)."""
+    if value is None:
+        return list(DB_PRIVILEGES_DEFAULT)
+    if not isinstance(value, list) or not value:
+        problems.add(path, "must be a non-empty list of database privileges")
+        return []
+    found: list[str] = []
+    for index, item in enumerate(value):
+        ipath = [*path, str(index)]
+        if not isinstance(item, str):
+            problems.add(ipath, f"must be a string, not {type(item).__name__}")
+            continue
+        privilege = " ".join(item.upper().split())
+        if privilege in DB_PRIVILEGES_REFUSED:
+            problems.add(
+                ipath,
+                f"{privilege} is never granted to an account (server-wide or delegating)",
+            )
+        elif privilege == "DELETE HISTORY":
+            problems.add(ipath, "DELETE HISTORY is not granted by webarch")
+        elif privilege not in DB_PRIVILEGES_KNOWN:
+            problems.add(
+                ipath,
+                f"{_describe(item)} is not a database privilege of MariaDB "
+                f"(known: {', '.join(DB_PRIVILEGES_KNOWN)})",
+            )
+        elif privilege in found:
+            problems.add(ipath, f"repeats {privilege}")
+        else:
+            found.append(privilege)
+    return found
+
+
+def _account_mariadb(name: str, data: dict, server: dict, problems: _Problems) -> dict:
+    """An account's MariaDB user (``NAME@localhost``, unix_socket), databases, ~/.my.cnf."""
+    path = ["webarch", "accounts", name]
+    require_prefix = server["mariadb"]["require_prefix"] is not False
+    databases = _databases(
+        data.get("databases"), name, require_prefix, [*path, "databases"], problems
+    )
+    home = f"{HOME_BASE}/{name}"
+    return {
+        "user": name,
+        "host": "localhost",
+        "prefix": db_prefix(name),
+        "privileges": _db_privileges(data.get("db_privileges"), [*path, "db_privileges"], problems),
+        "databases": databases,
+        "present": [db for db, state in databases.items() if state == "present"],
+        "absent": [db for db, state in databases.items() if state == "absent"],
+        "my_cnf": {
+            "path": f"{home}/.my.cnf",
+            "lines": [
+                "# Managed by Salt (webarch): MariaDB logs you in by your Unix user.",
+                "[client]",
+                f"socket={MARIADB_SOCKET}",
+                f"user={name}",
+            ],
+        },
+        "backups": f"{home}/backups",
+        "dump_dir": f"{home}/backups/mariadb",
+    }
+
+
+def _check_unique_databases(accounts: dict[str, dict], problems: _Problems) -> None:
+    """Report database names that more than one account names."""
+    seen: dict[str, str] = {}
+    for name, account in accounts.items():
+        for db in account["mariadb"]["databases"]:
+            other = seen.setdefault(db, name)
+            if other != name:
+                problems.add(
+                    ["webarch", "accounts", name, "databases", db],
+                    f"is also a database of account {other!r}",
+                )
 
 
 def _server_path(pillar: dict, key: str, default: str, problems: _Problems) -> str | None:
@@ -548,9 +709,11 @@ def _url_problem(url: str) -> str | None:
     match = URL_RE.fullmatch(url)
     if not match:
         return "must be an http:// or https:// URL"
-    host = match.group("host")
+    host, port = match.group("host"), match.group("port")
     if host != "localhost" and dns_name_problem(host):
         return f"host {host!r} {dns_name_problem(host)}"
+    if port is not None and not 1 <= int(port) <= 65535:
+        return f"port {port} must be between 1 and 65535"
     return None
 
 
@@ -646,7 +809,8 @@ PHP_KEYS_SET_BY_WEBARCH = frozenset(
         "disable_functions", "open_basedir", "error_log", "log_errors", "upload_tmp_dir",
         "session.save_path", "sys_temp_dir", "sendmail_path", "mail.log", "doc_root",
         "user_dir", "extension", "zend_extension", "extension_dir", "auto_prepend_file",
-        "auto_append_file", "include_path", "allow_url_include",
+        "auto_append_file", "include_path", "allow_url_include", "expose_php",
+        "mysqli.default_socket", "pdo_mysql.default_socket",
     }
 )  # fmt: skip
 
@@ -896,6 +1060,7 @@ def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
             "file": f"/etc/php/{server['php_version']}/fpm/pool.d/webarch-{name}.conf",
         },
         "sites": sites,
+        "mariadb": _account_mariadb(name, data, server, problems),
     }
 
 
@@ -994,6 +1159,14 @@ ACCOUNT_KEYS: dict[str, Any] = {
     "ssh_keys": list,
     "ssh_password": bool,
     "php": dict,
+    "databases": dict,
+    "db_privileges": list,
+}
+#: Server-wide MariaDB keys, with their defaults.
+MARIADB_KEYS: dict[str, Any] = {
+    "listen_localhost": False,
+    "require_prefix": True,
+    "dump_retention_days": 7,
 }
 SERVER_KEYS: dict[str, Any] = {
     "hostname": str,
@@ -1003,6 +1176,7 @@ SERVER_KEYS: dict[str, Any] = {
     "archive_dir": str,
     "acme": dict,
     "log_retention_days": int,
+    "mariadb": dict,
     "accounts": dict,
 }
 
@@ -1038,6 +1212,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
     for account in present:
         _check_host_clashes(account, host, reserved, problems)
     _check_unique(accounts, problems)
+    _check_unique_databases(accounts, problems)
     _check_server_paths(server, problems)
     if problems.items:
         # Group the problems by account (stable: each account's keep their order).
@@ -1068,6 +1243,12 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
             "server_name": server["hostname"] or "localhost",
         },
         "account_group": ACCOUNT_GROUP,
+        "db_dumps": {
+            "path": DB_DUMP_MAP_PATH,
+            "archive_dir": f"{server['archive_dir']}/databases",
+            "lines": [DB_DUMP_MAP_HEADER]
+            + [f"{a['name']} {db}" for a in present for db in a["mariadb"]["present"]],
+        },
         "absent": sorted(set(accounts) - present_names),
         # Absent accounts whose Unix user webarch made: archived, then removed.
         "remove": sorted((set(accounts) - present_names) & set(host.managed)),
@@ -1178,7 +1359,7 @@ def php_version(osmajorrelease: int) -> str:
     """Return the PHP version Debian ships on ``osmajorrelease``."""
     try:
         return PHP_VERSIONS[int(osmajorrelease)]
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         raise CommandExecutionError(
             f"webarch supports Debian {', '.join(map(str, PHP_VERSIONS))}, not {osmajorrelease!r}"
         ) from None
@@ -1205,6 +1386,8 @@ def packages(osmajorrelease: int | None = None) -> list[str]:
         "tar",
         "gzip",
         "mariadb-client",
+        # Databases: MariaDB, reached only through its socket.
+        "mariadb-server",
         # The web stack: Apache (event MPM, proxy_fcgi, md) and PHP-FPM; the
         # web server reaches the sites through an ACL on each home.
         "acl",

@@ -231,6 +231,8 @@ def wanted_entries(
         "run/mysqld": Entry("mountpoint"),
         "var": Entry("dir"),
         "var/tmp": Entry("link", data="/tmp"),
+        # Old paths (PHP's default MariaDB socket is /var/run/mysqld/...).
+        "var/run": Entry("link", data="/run"),
         "dev": Entry("dir"),
         "etc": Entry("dir"),
         "etc/ssh": Entry("dir"),

@@ -9,4 +9,5 @@ include:
   - .ssh
   - .php
   - .apache
+  - .mariadb
   - .remove

@@ -318,12 +318,6 @@ def test_php_ini_keys_set_by_webarch_are_refused(model, block, key):
     only(found, f"{PHP}:{block}:{key}", "is set by webarch (use the account's php keys)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the pool template sets php_admin_flag[expose_php] = off, but expose_php is "
-    "not in PHP_KEYS_SET_BY_WEBARCH, so admin_flags: {expose_php: true} is accepted and "
-    "renders a second, overriding line",
-)
 def test_php_expose_php_flag_is_set_by_webarch(model):
     found = problems(model, php(admin_flags={"expose_php": True}))
     only(found, f"{PHP}:admin_flags:expose_php", "is set by webarch")
@@ -693,10 +687,6 @@ def test_acme_bad_directories(model, directory, message):
     only(problems(model, {"acme": {"directory": directory}}), "webarch:acme:directory", message)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: URL_RE takes any 1-5 digit port, so ports 0 and above 65535 are accepted",
-)
 @pytest.mark.parametrize("port", ["0", "65536", "99999"])
 def test_acme_directory_port_out_of_range(model, port):
     found = problems(model, {"acme": {"directory": f"https://acme.example:{port}/dir"}})
@@ -782,11 +772,6 @@ def test_unsupported_release_raises(model, release):
     assert not isinstance(info.value, model.ModelError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: php_version() catches KeyError/ValueError only; int(None) raises TypeError",
-)
 def test_missing_release_raises_command_error(model):
     with pytest.raises(model.CommandExecutionError):
         model.build_model({}, host(model), None)

@@ -1,0 +1,213 @@
+"""
+MariaDB for webarch: verified dumps before anything is dropped.
+
+saltext-mysql's states create users, databases and grants; what they cannot do
+is keep a copy of a database before it goes.  This module dumps a database with
+``mariadb-dump`` (as root, through the socket), gzips it into a root-only file
+and verifies it (the gzip stream is whole and the dump ends with
+``-- Dump completed``) before :py:func:`drop_database` or :py:func:`drop_user`
+is ever called by the ``webarch_mariadb`` states.
+
+Database and user names reaching this module were validated by the account
+model (``[a-z0-9_]`` and ``[a-z][a-z0-9-]``); they are quoted all the same.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import time
+
+try:
+    from salt.exceptions import CommandExecutionError
+except ImportError:  # pragma: no cover - only without Salt installed
+
+    class CommandExecutionError(Exception):  # type: ignore[no-redef]
+        """Stand-in when Salt is not importable."""
+
+
+__virtualname__ = "webarch_mariadb"
+
+SOCKET = "/run/mysqld/mysqld.sock"
+DUMP_OPTIONS = (
+    "--single-transaction",
+    "--routines",
+    "--events",
+    "--triggers",
+    "--hex-blob",
+    "--default-character-set=utf8mb4",
+)
+DUMP_END = b"-- Dump completed"
+
+
+def __virtual__() -> str:
+    return __virtualname__
+
+
+def _ident(name: str) -> str:
+    """Quote an identifier for SQL."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _literal(text: str) -> str:
+    """Quote a string literal for SQL."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def query(sql: str) -> list[list[str]]:
+    """Run ``sql`` as root through the socket; return the rows (tab-separated fields)."""
+    proc = subprocess.run(
+        ["mariadb", f"--socket={SOCKET}", "--user=root", "--batch", "--skip-column-names",
+         "--raw", "-e", sql],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise CommandExecutionError(f"MariaDB refused {sql!r}: {proc.stderr.strip()}")
+    return [line.split("\t") for line in proc.stdout.splitlines()]
+
+
+def database_exists(name: str) -> bool:
+    """Tell whether the database ``name`` exists."""
+    rows = query(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = " + _literal(name)
+    )
+    return bool(rows)
+
+
+def user_exists(user: str, host: str = "localhost") -> bool:
+    """Tell whether the MariaDB user ``user@host`` exists."""
+    rows = query(
+        f"SELECT User FROM mysql.global_priv WHERE User = {_literal(user)} "
+        f"AND Host = {_literal(host)}"
+    )
+    return bool(rows)
+
+
+def user_databases(user: str, host: str = "localhost") -> list[str]:
+    """The existing databases ``user@host`` has privileges on (grants are LIKE patterns)."""
+    patterns = [
+        row[0]
+        for row in query(
+            f"SELECT Db FROM mysql.db WHERE User = {_literal(user)} AND Host = {_literal(host)}"
+        )
+    ]
+    found: set[str] = set()
+    for pattern in patterns:
+        rows = query(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE "
+            + _literal(pattern)
+        )
+        found.update(row[0] for row in rows)
+    return sorted(found - {"mysql", "information_schema", "performance_schema", "sys"})
+
+
+def dump_path(name: str, archive_dir: str) -> str:
+    """Where a dump of ``name`` made now goes."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return os.path.join(archive_dir, f"{name}-{stamp}.sql.gz")
+
+
+def verify_dump(path: str) -> None:
+    """Raise unless ``path`` is a whole gzip stream whose dump ends with ``-- Dump completed``."""
+    last = b""
+    try:
+        with gzip.open(path, "rb") as handle:
+            for line in handle:
+                if line.strip():
+                    last = line
+    except (OSError, EOFError) as exc:
+        raise CommandExecutionError(f"dump {path} is not a whole gzip file: {exc}") from None
+    if not last.startswith(DUMP_END):
+        raise CommandExecutionError(
+            f"dump {path} is incomplete (no '-- Dump completed' at its end)"
+        )
+
+
+def dump(name: str, archive_dir: str) -> str:
+    """
+    Dump the database ``name`` into ``archive_dir`` (root only), verify it, return its path.
+
+    The directory is created root:root 0700, the dump is 0600.  Restore it
+    into any database with ``zcat DUMP | mariadb NEWDB``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.dump alice_wp /var/backups/webarch/databases
+    """
+    os.makedirs(archive_dir, mode=0o700, exist_ok=True)
+    os.chmod(archive_dir, 0o700)
+    path = dump_path(name, archive_dir)
+    partial = path + ".partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
+            with subprocess.Popen(
+                ["mariadb-dump", f"--socket={SOCKET}", "--user=root", *DUMP_OPTIONS, name],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            ) as proc:
+                assert proc.stdout is not None and proc.stderr is not None
+                for chunk in iter(lambda: proc.stdout.read(1 << 16), b""):
+                    out.write(chunk)
+                errors = proc.stderr.read().decode(errors="replace").strip()
+            if proc.returncode != 0:
+                raise CommandExecutionError(f"mariadb-dump {name} failed: {errors}")
+        verify_dump(partial)
+        os.rename(partial, path)
+    except BaseException:
+        if os.path.lexists(partial):
+            os.unlink(partial)
+        raise
+    return path
+
+
+def drop_database(name: str) -> None:
+    """Drop the database ``name`` and every grant on it (call only after a verified dump)."""
+    query(f"DROP DATABASE IF EXISTS {_ident(name)}")
+    escaped = name.replace("_", "\\_")
+    rows = query(
+        f"SELECT Db, User, Host FROM mysql.db WHERE Db IN ({_literal(name)}, {_literal(escaped)})"
+    )
+    for db, user, host in rows:
+        query(f"REVOKE ALL PRIVILEGES ON {_ident(db)}.* FROM {_literal(user)}@{_literal(host)}")
+
+
+def db_grant_object(database: str) -> str:
+    """How MariaDB names the grants on ``database`` (``_`` escaped, as saltext-mysql does)."""
+    return _ident(database.replace("_", "\\_")) + ".*"
+
+
+def database_privileges(user: str, database: str, host: str = "localhost") -> list[str]:
+    """The privileges ``user@host`` holds on the whole of ``database`` (GRANT OPTION too)."""
+    if not user_exists(user, host):
+        return []
+    target = f" ON {db_grant_object(database)} TO "
+    found: list[str] = []
+    for (line,) in query(f"SHOW GRANTS FOR {_literal(user)}@{_literal(host)}"):
+        if not line.startswith("GRANT ") or target not in line:
+            continue
+        # ALL PRIVILEGES stays as it is: revoked whole, whatever it holds on
+        # this MariaDB version.
+        found += line[len("GRANT ") : line.index(target)].split(", ")
+        if line.endswith(" WITH GRANT OPTION"):
+            found.append("GRANT OPTION")
+    return found
+
+
+def revoke(user: str, database: str, privileges: list[str], host: str = "localhost") -> None:
+    """Revoke ``privileges`` on ``database`` from ``user@host`` (GRANT OPTION first)."""
+    for privilege in sorted(privileges, key=lambda p: p != "GRANT OPTION"):
+        query(
+            f"REVOKE {privilege} ON {db_grant_object(database)} "
+            f"FROM {_literal(user)}@{_literal(host)}"
+        )
+
+
+def drop_user(user: str, host: str = "localhost") -> None:
+    """Drop the MariaDB user ``user@host``."""
+    query(f"DROP USER IF EXISTS {_literal(user)}@{_literal(host)}")

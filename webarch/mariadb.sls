@@ -1,0 +1,222 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# MariaDB: on its socket only, a user per account that logs in by its Unix user
+# (unix_socket, no password), the account's databases and grants, ~/.my.cnf and
+# nightly dumps into ~/backups/mariadb.  A database is dropped only when the
+# pillar marks it absent, and only after a verified dump (webarch_mariadb).
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import webarch with context %}
+{%- set db = webarch.mariadb %}
+{%- set conn = {'connection_unix_socket': db.socket, 'connection_user': 'root'} %}
+---
+include:
+  - {{ tplroot }}.packages
+  - {{ tplroot }}.users
+  - {{ tplroot }}.remove
+
+webarch-mariadb-config:
+  file.managed:
+    - name: {{ db.conf }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - contents: |
+        # Managed by Salt (webarch): do not edit by hand.
+        [mysqld]
+{%- if db.listen_localhost %}
+        skip-networking = 0
+        bind-address = 127.0.0.1
+{%- else %}
+        # The socket only: accounts reach it from their chroots.
+        skip-networking
+{%- endif %}
+        # No LOAD DATA LOCAL INFILE: the server never reads a client's files.
+        local-infile = 0
+    - require:
+      - pkg: webarch-packages
+
+webarch-mariadb-service:
+  service.running:
+    - name: mariadb
+    - enable: true
+    - watch:
+      - file: webarch-mariadb-config
+
+webarch-mariadb-dump-dir:
+  file.directory:
+    - name: {{ webarch.db_dumps.archive_dir }}
+    - user: root
+    - group: root
+    - mode: '0700'
+    - makedirs: true
+
+{%- for name in webarch.present + webarch.remove %}
+{%-   set account = webarch.accounts[name] %}
+{%-   for dbname in account.mariadb.absent %}
+
+webarch-{{ name }}-db-{{ dbname }}-absent:
+  webarch_mariadb.database_absent:
+    - name: {{ dbname }}
+    - archive_dir: {{ webarch.db_dumps.archive_dir }}
+    - require:
+      - service: webarch-mariadb-service
+      - file: webarch-mariadb-dump-dir
+{%-   endfor %}
+{%- endfor %}
+
+{%- for name in webarch.present %}
+{%-   set account = webarch.accounts[name] %}
+{%-   set my = account.mariadb %}
+
+webarch-{{ name }}-mariadb-user:
+  mysql_user.present:
+    - name: {{ my.user }}
+    - host: {{ my.host }}
+    - unix_socket: true
+    - allow_passwordless: true
+{%-   for key, value in conn.items() %}
+    - {{ key }}: {{ value }}
+{%-   endfor %}
+    - require:
+      - service: webarch-mariadb-service
+      - user: webarch-{{ name }}-user
+
+{%-   for dbname in my.present %}
+
+webarch-{{ name }}-db-{{ dbname }}:
+  mysql_database.present:
+    - name: {{ dbname }}
+{%-     for key, value in conn.items() %}
+    - {{ key }}: {{ value }}
+{%-     endfor %}
+    - require:
+      - service: webarch-mariadb-service
+
+# mysql_grants.present only adds (and fails on privileges beyond its list, such
+# as a hand-made ALL): what the account holds beyond db_privileges goes first.
+webarch-{{ name }}-db-{{ dbname }}-privileges:
+  webarch_mariadb.privileges_limited:
+    - name: {{ my.user }}
+    - database: {{ dbname }}
+    - privileges: {{ my.privileges | json }}
+    - host: {{ my.host }}
+    - require:
+      - mysql_user: webarch-{{ name }}-mariadb-user
+      - mysql_database: webarch-{{ name }}-db-{{ dbname }}
+
+webarch-{{ name }}-db-{{ dbname }}-grant:
+  mysql_grants.present:
+    - name: webarch-{{ name }}-{{ dbname }}
+    - grant: {{ my.privileges | join(',') | json }}
+    - database: {{ dbname }}.*
+    - user: {{ my.user }}
+    - host: {{ my.host }}
+    - escape: true
+{%-     for key, value in conn.items() %}
+    - {{ key }}: {{ value }}
+{%-     endfor %}
+    - require:
+      - webarch_mariadb: webarch-{{ name }}-db-{{ dbname }}-privileges
+{%-   endfor %}
+
+# mysql (and any client) in the account's shell logs in as the account.
+webarch-{{ name }}-my-cnf:
+  file.managed:
+    - name: {{ my.my_cnf.path }}
+    - user: {{ name }}
+    - group: {{ name }}
+    - mode: '0400'
+    - contents: {{ my.my_cnf.lines | json }}
+    - require:
+      - file: webarch-{{ name }}-dir-home
+
+# The nightly dumps: root's directories, so the account reads them only.
+webarch-{{ name }}-backups-dir:
+  file.directory:
+    - names:
+      - {{ my.backups }}
+      - {{ my.dump_dir }}
+    - user: root
+    - group: {{ name }}
+    - mode: '0750'
+    - require:
+      - file: webarch-{{ name }}-dir-home
+{%- endfor %}
+
+{%- for name in webarch.remove %}
+
+# A removed account's MariaDB user goes after every database it could use was
+# dumped; its Unix user waits for that.
+webarch-{{ name }}-mariadb-user-absent:
+  webarch_mariadb.user_absent:
+    - name: {{ name }}
+    - archive_dir: {{ webarch.db_dumps.archive_dir }}
+    - require:
+      - service: webarch-mariadb-service
+      - file: webarch-mariadb-dump-dir
+{%-   for dbname in webarch.accounts[name].mariadb.absent %}
+      - webarch_mariadb: webarch-{{ name }}-db-{{ dbname }}-absent
+{%-   endfor %}
+    - require_in:
+      - user: webarch-{{ name }}-remove-user
+{%- endfor %}
+
+webarch-db-dump-map:
+  file.managed:
+    - name: {{ webarch.db_dumps.path }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - makedirs: true
+    - contents: {{ webarch.db_dumps.lines | json }}
+
+webarch-db-dump-script:
+  file.managed:
+    - name: /usr/local/sbin/webarch-db-dump
+    - source: salt://{{ tplroot }}/files/webarch-db-dump
+    - user: root
+    - group: root
+    - mode: '0755'
+
+webarch-db-dump-units:
+  file.managed:
+    - names:
+      - /etc/systemd/system/webarch-db-dump.service:
+        - contents: |
+            # Managed by Salt (webarch): dump the accounts' databases.
+            [Unit]
+            Description=Dump the hosting accounts' MariaDB databases into their homes
+            After=mariadb.service
+            Requires=mariadb.service
+            [Service]
+            Type=oneshot
+            Nice=10
+            IOSchedulingClass=idle
+            ExecStart=/usr/local/sbin/webarch-db-dump {{ db.dump_retention_days }}
+      - /etc/systemd/system/webarch-db-dump.timer:
+        - contents: |
+            # Managed by Salt (webarch): nightly dumps of the accounts' databases.
+            [Unit]
+            Description=Nightly dumps of the hosting accounts' MariaDB databases
+            [Timer]
+            OnCalendar=*-*-* 03:15:00
+            RandomizedDelaySec=30min
+            Persistent=true
+            [Install]
+            WantedBy=timers.target
+    - user: root
+    - group: root
+    - mode: '0644'
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: webarch-db-dump-units
+
+webarch-db-dump-timer:
+  service.running:
+    - name: webarch-db-dump.timer
+    - enable: true
+    - require:
+      - module: webarch-db-dump-units
+      - file: webarch-db-dump-script
+      - file: webarch-db-dump-map

@@ -411,6 +411,11 @@ def test_each_site_gets_its_own_certificate_from_the_acme_server(web, pebble, tm
     assert len({seen[md].sha256 for md in CERTIFICATES}) == len(CERTIFICATES)
     page = curl(web, "https://www.alice.example/", "--cacert", str(roots), "--http2")
     assert page.stdout == "alice www\n"
+    # The reloads stop once the certificates are in use (no reload loop).
+    count = ["sh", "-c", "journalctl -u webarch-md-reload.service | grep -c Starting"]
+    before = web.run(count).stdout
+    time.sleep(8)
+    assert web.run(count).stdout == before
 
 
 def test_logs_rotate_and_logging_goes_on(web):

@@ -17,11 +17,13 @@ help:
 	@echo "make test   lint, unit tests and end-to-end tests on Debian test hosts"
 	@echo "make lint | unit | e2e | image | demo-shell | demo-apply | demo-pillar | demo-stop"
 
-# Host packages: debootstrap and systemd-nspawn build and boot the test hosts.
+# Host packages: debootstrap and systemd-nspawn build and boot the test hosts;
+# the tests reach them from outside with this machine's ssh, curl and openssl.
 prereqs:
 	@missing=""; \
 	for cmd in debootstrap:debootstrap systemd-nspawn:systemd-container \
-	           ip:iproute2 nsenter:util-linux; do \
+	           ip:iproute2 nsenter:util-linux ssh:openssh-client curl:curl \
+	           openssl:openssl; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \

@@ -183,6 +183,8 @@ webarch-{{ name }}-site-{{ site_name }}-auth:
     - group: {{ webarch.web_user }}
     - mode: '0640'
     - contents: {{ site.basic_auth.lines | json }}
+    # Password hashes stay out of state output and the job cache.
+    - show_changes: false
     - makedirs: true
     - dir_mode: '0750'
     - require_in:

@@ -244,14 +244,24 @@ def test_information_leak(target, key, name):
     assert not leaked, out[-2000:]
 
 
-def test_summary(target):
+@pytest.mark.xfail(
+    strict=True,
+    reason="known leak, not fixed yet: /proc/self/net/unix in a chroot lists every unix "
+    "socket of the host, other accounts' PHP-FPM socket names among them",
+)
+def test_information_leak_unix_sockets(target, key):
+    out = shell(target, key, "cat /proc/self/net/unix")
+    assert "webarch-bob" not in out
+
+
+def test_summary(target, request):
     """Runs last: the figures of the whole suite."""
     attacks = {k: v for k, v in RESULTS.items() if k not in LEAK_CHECKS}
     blocked = sum(v == "blocked" for v in attacks.values())
     breaches = sum(v == "breach" for v in attacks.values())
     leaks = sum(v == "leak" for v in RESULTS.values())
     line = f"attacks={len(attacks)} blocked={blocked} breaches={breaches} leaks={leaks}"
-    print("\n" + line)
+    request.config.webarch_attack_summary = line  # printed by conftest at the end
     if len(attacks) != len(SHELL_ATTACKS) + len(WRITE_ATTACKS) + len(WEB_ATTACKS):
         pytest.skip(f"partial run: {line}")
     assert breaches == 0 and leaks == 0

@@ -100,6 +100,30 @@ DB_PRIVILEGES_REFUSED = frozenset(
     """.split("|")
 )
 
+#: Mail: accounts hand mail to Exim through one socket (a gate that runs
+#: ``exim4 -bs`` as the connecting account), reached in each chroot at the same path.
+MAIL_GATE_DIR = "/run/webarch-mail"
+MAIL_SOCKET = f"{MAIL_GATE_DIR}/submit.sock"
+MAIL_ACCOUNTS_PATH = "/etc/webarch/mail-accounts"
+MAIL_ACCOUNTS_HEADER = "# Managed by Salt (webarch): ACCOUNT HOME, for webarch-mail-gate and -log."
+MAIL_LIMITS_PATH = "/etc/exim4/webarch-mail-limits"
+MAIL_KEYS: dict[str, Any] = {"smarthost": str, "rate_limit": int}
+ACCOUNT_MAIL_KEYS: dict[str, Any] = {"sender": str, "rate_limit": int}
+SMARTHOST_RE = re.compile(r"^(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?:::(?P<port>[0-9]{1,5}))?$")
+#: Password notifications: which secret, the marker the account can read.
+NOTIFY_KINDS = {"ssh": ".notify_passwd", "mariadb": ".notify_mariadb"}
+NOTIFY_KEYS: dict[str, Any] = {
+    "from": str,
+    "from_name": str,
+    "reply_to": str,
+    "subject_tag": str,
+    "signature": str,
+    "ssh_host": str,
+    "help_url": str,
+    "via": ("auto", "reactor", "direct"),
+}
+RESET_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
+
 #: Every present account is in this group: sshd chroots its members.
 ACCOUNT_GROUP = "webarch"
 
@@ -412,6 +436,13 @@ def _server_settings(pillar: dict, problems: _Problems, osmajorrelease: int = 12
         ),
         "php_version": php_version(osmajorrelease),
         "mariadb": _mariadb_settings(pillar.get("mariadb"), problems),
+        "mail": _mail_settings(pillar.get("mail"), problems),
+        "notify": _notify_settings(
+            pillar.get("notify"),
+            hostname,
+            admin_email if isinstance(admin_email, str) and "@" in admin_email else None,
+            problems,
+        ),
         "acme": _acme(
             pillar.get("acme"),
             admin_email if isinstance(admin_email, str) and "@" in admin_email else None,
@@ -436,6 +467,165 @@ def _mariadb_settings(value: Any, problems: _Problems) -> dict:
         ),
         "socket": MARIADB_SOCKET,
         "conf": MARIADB_CONF,
+    }
+
+
+def _mail_settings(value: Any, problems: _Problems) -> dict:
+    """Server-wide mail: Exim's smarthost (or direct delivery) and the default send limit."""
+    path = ["webarch", "mail"]
+    data = _mapping(value, path, problems)
+    _check_keys(data, MAIL_KEYS, path, problems)
+    smarthost = data.get("smarthost")
+    if smarthost is not None:
+        smarthost = _smarthost(smarthost, [*path, "smarthost"], problems)
+    rate_limit = data.get("rate_limit")
+    if rate_limit is not None:
+        rate_limit = _integer(rate_limit, [*path, "rate_limit"], problems, 1, 100000)
+    return {
+        "smarthost": smarthost,
+        "rate_limit": rate_limit,
+        "socket": MAIL_SOCKET,
+        "gate_dir": MAIL_GATE_DIR,
+        "accounts_path": MAIL_ACCOUNTS_PATH,
+        "limits_path": MAIL_LIMITS_PATH,
+    }
+
+
+def _smarthost(value: Any, path: list[str], problems: _Problems) -> str | None:
+    """Return ``host`` or ``host::port`` (Debian's dc_smarthost form) if valid."""
+    text = _string(value, path, problems)
+    match = SMARTHOST_RE.fullmatch(text) if text else None
+    if text is None:
+        return None
+    host = match["host"] if match else ""
+    port = int(match["port"]) if match and match["port"] else 25
+    host_ok = host.startswith("[") or re.fullmatch(r"[0-9.]+", host) or not dns_name_problem(host)
+    if not match or not host_ok or not 1 <= port <= 65535:
+        problems.add(
+            path, f"{_describe(text)} must be HOST or HOST::PORT (e.g. mx.example.org::587)"
+        )
+        return None
+    return text
+
+
+def _single_line(value: Any, path: list[str], problems: _Problems, max_len: int) -> str | None:
+    """Return ``value`` if it is printable text on one line (safe in a mail header)."""
+    text = _string(value, path, problems, max_len=max_len)
+    if text is not None and not text.isprintable():
+        problems.add(path, "must be one line of printable text")
+        return None
+    return text
+
+
+def _notify_settings(value: Any, hostname: Any, admin_email: Any, problems: _Problems) -> dict:
+    """How password notifications are written and sent (never from a request)."""
+    path = ["webarch", "notify"]
+    data = _mapping(value, path, problems)
+    _check_keys(data, NOTIFY_KEYS, path, problems)
+    host = hostname if isinstance(hostname, str) else None
+    sender = data.get("from")
+    signature = data.get("signature", "")
+    if (
+        not isinstance(signature, str)
+        or len(signature) > 2000
+        or not all(line.isprintable() for line in signature.splitlines())
+    ):
+        problems.add([*path, "signature"], "must be printable text of at most 2000 characters")
+        signature = ""
+    help_url = data.get("help_url")
+    if help_url is not None and (not isinstance(help_url, str) or _url_problem(help_url)):
+        problems.add([*path, "help_url"], f"{_describe(help_url)} must be an http(s) URL")
+        help_url = None
+    return {
+        "from": _email(sender, [*path, "from"], problems) if sender is not None else admin_email,
+        "from_name": _display_name(data["from_name"], [*path, "from_name"], problems)
+        if "from_name" in data
+        else None,
+        "reply_to": _email(data["reply_to"], [*path, "reply_to"], problems)
+        if "reply_to" in data
+        else None,
+        "subject_tag": _single_line(data["subject_tag"], [*path, "subject_tag"], problems, 60)
+        if "subject_tag" in data
+        else "",
+        "signature": signature,
+        "ssh_host": _dns_name(data["ssh_host"], [*path, "ssh_host"], problems)
+        if "ssh_host" in data
+        else host,
+        "help_url": help_url,
+        "via": _choice(data.get("via", "auto"), [*path, "via"], problems, NOTIFY_KEYS["via"]),
+    }
+
+
+def _account_mail(name: str, data: dict, server: dict, problems: _Problems) -> dict:
+    """An account's mail: its fixed envelope sender, send limit, msmtp config and log."""
+    path = ["webarch", "accounts", name, "mail"]
+    mail = _mapping(data.get("mail"), path, problems)
+    _check_keys(mail, ACCOUNT_MAIL_KEYS, path, problems)
+    default = f"{name}@{server['hostname'] or 'localhost'}"
+    sender = _email(mail["sender"], [*path, "sender"], problems) if "sender" in mail else default
+    rate_limit = server["mail"]["rate_limit"]
+    if "rate_limit" in mail:
+        rate_limit = _integer(mail["rate_limit"], [*path, "rate_limit"], problems, 1, 100000)
+    return {
+        "sender": sender,
+        "rate_limit": rate_limit,
+        "log": f"{HOME_BASE}/{name}/logs/mail.log",
+        "msmtprc": {
+            "path": f"{server['chroot_base'] or CHROOT_BASE}/{name}/etc/msmtprc",
+            "lines": [
+                "# Managed by Salt (webarch): sendmail (msmtp) hands mail to the host's Exim.",
+                "# The envelope sender is fixed by the host for this account.",
+                "defaults",
+                "auth off",
+                "tls off",
+                "syslog off",
+                "",
+                "account default",
+                f"socket {MAIL_SOCKET}",
+                "host localhost",
+                f"domain {server['hostname'] or 'localhost'}",
+                f"from {sender}",
+                "allow_from_override off",
+                "set_from_header auto",
+            ],
+        },
+    }
+
+
+def _account_notify(
+    name: str, data: dict, email: str | None, ssh_password: bool | None, problems: _Problems
+) -> dict:
+    """Which passwords webarch generates and mails for the account, and their reset tokens."""
+    path = ["webarch", "accounts", name]
+    db_password = _boolean(data.get("db_password", False), [*path, "db_password"], problems)
+    resets = _mapping(data.get("resets"), [*path, "resets"], problems)
+    _check_keys(resets, dict.fromkeys(NOTIFY_KINDS, str), [*path, "resets"], problems)
+    tokens = {}
+    for kind in NOTIFY_KINDS:
+        token = resets.get(kind, "")
+        if isinstance(token, int) and not isinstance(token, bool):
+            token = str(token)
+        if token != "" and (not isinstance(token, str) or not RESET_TOKEN_RE.fullmatch(token)):
+            problems.add(
+                [*path, "resets", kind],
+                f"{_describe(token)} must be 1-64 letters, digits or . _ : + - (e.g. a date)",
+            )
+            token = ""
+        tokens[kind] = token
+    if db_password and not email:
+        problems.add(
+            [*path, "db_password"], "needs the account's email: the password is sent there"
+        )
+    enabled = {"ssh": bool(ssh_password and email), "mariadb": bool(db_password and email)}
+    home = f"{HOME_BASE}/{name}"
+    return {
+        "email": email,
+        "db_password": bool(db_password),
+        "kinds": {
+            kind: {"token": tokens[kind], "marker": f"{home}/{marker}"}
+            for kind, marker in NOTIFY_KINDS.items()
+            if enabled[kind]
+        },
     }
 
 
@@ -950,12 +1140,14 @@ def chroot_spec(name: str, chroot_base: str) -> dict:
         "path": root,
         "home": home,
         "mounts": [
+            # slave: the sendmail bind below must not propagate back to the
+            # host's /usr (nor to other chroots: all binds of /usr are peers).
             {
                 "id": "usr",
                 "name": f"{root}/usr",
                 "device": "/usr",
                 "fstype": "none",
-                "opts": bind_ro,
+                "opts": [*bind_ro, "slave"],
             },
             {
                 "id": "home",
@@ -985,6 +1177,29 @@ def chroot_spec(name: str, chroot_base: str) -> dict:
                     "nofail",
                     "x-systemd.after=systemd-tmpfiles-setup.service",
                 ],
+            },
+            # Exim's submission gate: a socket owned by root that runs
+            # ``exim4 -bs`` as whoever connects (webarch-mail-gate).
+            {
+                "id": "mail",
+                "name": f"{root}{MAIL_GATE_DIR}",
+                "device": MAIL_GATE_DIR,
+                "fstype": "none",
+                "opts": [
+                    *bind_ro,
+                    "noexec",
+                    "nofail",
+                    "x-systemd.after=systemd-tmpfiles-setup.service",
+                ],
+            },
+            # sendmail in the chroot is msmtp (/usr/sbin/sendmail -> exim4):
+            # Exim itself cannot run there (no setuid, no spool).
+            {
+                "id": "sendmail",
+                "name": f"{root}/usr/sbin/exim4",
+                "device": "/usr/bin/msmtp",
+                "fstype": "none",
+                "opts": bind_ro,
             },
             {
                 "id": "proc",
@@ -1028,6 +1243,8 @@ def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
     state = _choice(data.get("state", "present"), [*path, "state"], problems, STATES)
     uid = _integer(data["uid"], [*path, "uid"], problems, ID_MIN, ID_MAX) if "uid" in data else None
     gid = _integer(data["gid"], [*path, "gid"], problems, ID_MIN, ID_MAX) if "gid" in data else None
+    email = _email(data["email"], [*path, "email"], problems) if "email" in data else None
+    ssh_password = _boolean(data.get("ssh_password", False), [*path, "ssh_password"], problems)
     sites_raw = _mapping(data.get("sites"), [*path, "sites"], problems)
     sites = {
         str(site): _site(name, str(site), site_data, [*path, "sites", str(site)], problems)
@@ -1039,7 +1256,7 @@ def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
         "fullname": _display_name(data["fullname"], [*path, "fullname"], problems)
         if "fullname" in data
         else name,
-        "email": _email(data["email"], [*path, "email"], problems) if "email" in data else None,
+        "email": email,
         "uid": uid,
         "gid": gid,
         "shell": _choice(data.get("shell", SHELLS[0]), [*path, "shell"], problems, SHELLS),
@@ -1048,9 +1265,7 @@ def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
         "dirs": _account_dirs(name),
         "ssh": {
             "keys": _ssh_keys(data.get("ssh_keys"), [*path, "ssh_keys"], problems),
-            "password": _boolean(
-                data.get("ssh_password", False), [*path, "ssh_password"], problems
-            ),
+            "password": ssh_password,
         },
         "chroot": chroot_spec(name, server["chroot_base"] or CHROOT_BASE),
         "php": _php(data.get("php"), f"{HOME_BASE}/{name}", [*path, "php"], problems),
@@ -1061,6 +1276,8 @@ def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
         },
         "sites": sites,
         "mariadb": _account_mariadb(name, data, server, problems),
+        "mail": _account_mail(name, data, server, problems),
+        "notify": _account_notify(name, data, email, ssh_password, problems),
     }
 
 
@@ -1161,6 +1378,9 @@ ACCOUNT_KEYS: dict[str, Any] = {
     "php": dict,
     "databases": dict,
     "db_privileges": list,
+    "db_password": bool,
+    "mail": dict,
+    "resets": dict,
 }
 #: Server-wide MariaDB keys, with their defaults.
 MARIADB_KEYS: dict[str, Any] = {
@@ -1177,6 +1397,8 @@ SERVER_KEYS: dict[str, Any] = {
     "acme": dict,
     "log_retention_days": int,
     "mariadb": dict,
+    "mail": dict,
+    "notify": dict,
     "accounts": dict,
 }
 
@@ -1226,7 +1448,8 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
         "ssh_password_accounts": sorted(a["name"] for a in present if a["ssh"]["password"]),
         "log_map": {
             "path": LOG_MAP_PATH,
-            "rotate_glob": f"{HOME_BASE}/*/logs/apache-*.log {HOME_BASE}/*/logs/php-*.log",
+            "rotate_glob": f"{HOME_BASE}/*/logs/apache-*.log {HOME_BASE}/*/logs/php-*.log"
+            f" {HOME_BASE}/*/logs/mail.log",
             "lines": [LOG_MAP_HEADER]
             + [
                 f"{name} {account['name']}"
@@ -1243,6 +1466,16 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
             "server_name": server["hostname"] or "localhost",
         },
         "account_group": ACCOUNT_GROUP,
+        "mail_accounts": {
+            "lines": [MAIL_ACCOUNTS_HEADER] + [f"{a['name']} {a['home']}" for a in present],
+            "senders": {a["name"]: a["mail"]["sender"] for a in present},
+            "limits": [
+                f"{a['name']}: {a['mail']['rate_limit']}"
+                for a in present
+                if a["mail"]["rate_limit"]
+            ],
+        },
+        "notify_accounts": sorted(a["name"] for a in present if a["notify"]["kinds"]),
         "db_dumps": {
             "path": DB_DUMP_MAP_PATH,
             "archive_dir": f"{server['archive_dir']}/databases",
@@ -1289,8 +1522,19 @@ def host_users() -> HostUsers:
 
 
 def _pillar_data(pillar: dict | None) -> Any:
+    """The ``webarch`` pillar with plain values.
+
+    Salt 3008 masks pillar values that ``pillar.get`` returns outside templates
+    (``**********``); the model needs them (e.g. when the reactor has
+    ``webarch_notify.send`` read the account's address).
+    """
+    if pillar is not None:
+        return pillar
     get: Callable[..., Any] = __salt__["pillar.get"]
-    return pillar if pillar is not None else get("webarch", {})
+    try:
+        return get("webarch", {}, unmask=True)
+    except TypeError:  # Salt before 3008: nothing is masked
+        return get("webarch", {})
 
 
 def config(pillar: dict | None = None) -> dict:
@@ -1386,6 +1630,10 @@ def packages(osmajorrelease: int | None = None) -> list[str]:
         "tar",
         "gzip",
         "mariadb-client",
+        # Mail: Exim takes the accounts' mail (msmtp is sendmail in the chroots).
+        "exim4-daemon-light",
+        "msmtp",
+        "python3",
         # Databases: MariaDB, reached only through its socket.
         "mariadb-server",
         # The web stack: Apache (event MPM, proxy_fcgi, md) and PHP-FPM; the

@@ -215,9 +215,16 @@ def _php_cli_etc(host_etc: Path) -> dict[str, Entry]:
 
 
 def wanted_entries(
-    name: str, home: str, web_user: str = "www-data", host_root: str = "/"
+    name: str,
+    home: str,
+    web_user: str = "www-data",
+    host_root: str = "/",
+    files: dict[str, str] | None = None,
 ) -> dict[str, Entry]:
-    """Return every object the chroot of ``name`` should hold, by relative path."""
+    """Return every object the chroot of ``name`` should hold, by relative path.
+
+    ``files`` adds root-owned 0644 files under etc/ (e.g. ``{"etc/msmtprc": text}``).
+    """
     host = Path(host_root)
     account = pwd.getpwnam(name)
     wanted: dict[str, Entry] = {
@@ -229,6 +236,7 @@ def wanted_entries(
         "proc": Entry("mountpoint", 0o555),
         "run": Entry("dir"),
         "run/mysqld": Entry("mountpoint"),
+        "run/webarch-mail": Entry("mountpoint"),
         "var": Entry("dir"),
         "var/tmp": Entry("link", data="/tmp"),
         # Old paths (PHP's default MariaDB socket is /var/run/mysqld/...).
@@ -258,6 +266,10 @@ def wanted_entries(
     }
     for rel, data in generated.items():
         wanted[rel] = Entry("file", 0o644, data=data)
+    for rel, text in (files or {}).items():
+        if not rel.startswith("etc/") or ".." in rel.split("/") or rel in wanted:
+            raise CommandExecutionError(f"chroot file {rel!r} must be a new file under etc/")
+        wanted[rel] = Entry("file", 0o644, data=text.encode())
     return wanted
 
 
@@ -315,7 +327,9 @@ def _extras(root: Path, wanted: dict[str, Entry], mounts: set[str]) -> list[str]
     return sorted(extras)
 
 
-def plan(name: str, path: str, home: str, web_user: str = "www-data") -> dict:
+def plan(
+    name: str, path: str, home: str, web_user: str = "www-data", files: dict | None = None
+) -> dict:
     """
     Return what building the chroot of ``name`` at ``path`` would change.
 
@@ -326,7 +340,7 @@ def plan(name: str, path: str, home: str, web_user: str = "www-data") -> dict:
         salt '*' webarch_chroot.plan alice /chroots/alice /home/alice
     """
     root = Path(path)
-    wanted = wanted_entries(name, home, web_user)
+    wanted = wanted_entries(name, home, web_user, files=files)
     mounts = _mount_points()
     changes: dict[str, list[str]] = {"create": [], "update": [], "remove": []}
     for rel, want in sorted(wanted.items()):
@@ -380,7 +394,9 @@ def _make(target: Path, want: Entry) -> None:
         os.replace(partial, target)
 
 
-def apply(name: str, path: str, home: str, web_user: str = "www-data") -> dict:
+def apply(
+    name: str, path: str, home: str, web_user: str = "www-data", files: dict | None = None
+) -> dict:
     """
     Build or repair the chroot skeleton of ``name`` at ``path``; return the changes.
 
@@ -393,8 +409,8 @@ def apply(name: str, path: str, home: str, web_user: str = "www-data") -> dict:
     root = Path(path)
     if not root.parent.is_dir():
         root.parent.mkdir(mode=0o755, parents=True)
-    changes = plan(name, path, home, web_user)
-    wanted = wanted_entries(name, home, web_user)
+    changes = plan(name, path, home, web_user, files)
+    wanted = wanted_entries(name, home, web_user, files=files)
     mounts = _mount_points()
     for rel in changes.get("remove", []):
         _remove(root / rel.lstrip("/"))
@@ -403,7 +419,7 @@ def apply(name: str, path: str, home: str, web_user: str = "www-data") -> dict:
         target = root / rel if rel else root
         if str(target) not in mounts:
             _make(target, wanted[rel])
-    left = plan(name, path, home, web_user)
+    left = plan(name, path, home, web_user, files)
     if left:
         raise CommandExecutionError(f"chroot {path} still differs after building: {left}")
     return changes

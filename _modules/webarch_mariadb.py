@@ -15,6 +15,7 @@ model (``[a-z0-9_]`` and ``[a-z][a-z0-9-]``); they are quoted all the same.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import time
@@ -84,6 +85,64 @@ def user_exists(user: str, host: str = "localhost") -> bool:
         f"AND Host = {_literal(host)}"
     )
     return bool(rows)
+
+
+def set_password_hash(user: str, host: str, password_hash: str) -> None:
+    """
+    Let ``user@host`` log in by unix_socket first, or by the password of ``password_hash``.
+
+    The hash (``*`` and 40 hex digits, mysql_native_password) goes to the client
+    on standard input, never on its command line; the statement is not logged.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.set_password_hash alice localhost "$HASH"
+    """
+    if (
+        len(password_hash) != 41
+        or password_hash[0] != "*"
+        or not all(c in "0123456789ABCDEF" for c in password_hash[1:])
+    ):
+        raise CommandExecutionError("not a mysql_native_password hash")
+    sql = (
+        f"SET SESSION sql_log_off = 1; ALTER USER {_literal(user)}@{_literal(host)} "
+        f"IDENTIFIED VIA unix_socket OR mysql_native_password USING {_literal(password_hash)};"
+    )
+    proc = subprocess.run(
+        ["mariadb", f"--socket={SOCKET}", "--user=root", "--batch"],
+        input=sql,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise CommandExecutionError(f"MariaDB refused the new password of {user}@{host}")
+
+
+def password_methods(user: str, host: str = "localhost") -> list[str]:
+    """
+    The authentication plugins of ``user@host``, in order (e.g. unix_socket, mysql_native_password).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.password_methods alice
+    """
+    rows = query(
+        "SELECT JSON_EXTRACT(Priv, '$.plugin'), JSON_EXTRACT(Priv, '$.auth_or') "
+        f"FROM mysql.global_priv WHERE User = {_literal(user)} AND Host = {_literal(host)}"
+    )
+    if not rows:
+        return []
+    first, alternatives = rows[0]
+    last = json.loads(first) if first not in ("", "NULL") else "mysql_native_password"
+    if alternatives in ("", "NULL"):
+        return [last]
+    # MariaDB keeps the last method at the top level and {} in its place in auth_or.
+    return [item.get("plugin", last) for item in json.loads(alternatives)]
 
 
 def user_databases(user: str, host: str = "localhost") -> list[str]:

@@ -26,7 +26,9 @@ def _ret(name: str) -> dict:
     return {"name": name, "result": True, "changes": {}, "comment": ""}
 
 
-def present(name: str, path: str, home: str, web_user: str = "www-data") -> dict:
+def present(
+    name: str, path: str, home: str, web_user: str = "www-data", files: dict | None = None
+) -> dict:
     """
     Ensure the chroot skeleton of account ``name`` exists at ``path`` and is exact.
 
@@ -38,6 +40,8 @@ def present(name: str, path: str, home: str, web_user: str = "www-data") -> dict
         The account's home; its mount point inside the chroot has the same path.
     web_user
         The web server's user, listed in the chroot's passwd and group.
+    files
+        Extra root-owned files under the chroot's etc/: ``{"etc/msmtprc": text}``.
     """
     ret = _ret(name)
     if not __salt__["user.info"](name):
@@ -46,7 +50,7 @@ def present(name: str, path: str, home: str, web_user: str = "www-data") -> dict
         ret["changes"] = {"create": [path]} if __opts__["test"] else {}
         ret["comment"] = f"User {name} does not exist (yet): chroot {path} not built"
         return ret
-    plan = __salt__["webarch_chroot.plan"](name, path, home, web_user)
+    plan = __salt__["webarch_chroot.plan"](name, path, home, web_user, files)
     if not plan:
         ret["comment"] = f"Chroot {path} is in the wanted state"
         return ret
@@ -55,7 +59,7 @@ def present(name: str, path: str, home: str, web_user: str = "www-data") -> dict
         ret["changes"] = plan
         ret["comment"] = f"Chroot {path} would be built or repaired"
         return ret
-    ret["changes"] = __salt__["webarch_chroot.apply"](name, path, home, web_user)
+    ret["changes"] = __salt__["webarch_chroot.apply"](name, path, home, web_user, files)
     ret["comment"] = f"Chroot {path} built or repaired"
     return ret
 

@@ -7,6 +7,7 @@
 ---
 include:
   - {{ tplroot }}.users
+  - {{ tplroot }}.mail
 
 webarch-chroot-base:
   file.directory:
@@ -24,6 +25,8 @@ webarch-{{ name }}-chroot:
     - path: {{ account.chroot.path }}
     - home: {{ account.home }}
     - web_user: {{ webarch.web_user }}
+    - files:
+        etc/msmtprc: {{ (account.mail.msmtprc.lines | join('\n') ~ '\n') | json }}
     - require:
       - file: webarch-chroot-base
       - user: webarch-{{ name }}-user
@@ -42,7 +45,25 @@ webarch-{{ name }}-mount-{{ mount.id }}:
     - bind_mount_copy_active_opts: false
     - extra_mount_invisible_keys:
       - x-systemd.after
+    - extra_mount_invisible_options:
+      - slave
     - require:
       - webarch_chroot: webarch-{{ name }}-chroot
+{%-     if mount.id == 'mail' %}
+      - file: webarch-mail-gate-dir
+{%-     elif mount.id == 'sendmail' %}
+      - cmd: webarch-{{ name }}-usr-slave
+{%-     endif %}
+{%-     if mount.id == 'usr' %}
+
+# A /usr bind made before webarch marked it slave still shares mount events
+# with the host's /usr: make it a slave now (at boot, fstab's option does).
+webarch-{{ name }}-usr-slave:
+  cmd.run:
+    - name: mount --make-slave {{ mount.name }}
+    - onlyif: test "$(findmnt -n -o PROPAGATION --mountpoint {{ mount.name }})" = shared
+    - require:
+      - mount: webarch-{{ name }}-mount-usr
+{%-     endif %}
 {%-   endfor %}
 {%- endfor %}

@@ -5,9 +5,11 @@ include:
   - .packages
   - .registry
   - .users
+  - .mail
   - .chroot
   - .ssh
   - .php
   - .apache
   - .mariadb
+  - .notify
   - .remove

@@ -77,6 +77,15 @@ webarch-{{ name }}-mariadb-user:
 {%-   for key, value in conn.items() %}
     - {{ key }}: {{ value }}
 {%-   endfor %}
+{%-   if account.notify.db_password %}
+    # With a password as well (unix_socket OR mysql_native_password, set by
+    # webarch_notify), saltext-mysql no longer recognises the user: it only
+    # creates it here.
+    - unless:
+      - fun: webarch_mariadb.user_exists
+        user: {{ my.user }}
+        host: {{ my.host }}
+{%-   endif %}
     - require:
       - service: webarch-mariadb-service
       - user: webarch-{{ name }}-user

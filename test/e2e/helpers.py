@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from testhost import Host
+from testhost.mailsink import MailSink
+
+SSH_OPTS = [
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=10",
+]  # fmt: skip
+
+
+def password_login(host: Host, user: str, password: str, tmp_path: Path) -> int:
+    """Try a password-only SSH login from outside; return ssh's exit status."""
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
+    askpass.chmod(0o700)
+    env = {"SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+    args = ["ssh", *SSH_OPTS, "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"]
+    return host.net_run([*args, f"{user}@127.0.0.1", "true"], env=env).returncode
 
 
 def state_results(ret: dict) -> dict:
@@ -29,3 +50,50 @@ def apply(host: Host, pillar: dict, *args: str) -> dict:
     """Install ``pillar`` on the host and run ``state.apply webarch``."""
     host.set_pillar(pillar)
     return host.salt_call(["state.apply", "webarch", *args])
+
+
+#: The relay host of the mail tests: a network namespace inside the test host,
+#: joined by a veth pair.  (Exim refuses a smarthost on one of its own
+#: addresses, loopback included: a relay is another machine.)
+RELAY_NETNS = "relay"
+RELAY_ADDRESS = "10.250.0.2"
+RELAY_SCRIPT = f"""
+set -e
+ip netns list | grep -qw {RELAY_NETNS} && exit 0
+ip netns add {RELAY_NETNS}
+ip link add relay0 type veth peer name relay1
+ip link set relay1 netns {RELAY_NETNS}
+ip addr add 10.250.0.1/30 dev relay0
+ip link set relay0 up
+ip -n {RELAY_NETNS} addr add {RELAY_ADDRESS}/30 dev relay1
+ip -n {RELAY_NETNS} link set relay1 up
+ip -n {RELAY_NETNS} link set lo up
+"""
+
+
+@dataclass
+class RelaySink(MailSink):
+    """The SMTP sink on the relay host (see RELAY_NETNS): Exim's smarthost in tests."""
+
+    address: str = RELAY_ADDRESS
+    netns: str = RELAY_NETNS
+
+    def command(self) -> list[str]:
+        """The sink's command, run in the relay's network namespace."""
+        return ["ip", "netns", "exec", self.netns, *super().command()]
+
+
+def relay_sink(host: Host) -> RelaySink:
+    """Make the relay host (once) and start its SMTP sink."""
+    host.run(["sh", "-c", RELAY_SCRIPT], check=True)
+    sink = RelaySink(host)
+    sink.start()
+    return sink
+
+
+def files_containing(host: Host, needles: set[str], *paths: str) -> list[str]:
+    """Files under ``paths`` on the host holding any of ``needles`` (binary files too)."""
+    args = [arg for needle in sorted(needles) for arg in ("-e", needle)]
+    out = host.run(["grep", "-rlaF", *args, "--", *paths])
+    assert out.returncode in (0, 1), out.stderr
+    return out.stdout.split()

@@ -11,18 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.helpers import apply, changed, failed, state_results
+from e2e.helpers import SSH_OPTS, apply, changed, failed, password_login, state_results
 from testhost import Host
 
 pytestmark = pytest.mark.e2e
 
 ACCOUNTS = ("alice", "bob")
-SSH_OPTS = [
-    "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR",
-    "-o", "ConnectTimeout=10",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +74,6 @@ def ssh_ok(host: Host, keys: dict[str, Path], user: str, command: str) -> str:
     return result.stdout
 
 
-def password_login(host: Host, user: str, password: str, tmp_path: Path) -> int:
-    """Try a password-only SSH login; return ssh's exit status."""
-    askpass = tmp_path / "askpass"
-    askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
-    askpass.chmod(0o700)
-    env = {"SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
-    args = ["ssh", *SSH_OPTS, "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"]
-    return host.net_run([*args, f"{user}@127.0.0.1", "true"], env=env).returncode
-
-
 def host_mounts(host: Host) -> set[str]:
     """The mount points under /chroots on the host."""
     out = host.run(["findmnt", "-rn", "-o", "TARGET"], check=True).stdout
@@ -98,7 +82,8 @@ def host_mounts(host: Host) -> set[str]:
 
 def wanted_mounts(user: str) -> set[str]:
     """The mount points of ``user``'s chroot."""
-    return {f"/chroots/{user}/{m}" for m in ("usr", f"home/{user}", "tmp", "run/mysqld", "proc")}
+    inside = ("usr", f"home/{user}", "tmp", "run/mysqld", "run/webarch-mail", "usr/sbin/exim4")
+    return {f"/chroots/{user}/{m}" for m in (*inside, "proc")}
 
 
 def test_second_run_changes_nothing(converged, keys):
@@ -111,9 +96,9 @@ def test_every_mount_is_there(converged):
     mounts = host_mounts(converged)
     for user in ACCOUNTS:
         assert wanted_mounts(user) <= mounts
-    assert len(mounts) == 5 * len(ACCOUNTS)
+    assert len(mounts) == 7 * len(ACCOUNTS)
     fstab = converged.read_file("/etc/fstab")
-    assert fstab.count("/chroots/alice/") == 5
+    assert fstab.count("/chroots/alice/") == 7
 
 
 @pytest.mark.parametrize("user", ACCOUNTS)

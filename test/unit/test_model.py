@@ -476,8 +476,13 @@ def test_chroot_spec(model):
         "home": ("/srv/jails/alice/home/alice", "/home/alice", "none"),
         "tmp": ("/srv/jails/alice/tmp", "/home/alice/tmp", "none"),
         "mysqld": ("/srv/jails/alice/run/mysqld", "/run/mysqld", "none"),
+        "mail": ("/srv/jails/alice/run/webarch-mail", "/run/webarch-mail", "none"),
+        "sendmail": ("/srv/jails/alice/usr/sbin/exim4", "/usr/bin/msmtp", "none"),
         "proc": ("/srv/jails/alice/proc", "proc", "proc"),
     }
+    # Every mount but /proc is a bind that cannot carry setuid binaries or devices.
+    for mount in chroot["mounts"]:
+        assert {"nosuid", "nodev"} <= set(mount["opts"]), mount
     opts = {m["id"]: m["opts"] for m in chroot["mounts"]}
     assert {"ro", "nosuid", "nodev"} <= set(opts["usr"])
     assert "ro" not in opts["home"] and {"nosuid", "nodev"} <= set(opts["home"])

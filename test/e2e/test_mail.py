@@ -1,0 +1,390 @@
+"""Mail from inside the chroots, and password notifications (masterless).
+
+A real Exim on the test host relays through a smarthost that is an SMTP sink
+on a relay next to the test host (e2e.helpers.relay_sink): what arrives there is what a
+customer's recipient would get.  Accounts send the way customers do: PHP's
+mail() through their site over HTTPS, sendmail and msmtp in their SSH shell.
+The master/reactor path is in test_notify_master.py.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e.helpers import (
+    SSH_OPTS,
+    apply,
+    changed,
+    failed,
+    files_containing,
+    password_login,
+    relay_sink,
+)
+from testhost import Host
+from testhost.mailsink import MailSink
+
+pytestmark = pytest.mark.e2e
+
+HOSTNAME = "web1.coop.example"
+NOTIFY_FROM = "hostmaster@coop.example"
+PASSWORD_RE = re.compile(r"password: (\S+)")
+#: Every state run's output in this module, searched for secrets at the end.
+OUTPUTS: list[str] = []
+
+
+def converge(host: Host, pillar: dict) -> dict:
+    """apply(), keeping the output for the secrets check."""
+    ret = apply(host, pillar)
+    OUTPUTS.append(str(ret) + host.last.stderr)
+    return ret
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A key pair per account, on this machine."""
+    folder = tmp_path_factory.mktemp("keys")
+    found = {}
+    for user in ("alice", "bob", "carol"):
+        key = folder / user
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        found[user] = key
+    return found
+
+
+def mail_pillar(keys: dict[str, Path], sink: MailSink, **resets: str) -> dict:
+    """alice: passwords mailed; bob: his own sender; carol: two messages an hour."""
+
+    def key(user: str) -> list[str]:
+        return [keys[user].with_suffix(".pub").read_text().strip()]
+
+    return {
+        "webarch": {
+            "hostname": HOSTNAME,
+            "admin_email": NOTIFY_FROM,
+            "mail": {"smarthost": sink.exim_smarthost},
+            "notify": {
+                "from_name": "Coop Hosting",
+                "subject_tag": "[Coop]",
+                "signature": "Coop Hosting, support@coop.example",
+                "help_url": "https://coop.example/help/",
+            },
+            "accounts": {
+                "alice": {
+                    "fullname": "Alice Fernandez",
+                    "email": "alice@alice.example",
+                    "ssh_keys": key("alice"),
+                    "ssh_password": True,
+                    "db_password": True,
+                    "databases": {"alice_app": None},
+                    "resets": dict(resets),
+                    "sites": {"www": {"type": "php", "server_name": "www.alice.example"}},
+                },
+                "bob": {
+                    "email": "bob@bob.example",
+                    "ssh_keys": key("bob"),
+                    "mail": {"sender": "shop@bob.example"},
+                    "sites": {"shop": {"type": "php", "server_name": "shop.bob.example"}},
+                },
+                "carol": {"ssh_keys": key("carol"), "mail": {"rate_limit": 2}},
+            },
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def sink(host: Host) -> MailSink:
+    """The smarthost: an SMTP sink on a relay host next to the test host."""
+    return relay_sink(host)
+
+
+@pytest.fixture(scope="module")
+def mailhost(host: Host, sink: MailSink, keys: dict[str, Path]) -> Iterator[Host]:
+    """The host converged with the three accounts; the first run's mail collected."""
+    ret = converge(host, mail_pillar(keys, sink))
+    assert failed(ret) == {}
+    yield host
+
+
+def ssh(
+    host: Host, keys: dict[str, Path], user: str, command: str, **kw
+) -> subprocess.CompletedProcess:
+    """Run ``command`` in ``user``'s chroot over SSH, logged in by key."""
+    args = ["ssh", "-i", str(keys[user]), "-o", "BatchMode=yes", *SSH_OPTS]
+    return host.net_run([*args, f"{user}@127.0.0.1", command])
+
+
+def notifications(sink: MailSink, to: str, kind: str) -> list[dict]:
+    """The notification mails of ``kind`` (ssh or mariadb) that reached ``to``."""
+    word = "SSH" if kind == "ssh" else "MariaDB"
+    return [
+        m
+        for m in sink.messages()
+        if m["rcpt_tos"] == [to] and f"Your new {word}" in str(m["message"]["Subject"])
+    ]
+
+
+def password_in(mail: dict) -> str:
+    match = PASSWORD_RE.search(mail["message"].get_content())
+    assert match, mail["message"].get_content()
+    return match.group(1)
+
+
+def mariadb_login(host: Host, user: str, password: str) -> subprocess.CompletedProcess:
+    """Log in to MariaDB as ``user`` by password (as root: unix_socket cannot match)."""
+    cmd = ["mariadb", "-u", user, "--batch", "--skip-column-names", "-e", "SELECT CURRENT_USER()"]
+    return host.run(["env", f"MYSQL_PWD={password}", *cmd])
+
+
+def wait_quiet(sink: MailSink, count: int) -> list[dict]:
+    """Wait for ``count`` messages, then make sure no more come."""
+    found = sink.wait_for(count, timeout=30)
+    assert len(found) == count, [m["message"]["Subject"] for m in found]
+    return found
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+def test_creating_the_account_mails_one_ssh_and_one_mariadb_password(mailhost, sink, tmp_path):
+    sink.wait_for(2)
+    ssh_mails = notifications(sink, "alice@alice.example", "ssh")
+    db_mails = notifications(sink, "alice@alice.example", "mariadb")
+    assert len(ssh_mails) == 1 and len(db_mails) == 1
+    mail = ssh_mails[0]
+    assert mail["mail_from"] == NOTIFY_FROM
+    assert str(mail["message"]["From"]) == f"Coop Hosting <{NOTIFY_FROM}>"
+    assert str(mail["message"]["Subject"]).startswith("[Coop] ")
+    assert "https://coop.example/help/" in mail["message"].get_content()
+    # Only alice has an address and passwords: bob and carol get none.
+    assert {tuple(m["rcpt_tos"]) for m in sink.messages()} == {("alice@alice.example",)}
+    ssh_password, db_password = password_in(mail), password_in(db_mails[0])
+    assert ssh_password != db_password
+    assert password_login(mailhost, "alice", ssh_password, tmp_path) == 0
+    assert password_login(mailhost, "alice", ssh_password + "x", tmp_path) != 0
+    assert mariadb_login(mailhost, "alice", db_password).stdout.strip() == "alice@localhost"
+    assert mariadb_login(mailhost, "alice", ssh_password).returncode != 0
+
+
+def test_applications_still_need_no_mariadb_password(mailhost, keys):
+    out = ssh(mailhost, keys, "alice", "mariadb -N -e 'SELECT CURRENT_USER()'")
+    assert out.stdout.strip() == "alice@localhost", out.stderr
+
+
+def test_the_account_reads_where_its_passwords_went(mailhost, keys):
+    for marker in (".notify_passwd", ".notify_mariadb"):
+        path = f"/home/alice/{marker}"
+        stat = mailhost.run(["stat", "-c", "%U:%G %a", path], check=True).stdout.split()
+        assert stat == ["root:alice", "640"]
+        text = ssh(mailhost, keys, "alice", f"cat {path}").stdout
+        assert "was sent to a***@alice.example on " in text
+    # The secrets left the spool once mailed; the ledger holds none.
+    assert mailhost.run(["sh", "-c", "ls /var/lib/webarch/notify/spool"]).stdout == ""
+    mode = mailhost.run(["stat", "-c", "%a", "/var/lib/webarch/notify"], check=True).stdout
+    assert mode.strip() == "700"
+
+
+def test_a_second_run_sends_nothing(mailhost, sink, keys):
+    before = len(sink.messages())
+    ret = converge(mailhost, mail_pillar(keys, sink))
+    assert failed(ret) == {} and changed(ret) == {}
+    assert len(sink.messages()) == before
+
+
+def test_a_new_reset_token_mails_one_new_password(mailhost, sink, keys, tmp_path):
+    old = password_in(notifications(sink, "alice@alice.example", "ssh")[-1])
+    before = len(sink.messages())
+    ret = converge(mailhost, mail_pillar(keys, sink, ssh="2026-11-28"))
+    assert failed(ret) == {}
+    assert "webarch-alice-notify-ssh" in "".join(changed(ret))
+    wait_quiet(sink, before + 1)
+    new = password_in(notifications(sink, "alice@alice.example", "ssh")[-1])
+    assert new != old
+    assert password_login(mailhost, "alice", new, tmp_path) == 0
+    assert password_login(mailhost, "alice", old, tmp_path) != 0
+    # The same token again: nothing.
+    ret = converge(mailhost, mail_pillar(keys, sink, ssh="2026-11-28"))
+    assert changed(ret) == {}
+    assert len(sink.messages()) == before + 1
+
+
+def test_deleting_the_marker_mails_one_new_password(mailhost, sink, keys):
+    old = password_in(notifications(sink, "alice@alice.example", "mariadb")[-1])
+    before = len(sink.messages())
+    mailhost.run(["rm", "/home/alice/.notify_mariadb"], check=True)
+    ret = converge(mailhost, mail_pillar(keys, sink, ssh="2026-11-28"))
+    assert failed(ret) == {}
+    wait_quiet(sink, before + 1)
+    new = password_in(notifications(sink, "alice@alice.example", "mariadb")[-1])
+    assert mariadb_login(mailhost, "alice", new).returncode == 0
+    assert mariadb_login(mailhost, "alice", old).returncode != 0
+    assert mailhost.exists("/home/alice/.notify_mariadb")
+
+
+def test_relay_down_nothing_lost_then_exactly_one_mail(mailhost, sink, keys, tmp_path):
+    before = len(sink.messages())
+    sink.stop()
+    try:
+        ret = converge(mailhost, mail_pillar(keys, sink, ssh="relay-down"))
+        assert failed(ret) == {}  # the run completes
+        queue = mailhost.run(["exim4", "-bpc"], check=True).stdout.strip()
+        assert queue == "1"  # Exim holds the mail: nothing is lost
+    finally:
+        sink.start()
+    assert len(sink.messages()) == before
+    ret = converge(mailhost, mail_pillar(keys, sink, ssh="relay-down"))
+    assert failed(ret) == {}
+    assert (
+        "delivered"
+        in changed(ret)[
+            "webarch_notify_|-webarch-notify-queue_|-" + NOTIFY_FROM + "_|-queue_delivered"
+        ]
+    )
+    wait_quiet(sink, before + 1)
+    new = password_in(notifications(sink, "alice@alice.example", "ssh")[-1])
+    assert password_login(mailhost, "alice", new, tmp_path) == 0
+    ret = converge(mailhost, mail_pillar(keys, sink, ssh="relay-down"))
+    assert changed(ret) == {}
+    assert len(sink.messages()) == before + 1
+
+
+def test_mta_refusing_keeps_the_password_pending_until_it_can_send(mailhost, sink, keys, tmp_path):
+    before = len(sink.messages())
+    mailhost.run(["mv", "/usr/sbin/sendmail", "/usr/sbin/sendmail.off"], check=True)
+    try:
+        ret = converge(mailhost, mail_pillar(keys, sink, ssh="mta-broken"))
+    finally:
+        mailhost.run(["mv", "/usr/sbin/sendmail.off", "/usr/sbin/sendmail"], check=True)
+    problems = failed(ret)
+    assert list(problems) == ["webarch_notify_|-webarch-alice-notify-ssh_|-alice_|-password_sent"]
+    assert "pending, not mailed yet" in next(iter(problems.values()))
+    assert len(sink.messages()) == before
+    ret = converge(mailhost, mail_pillar(keys, sink, ssh="mta-broken"))
+    assert failed(ret) == {}
+    wait_quiet(sink, before + 1)
+    new = password_in(notifications(sink, "alice@alice.example", "ssh")[-1])
+    assert password_login(mailhost, "alice", new, tmp_path) == 0
+    assert changed(converge(mailhost, mail_pillar(keys, sink, ssh="mta-broken"))) == {}
+
+
+# --------------------------------------------------------------------------- mail from the chroot
+
+
+PHP_MAIL = """<?php
+$headers = "From: Bob <shop@bob.example>\\r\\nX-Webarch-Test: crlf-ok";
+$ok = mail('friend@example.net', 'php-mail-test', "line one\\nline two\\n", $headers,
+           '-f shop@bob.example');
+echo $ok ? "sent" : "failed";
+"""
+
+
+def test_php_mail_leaves_with_the_accounts_own_sender(mailhost, sink):
+    mailhost.write_file("/home/alice/sites/www/mail.php", PHP_MAIL)
+    mailhost.run(["chown", "alice:www-data", "/home/alice/sites/www/mail.php"], check=True)
+    before = len(sink.messages())
+    url = "https://www.alice.example/mail.php"
+    out = mailhost.run(
+        ["curl", "-sk", "--resolve", "www.alice.example:443:127.0.0.1", url], check=True
+    )
+    assert out.stdout == "sent"
+    mail = sink.wait_for(before + 1)[-1]
+    assert mail["mail_from"] == f"alice@{HOSTNAME}"
+    assert mail["rcpt_tos"] == ["friend@example.net"]
+    message = mail["message"]
+    assert message["Subject"] == "php-mail-test"
+    assert message["X-Webarch-Test"] == "crlf-ok"  # PHP 8's CRLF header lines arrive whole
+    assert message.get_content().rstrip("\n") == "line one\nline two"
+    # The From: header is alice's to choose, but Exim names the real sender.
+    assert f"alice@{HOSTNAME}" in str(message["Sender"])
+
+
+def test_sendmail_in_the_shell_cannot_take_another_sender(mailhost, sink, keys):
+    before = len(sink.messages())
+    script = (
+        "printf 'To: friend@example.net\\nSubject: shell-mail-test\\n\\nhi\\n'"
+        " | sendmail -t -f shop@bob.example"
+    )
+    out = ssh(mailhost, keys, "alice", f"PATH=/usr/sbin:$PATH; {script}")
+    assert out.returncode == 0, out.stderr
+    out = ssh(
+        mailhost,
+        keys,
+        "bob",
+        "printf 'Subject: bob-mail-test\\n\\nhi\\n' | /usr/sbin/sendmail friend@example.net",
+    )
+    assert out.returncode == 0, out.stderr
+    mails = sink.wait_for(before + 2)[before:]
+    senders = {str(m["message"]["Subject"]): m["mail_from"] for m in mails}
+    assert senders == {"shell-mail-test": f"alice@{HOSTNAME}", "bob-mail-test": "shop@bob.example"}
+
+
+def test_raw_smtp_from_the_shell_cannot_take_another_sender(mailhost, sink, keys):
+    before = len(sink.messages())
+    # msmtp pointed straight at the gate with bob's address as envelope sender.
+    raw = (
+        "printf 'Subject: raw-smtp-test\\n\\nhi\\n' | msmtp -C /dev/null --host=localhost"
+        " --socket=/run/webarch-mail/submit.sock --from=shop@bob.example friend@example.net"
+    )
+    out = ssh(mailhost, keys, "alice", raw)
+    assert out.returncode == 0, out.stderr
+    mail = sink.wait_for(before + 1)[-1]
+    assert mail["message"]["Subject"] == "raw-smtp-test"
+    assert mail["mail_from"] == f"alice@{HOSTNAME}"
+    # No SMTP listener on the loopback to talk to instead.
+    tcp = ssh(mailhost, keys, "alice", "exec 3<>/dev/tcp/127.0.0.1/25 && echo connected")
+    assert "connected" not in tcp.stdout
+
+
+def test_each_account_has_its_own_mail_log(mailhost, sink, keys):
+    sink.wait_for(1)
+    # webarch-mail-log follows Exim's log; give it a moment.
+    for _ in range(50):
+        log = mailhost.run(["cat", "/home/alice/logs/mail.log"]).stdout
+        if "friend@example.net" in log and "=>" in log:
+            break
+        mailhost.run(["sleep", "0.2"])
+    assert f"<= alice@{HOSTNAME} U=alice" in log
+    assert "friend@example.net" in log
+    stat = mailhost.run(["stat", "-c", "%U:%G %a", "/home/alice/logs/mail.log"], check=True)
+    assert stat.stdout.split() == ["root:alice", "640"]
+    bob_log = mailhost.run(["cat", "/home/bob/logs/mail.log"]).stdout
+    assert "U=alice" not in bob_log and "U=bob" in bob_log
+    # alice reads hers from her chroot.
+    assert "U=alice" in ssh(mailhost, keys, "alice", "cat ~/logs/mail.log").stdout
+
+
+def test_the_hourly_limit_is_enforced_by_the_mta(mailhost, sink, keys):
+    before = len(sink.messages())
+    send = "printf 'Subject: limit-%s\\n\\nhi\\n' {n} | /usr/sbin/sendmail friend@example.net"
+    results = [ssh(mailhost, keys, "carol", send.format(n=n)).returncode for n in range(3)]
+    assert results[:2] == [0, 0] and results[2] != 0
+    sink.wait_for(before + 2)
+    mailhost.run(["sleep", "1"])
+    assert len(sink.messages()) == before + 2
+    for _ in range(50):
+        log = mailhost.run(["cat", "/home/carol/logs/mail.log"]).stdout
+        if "send limit" in log:
+            break
+        mailhost.run(["sleep", "0.2"])
+    assert "send limit of 2 messages per hour reached" in log
+
+
+def test_no_generated_password_in_state_output_or_logs(mailhost, sink):
+    passwords = {
+        password_in(m) for m in sink.messages() if "Your new" in str(m["message"]["Subject"])
+    }
+    assert len(passwords) >= 4
+    # Salt's and Exim's logs, the minion's cache, webarch's ledger and spool,
+    # the accounts' homes and logs, /etc; the journal; every state run's output.
+    paths = ("/var/log", "/var/cache/salt", "/var/lib/webarch", "/etc", "/home")
+    assert files_containing(mailhost, {"U=alice", '"state": "sent"'}, *paths)
+    assert files_containing(mailhost, passwords, *paths) == []
+    journal = mailhost.run(["journalctl", "--no-pager", "-o", "cat"]).stdout
+    outputs = "\n".join(OUTPUTS)
+    assert len(OUTPUTS) >= 8
+    for password in passwords:
+        assert password not in journal
+        assert password not in outputs

@@ -1,0 +1,193 @@
+"""Unit tests of the mail and password-notification parts of the model and of
+webarch_notify's pure helpers (no Salt, no host)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+
+import formula
+import pytest
+from unit.model_helpers import host, one_account, problems
+
+
+@pytest.fixture(scope="module")
+def notify():
+    """The webarch_notify execution module, loaded without Salt's loader."""
+    return formula.load("_modules/webarch_notify.py")
+
+
+def build(model, pillar):
+    return model.build_model(pillar, host(model))
+
+
+def test_defaults(model):
+    built = build(model, {"hostname": "web1.coop.example", **one_account()})
+    mail = built["accounts"]["alice"]["mail"]
+    assert mail["sender"] == "alice@web1.coop.example"
+    assert mail["rate_limit"] is None
+    assert mail["log"] == "/home/alice/logs/mail.log"
+    assert "allow_from_override off" in mail["msmtprc"]["lines"]
+    assert f"socket {model.MAIL_SOCKET}" in mail["msmtprc"]["lines"]
+    assert built["mail"]["smarthost"] is None
+    assert built["mail_accounts"]["senders"] == {"alice": "alice@web1.coop.example"}
+    assert built["mail_accounts"]["limits"] == []
+    # No email: nothing is generated or mailed.
+    assert built["accounts"]["alice"]["notify"]["kinds"] == {}
+    assert built["notify_accounts"] == []
+
+
+def test_account_sender_limits_and_notifications(model):
+    pillar = {
+        "hostname": "web1.coop.example",
+        "admin_email": "hostmaster@coop.example",
+        "mail": {"smarthost": "mx.coop.example::587", "rate_limit": 100},
+        "accounts": {
+            "alice": {
+                "email": "alice@alice.example",
+                "ssh_password": True,
+                "db_password": True,
+                "resets": {"ssh": "2026-11-28", "mariadb": 3},
+                "mail": {"sender": "web@alice.example", "rate_limit": 5},
+            },
+            "bob": {"email": "bob@bob.example"},
+        },
+    }
+    built = build(model, pillar)
+    alice = built["accounts"]["alice"]
+    assert alice["mail"]["sender"] == "web@alice.example"
+    assert alice["notify"]["kinds"] == {
+        "ssh": {"token": "2026-11-28", "marker": "/home/alice/.notify_passwd"},
+        "mariadb": {"token": "3", "marker": "/home/alice/.notify_mariadb"},
+    }
+    assert built["mail_accounts"]["limits"] == ["alice: 5", "bob: 100"]
+    assert built["mail_accounts"]["lines"][1:] == ["alice /home/alice", "bob /home/bob"]
+    assert built["notify"]["from"] == "hostmaster@coop.example"
+    assert built["notify"]["ssh_host"] == "web1.coop.example"
+    assert built["notify_accounts"] == ["alice"]
+
+
+@pytest.mark.parametrize(
+    ("pillar", "expected"),
+    [
+        ({"mail": {"smarthost": "mx.example.org:587"}}, "webarch:mail:smarthost: "),
+        ({"mail": {"smarthost": "mx\nexample.org"}}, "webarch:mail:smarthost: "),
+        ({"mail": {"smarthost": "mx.example.org::99999"}}, "webarch:mail:smarthost: "),
+        ({"mail": {"rate_limit": 0}}, "webarch:mail:rate_limit: must be between"),
+        ({"mail": {"relay": "x"}}, "webarch:mail:relay: unknown key"),
+        ({"notify": {"from": "not an address"}}, "webarch:notify:from: "),
+        (
+            {"notify": {"subject_tag": "[x]\nBcc: victim@example.org"}},
+            "webarch:notify:subject_tag:",
+        ),
+        ({"notify": {"from_name": 'Evil" <x@y>'}}, "webarch:notify:from_name:"),
+        ({"notify": {"help_url": "javascript:alert(1)"}}, "webarch:notify:help_url:"),
+        ({"notify": {"via": "carrier-pigeon"}}, "webarch:notify:via: must be one of"),
+        ({"notify": {"signature": "a\x00b"}}, "webarch:notify:signature:"),
+        (
+            one_account(mail={"sender": "bob@bob.example\nBcc: x@y.example"}),
+            "webarch:accounts:alice:mail:sender:",
+        ),
+        (one_account(mail={"rate_limit": "10"}), "webarch:accounts:alice:mail:rate_limit:"),
+        (one_account(db_password=True), "webarch:accounts:alice:db_password: needs the account"),
+        (
+            one_account(email="a@alice.example", resets={"ssh": "next week"}),
+            "webarch:accounts:alice:resets:ssh:",
+        ),
+        (one_account(resets={"ftp": "1"}), "webarch:accounts:alice:resets:ftp: unknown key"),
+    ],
+)
+def test_bad_mail_settings(model, pillar, expected):
+    found = problems(model, pillar)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_all_mail_problems_reported_at_once(model):
+    pillar = {
+        "mail": {"smarthost": "::", "rate_limit": -1},
+        "notify": {"via": "x", "from": "y"},
+        "accounts": {"alice": {"db_password": True, "mail": {"sender": "z"}}},
+    }
+    assert len(problems(model, pillar)) == 6
+
+
+def test_chroot_gets_the_mail_socket_and_sendmail(model):
+    mounts = {
+        m["id"]: m for m in build(model, one_account())["accounts"]["alice"]["chroot"]["mounts"]
+    }
+    assert mounts["mail"]["device"] == model.MAIL_GATE_DIR
+    assert "ro" in mounts["mail"]["opts"] and "noexec" in mounts["mail"]["opts"]
+    assert mounts["sendmail"]["device"] == "/usr/bin/msmtp"
+    # The sendmail bind lands inside the /usr bind: that one must not share it with the host.
+    assert "slave" in mounts["usr"]["opts"]
+
+
+# --------------------------------------------------------------------------- webarch_notify
+
+
+def test_passwords_are_random_and_unambiguous(notify):
+    seen = {notify.generate_password() for _ in range(200)}
+    assert len(seen) == 200
+    for password in seen:
+        assert len(password) == 20
+        assert not set(password) & set("0O1lI")
+
+
+def test_mysql_native_hash_matches_mariadb(notify):
+    # SELECT PASSWORD('secret') on MariaDB.
+    assert notify.mysql_native_hash("secret") == "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
+    inner = hashlib.sha1(b"x").digest()
+    assert notify.mysql_native_hash("x") == "*" + hashlib.sha1(inner).hexdigest().upper()
+
+
+def test_mask_email(notify):
+    assert notify.mask_email("alice@alice.example") == "a***@alice.example"
+
+
+@pytest.mark.parametrize(
+    ("entry", "token", "marker", "spooled", "reason"),
+    [
+        (None, "", False, False, "first password"),
+        ({"state": "sent", "token": ""}, "", True, False, ""),
+        ({"state": "sent", "token": ""}, "2026-11-28", True, False, "reset asked for in pillar"),
+        ({"state": "sent", "token": "a"}, "a", False, False, "reset asked for (marker deleted)"),
+        # Pending: the marker is not written yet; the spooled secret waits for the MTA.
+        ({"state": "pending", "token": ""}, "", False, True, ""),
+        (
+            {"state": "pending", "token": ""},
+            "",
+            False,
+            False,
+            "pending password lost from the spool",
+        ),
+    ],
+)
+def test_reason_to_issue(notify, entry, token, marker, spooled, reason):
+    assert notify.reason_to_issue(entry, token, marker, spooled) == reason
+
+
+def test_compose_takes_everything_from_settings(notify):
+    settings = {
+        "from": "hostmaster@coop.example",
+        "from_name": "Coop Hosting",
+        "reply_to": "support@coop.example",
+        "subject_tag": "[Coop]",
+        "signature": "Coop Hosting",
+        "ssh_host": "web1.coop.example",
+        "help_url": "https://coop.example/help/",
+    }
+    account = {"name": "alice", "fullname": "Alíce Fernández", "email": "alice@alice.example"}
+    msg = notify.compose(account, "ssh", "S3cretPassw0rdXyzAbc", settings, "web1.coop.example", 0)
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == "[Coop] Your new SSH and SFTP password on web1.coop.example"
+    assert parsed["From"] == "Coop Hosting <hostmaster@coop.example>"
+    assert parsed["To"].addresses[0].addr_spec == "alice@alice.example"
+    assert parsed["To"].addresses[0].display_name == "Alíce Fernández"
+    assert parsed["Reply-To"] == "support@coop.example"
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    body = parsed.get_content()
+    assert "password: S3cretPassw0rdXyzAbc" in body
+    assert "https://coop.example/help/" in body and body.rstrip().endswith("Coop Hosting")
+    db = notify.compose(account, "mariadb", "x" * 20, settings, "web1.coop.example", 0)
+    assert "MariaDB" in db["Subject"] and "need no password" in db.get_content()

@@ -1,0 +1,19 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Reactor for webarch/notify/ACCOUNT/KIND: mail the pending password from the
+# minion that fired the event.  The event carries the account and the kind
+# only; the minion checks both against its own pillar and takes the address,
+# names and texts from there (never from the event).
+{%- set payload = data.get('data', {}) %}
+{%- set account = payload.get('account', '') | string %}
+{%- set kind = payload.get('kind', '') | string %}
+{%- if account | regex_match('^([a-z][a-z0-9-]{1,30})$') and kind in ['ssh', 'mariadb'] %}
+---
+webarch-notify-{{ account }}-{{ kind }}:
+  local.webarch_notify.send:
+    - tgt: {{ data['id'] | json }}
+    - tgt_type: list
+    - args:
+      - account: {{ account }}
+      - kind: {{ kind }}
+{%- endif %}

@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import grp
+import hashlib
+import hmac
 import pwd
 import re
 import struct
@@ -222,6 +224,8 @@ class HostUsers(NamedTuple):
     users: dict[str, int]
     groups: dict[str, int]
     managed: frozenset[str] = frozenset()
+    #: A host secret (/etc/machine-id) that keys the names of the pool sockets.
+    socket_key: str = ""
 
     def uid_owner(self, uid: int) -> str | None:
         """Return the name of the host user with ``uid``, if any."""
@@ -1232,7 +1236,19 @@ def _account_dirs(name: str) -> list[dict]:
     ]
 
 
-def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
+def pool_socket(name: str, key: str) -> str:
+    """The PHP-FPM socket of account ``name``: a name that does not tell the account.
+
+    Every process on the host sees every bound unix socket path in
+    /proc/net/unix, chrooted accounts included: ``webarch-alice.sock`` would
+    list the other accounts.  The name is keyed with a host secret, so that it
+    cannot be guessed from a list of candidate names either.
+    """
+    digest = hmac.new(key.encode(), f"webarch-pool:{name}".encode(), hashlib.sha256)
+    return f"/run/php/webarch-{digest.hexdigest()[:20]}.sock"
+
+
+def _account(name: Any, data: Any, server: dict, problems: _Problems, socket_key: str = "") -> dict:
     """Validate one account (not its relations to others) and normalise it."""
     path = ["webarch", "accounts", str(name)]
     if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
@@ -1271,7 +1287,7 @@ def _account(name: Any, data: Any, server: dict, problems: _Problems) -> dict:
         "php": _php(data.get("php"), f"{HOME_BASE}/{name}", [*path, "php"], problems),
         "pool": {
             "name": name,
-            "socket": f"/run/php/webarch-{name}.sock",
+            "socket": pool_socket(name, socket_key),
             "file": f"/etc/php/{server['php_version']}/fpm/pool.d/webarch-{name}.conf",
         },
         "sites": sites,
@@ -1414,11 +1430,28 @@ def _check_server_paths(server: dict, problems: _Problems) -> None:
         problems.add(["webarch", "chroot_base"], f"must not be inside archive_dir {archives}")
 
 
-def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
+def _only(value: Any, accounts: dict[str, dict], problems: _Problems) -> list[str] | None:
+    """The accounts a targeted run is limited to (pillar ``webarch_only``), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.add(["webarch_only"], "must be a list of account names")
+        return None
+    for name in value:
+        if name not in accounts:
+            problems.add(["webarch_only"], f"{_describe(name)} is not an account in the pillar")
+    return sorted(set(value) & set(accounts))
+
+
+def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: Any = None) -> dict:
     """
     Validate the ``webarch`` pillar against ``host`` and return the model.
 
-    Raises :py:class:`ModelError` listing every problem found.
+    ``only`` (the ``webarch_only`` pillar given at apply time) limits the
+    per-account states to those accounts; the server-wide files still list
+    every account.  Raises :py:class:`ModelError` listing every problem found.
     """
     problems = _Problems()
     pillar = _mapping(pillar, ["webarch"], problems)
@@ -1427,7 +1460,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
     reserved = RESERVED_USERNAMES | frozenset(server["reserved_usernames"])
     raw_accounts = _mapping(pillar.get("accounts"), ["webarch", "accounts"], problems)
     accounts = {
-        str(name): _account(name, data, server, problems)
+        str(name): _account(name, data, server, problems, host.socket_key)
         for name, data in sorted(raw_accounts.items(), key=lambda kv: str(kv[0]))
     }
     present = [a for a in accounts.values() if a["state"] == "present"]
@@ -1436,15 +1469,20 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
     _check_unique(accounts, problems)
     _check_unique_databases(accounts, problems)
     _check_server_paths(server, problems)
+    targets = _only(only, accounts, problems)
     if problems.items:
         # Group the problems by account (stable: each account's keep their order).
         raise ModelError(sorted(problems.items, key=lambda p: p.split(":", 3)[:3]))
     present_names = {a["name"] for a in present}
     managed_after = sorted((set(host.managed) & set(host.users)) | present_names)
+    wanted = set(accounts) if targets is None else set(targets)
     return {
         **server,
         "accounts": accounts,
-        "present": sorted(present_names),
+        # The accounts whose own states this run renders (all, or webarch_only).
+        "present": sorted(present_names & wanted),
+        "all_present": sorted(present_names),
+        "only": targets,
         "ssh_password_accounts": sorted(a["name"] for a in present if a["ssh"]["password"]),
         "log_map": {
             "path": LOG_MAP_PATH,
@@ -1475,7 +1513,9 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
                 if a["mail"]["rate_limit"]
             ],
         },
-        "notify_accounts": sorted(a["name"] for a in present if a["notify"]["kinds"]),
+        "notify_accounts": sorted(
+            a["name"] for a in present if a["notify"]["kinds"] and a["name"] in wanted
+        ),
         "db_dumps": {
             "path": DB_DUMP_MAP_PATH,
             "archive_dir": f"{server['archive_dir']}/databases",
@@ -1484,7 +1524,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12) -> dict:
         },
         "absent": sorted(set(accounts) - present_names),
         # Absent accounts whose Unix user webarch made: archived, then removed.
-        "remove": sorted((set(accounts) - present_names) & set(host.managed)),
+        "remove": sorted((set(accounts) - present_names) & set(host.managed) & wanted),
         "registry": {
             "path": REGISTRY_PATH,
             "names": managed_after,
@@ -1518,7 +1558,17 @@ def host_users() -> HostUsers:
         users={p.pw_name: p.pw_uid for p in pwd.getpwall()},
         groups={g.gr_name: g.gr_gid for g in grp.getgrall()},
         managed=_read_registry(),
+        socket_key=_machine_id(),
     )
+
+
+def _machine_id(path: str = "/etc/machine-id") -> str:
+    """This host's machine id (root's, never copied into a chroot), or '' without one."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return ""
 
 
 def _pillar_data(pillar: dict | None) -> Any:
@@ -1555,8 +1605,11 @@ def config(pillar: dict | None = None) -> dict:
 
         salt '*' webarch.config
     """
+    only = None
+    if pillar is None:
+        only = __salt__["pillar.get"]("webarch_only", None, unmask=True)
     try:
-        return build_model(_pillar_data(pillar), host_users(), __grains__["osmajorrelease"])
+        return build_model(_pillar_data(pillar), host_users(), __grains__["osmajorrelease"], only)
     except ModelError as exc:
         raise CommandExecutionError(str(exc)) from None
 

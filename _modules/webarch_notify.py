@@ -144,16 +144,18 @@ def compose(
 # --------------------------------------------------------------------------
 
 
-def _dir() -> str:
-    os.makedirs(f"{NOTIFY_DIR}/spool", mode=0o700, exist_ok=True)
-    os.chmod(NOTIFY_DIR, 0o700)
+def _dir(create: bool = False) -> str:
+    """webarch's notification directory (root 0700); made only when writing."""
+    if create:
+        os.makedirs(f"{NOTIFY_DIR}/spool", mode=0o700, exist_ok=True)
+        os.chmod(NOTIFY_DIR, 0o700)
     return NOTIFY_DIR
 
 
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     """Hold the one lock of issuing and sending."""
-    with open(f"{_dir()}/lock", "a", encoding="utf-8") as handle:
+    with open(f"{_dir(create=True)}/lock", "a", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -120,7 +120,8 @@ webarch-apache-auth-dir:
     - user: root
     - group: {{ webarch.web_user }}
     - mode: '0750'
-    - clean: true
+    # Not in a run limited by webarch_only: the other accounts' files stay.
+    - clean: {{ webarch.only is none }}
     - require:
       - pkg: webarch-packages
 

@@ -6,6 +6,7 @@ curl is this machine's, run in the test host's network namespace only
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -231,6 +232,7 @@ def test_wordpress_style_rewrites_work(web):
     ],
 )
 def test_forbidden_overrides_are_refused(web, htaccess):
+    htaccess = htaccess.replace(BOB_SOCKET, pool_socket(web, "bob"))
     web.run(["mkdir", "-p", "/home/alice/sites/www/public/t"], check=True)
     web.write_file("/home/alice/sites/www/public/t/.htaccess", htaccess + "\n")
     web.write_file("/home/alice/sites/www/public/t/index.html", "should not be served\n")
@@ -240,6 +242,19 @@ def test_forbidden_overrides_are_refused(web, htaccess):
     finally:
         web.run(["rm", "-rf", "/home/alice/sites/www/public/t"])
     assert status(web, "https://www.alice.example/index.html") == "200"
+
+
+#: Stands for bob's pool socket in the attacks below (its real name is keyed:
+#: the attacker is assumed to know it all the same).
+BOB_SOCKET = "/run/php/webarch-bob.sock"
+
+
+def pool_socket(web: Host, account: str) -> str:
+    """The real path of ``account``'s PHP-FPM socket, from its Apache config."""
+    conf = f"/etc/apache2/sites-available/webarch-{account}.conf"
+    found = re.findall(r"unix:(/run/php/webarch-[0-9a-f]+\.sock)", web.read_file(conf))
+    assert found, conf
+    return found[0]
 
 
 def _alice_dir(web: Host, files: dict[str, str]) -> None:
@@ -280,6 +295,7 @@ def bob_secret(web: Host) -> Iterator[str]:
     ],
 )
 def test_htaccess_cannot_reach_another_accounts_pool(web, bob_secret, htaccess):
+    htaccess = htaccess.replace(BOB_SOCKET, pool_socket(web, "bob"))
     _alice_dir(web, {".htaccess": htaccess + "\n", "x.php": "<?php echo 'ALICE-RAN';"})
     result = curl(web, "https://www.alice.example/t/x.php", "-w", " %{http_code}")
     assert bob_secret not in result.stdout and "BOB-PREPEND" not in result.stdout, result
@@ -329,10 +345,11 @@ def test_hidden_and_backup_files_are_not_served(web):
 
 
 def test_pool_sockets_belong_to_the_web_server_only(web):
-    out = web.run(
-        ["stat", "-c", "%U %G %a", "/run/php/webarch-alice.sock", "/run/php/webarch-bob.sock"]
-    )
+    sockets = [pool_socket(web, "alice"), pool_socket(web, "bob")]
+    out = web.run(["stat", "-c", "%U %G %a", *sockets])
     assert out.stdout.split("\n")[:2] == ["www-data www-data 600"] * 2
+    # Their names tell nothing of the accounts (every process sees them in /proc/net/unix).
+    assert not any("alice" in s or "bob" in s for s in sockets)
     pools = web.run(["sh", "-c", "ls /etc/php/*/fpm/pool.d/"], check=True).stdout.split()
     assert sorted(pools) == ["000-webarch-idle.conf", "webarch-alice.conf", "webarch-bob.conf"]
 

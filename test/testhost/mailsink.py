@@ -1,12 +1,12 @@
 """Catch the mail a test host sends: an SMTP sink inside the host (``smtpsink.py``).
 
-The sink runs as the transient unit ``webarch-test-smtpsink.service`` on 127.0.0.1:2525
-and stores every message it is given as a JSON file; point Exim's smarthost at it and
-read what arrived::
+The sink runs as the transient unit ``webarch-test-smtpsink.service`` (default address
+127.0.0.1:2525) and stores every message it is given as a JSON file; point Exim's
+smarthost at it and read what arrived::
 
-    sink = MailSink(host)
+    sink = MailSink(host, address="127.0.0.2")  # default 127.0.0.1; Exim: see below
     sink.start()
-    ...  # e.g. dc_smarthost='127.0.0.1::2525' (sink.exim_smarthost), then send mail
+    ...  # dc_smarthost='127.0.0.2::2525' (sink.exim_smarthost), then send mail
     (msg,) = sink.wait_for(1)
     assert msg["rcpt_tos"] == ["alice@example.org"]
     assert msg["message"]["Subject"] == "hello"
@@ -21,6 +21,12 @@ Facts this relies on:
   without authentication.
 * Messages are files ``<dir>/<nanoseconds>-<n>.json`` written atomically (temp file, then
   rename); ``data`` is the message as received after dot-unstuffing, CRLF included.
+* Exim refuses a smarthost on an address it listens on itself: Debian's smarthost router
+  defers with "remote host address is the local host" (the message is frozen) for
+  ``127.0.0.1::2525`` as long as ``dc_local_interfaces`` has 127.0.0.1 (the default).
+  Use ``MailSink(host, address="127.0.0.2")`` (any 127/8 address is on ``lo``) and
+  ``dc_smarthost='127.0.0.2::2525'`` (:attr:`MailSink.exim_smarthost`), or ``self = send``
+  on that router.
 * A transient unit is gone after a reboot of the host: call start() again then.
 """
 

@@ -191,3 +191,29 @@ def test_compose_takes_everything_from_settings(notify):
     assert "https://coop.example/help/" in body and body.rstrip().endswith("Coop Hosting")
     db = notify.compose(account, "mariadb", "x" * 20, settings, "web1.coop.example", 0)
     assert "MariaDB" in db["Subject"] and "need no password" in db.get_content()
+
+
+def test_a_run_limited_to_some_accounts(model):
+    pillar = {
+        "accounts": {
+            "alice": {"email": "a@alice.example", "ssh_password": True},
+            "bob": {"email": "b@bob.example", "ssh_password": True},
+            "carol": {"state": "absent"},
+        }
+    }
+    built = model.build_model(pillar, host(model, managed=["carol"]), 12, ["bob"])
+    assert built["present"] == ["bob"] and built["only"] == ["bob"]
+    assert built["all_present"] == ["alice", "bob"]
+    assert built["notify_accounts"] == ["bob"] and built["remove"] == []
+    # Server-wide files still list everyone.
+    assert built["registry"]["names"] == ["alice", "bob"]
+    assert built["mail_accounts"]["lines"][1:] == ["alice /home/alice", "bob /home/bob"]
+    full = model.build_model(pillar, host(model, managed=["carol"]), 12)
+    assert full["present"] == ["alice", "bob"] and full["only"] is None
+    assert full["remove"] == ["carol"]
+    with pytest.raises(model.ModelError) as raised:
+        model.build_model(pillar, host(model), 12, ["dave", 3])
+    assert raised.value.problems == ["webarch_only: must be a list of account names"]
+    with pytest.raises(model.ModelError) as raised:
+        model.build_model(pillar, host(model), 12, "dave")
+    assert raised.value.problems == ["webarch_only: 'dave' is not an account in the pillar"]

@@ -753,7 +753,7 @@ def test_apache_php_version_and_pool(model, release, version):
     assert result["apache"]["server_name"] == "localhost"
     assert result["accounts"]["alice"]["pool"] == {
         "name": "alice",
-        "socket": "/run/php/webarch-alice.sock",
+        "socket": model.pool_socket("alice", ""),
         "file": f"/etc/php/{version}/fpm/pool.d/webarch-alice.conf",
     }
 
@@ -874,3 +874,10 @@ def test_property_redirect_targets(model, target):
         # is allowed, but no %{...} format, ${...} variable, quote, backslash or newline.
         assert value == target
         assert not any(c in value for c in ('"', "\\", "\n", "$", "{", "}"))
+
+
+def test_pool_sockets_are_keyed_names(model):
+    a, b = model.pool_socket("alice", "key-1"), model.pool_socket("alice", "key-2")
+    assert a != b and "alice" not in a
+    assert a.startswith("/run/php/webarch-") and a.endswith(".sock")
+    assert model.pool_socket("bob", "key-1") != a

@@ -45,7 +45,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check --output-format concise .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/salt-lint webarch/*.sls
+	$(VENV)/bin/salt-lint webarch/*.sls webarch/reactor/*.sls
 	$(VENV)/bin/yamllint --strict .
 	$(PY) -c 'import docutils.core; docutils.core.publish_doctree(open("README.rst").read(), \
 	  settings_overrides={"halt_level": 2})'
@@ -81,3 +81,12 @@ demo-stop:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# The benchmarks of issue 8 (not part of `make test`): one line per figure, then
+# ratios and PASS/MISS per target.  See bench/README.rst; each script takes --quick.
+.PHONY: bench
+bench: prereqs venv
+	$(PY) bench/converge.py --profile
+	$(PY) bench/serving.py
+	$(PY) bench/apache_fds.py
+	$(PY) bench/memory.py

@@ -89,9 +89,13 @@ def test_users_and_groups(host):
     assert entries["carol-stats"][6] == "/bin/sh"
     group = host.run(["getent", "group", "alice"], check=True).stdout
     assert group.startswith("alice:x:2001:")
-    # The password is locked: no password login until one is set on purpose.
-    shadow = host.run(["getent", "shadow", "bob"], check=True).stdout.split(":")
+    # Without password logins the password is locked; bob may log in with one
+    # and has an address: webarch generated his (and mailed it).
+    shadow = host.run(["getent", "shadow", "alice"], check=True).stdout.split(":")
     assert shadow[1].startswith(("!", "*"))
+    shadow = host.run(["getent", "shadow", "bob"], check=True).stdout.split(":")
+    assert shadow[1].startswith("$y$") or shadow[1].startswith("$6$")
+    assert host.exists("/home/bob/.notify_passwd")
 
 
 def test_home_layout_and_modes(host):

@@ -198,11 +198,20 @@ def test_mounts_come_back_after_reboot(converged, keys):
 
 
 def test_a_mount_removed_by_hand_is_restored_and_reported(converged, keys):
-    converged.run(["umount", "/chroots/alice/usr"], check=True)
+    # /usr and the sendmail bind inside it.
+    converged.run(["umount", "-R", "/chroots/alice/usr"], check=True)
     assert ssh(converged, keys, "alice", "true").returncode != 0, "no shell without /usr"
     ret = apply(converged, pillar_for(keys))
     assert failed(ret) == {}
-    assert list(changed(ret)) == ["mount_|-webarch-alice-mount-usr_|-/chroots/alice/usr_|-mounted"]
+    assert sorted(changed(ret)) == [
+        "mount_|-webarch-alice-mount-sendmail_|-/chroots/alice/usr/sbin/exim4_|-mounted",
+        "mount_|-webarch-alice-mount-usr_|-/chroots/alice/usr_|-mounted",
+    ]
+    # Back as a slave of the host's /usr (fstab's option).
+    propagation = converged.run(
+        ["findmnt", "-n", "-o", "PROPAGATION", "--mountpoint", "/chroots/alice/usr"], check=True
+    )
+    assert "shared" not in propagation.stdout
     assert ssh_ok(converged, keys, "alice", "echo back").strip() == "back"
 
 

@@ -440,7 +440,10 @@ def _server_settings(pillar: dict, problems: _Problems, osmajorrelease: int = 12
         ),
         "php_version": php_version(osmajorrelease),
         "mariadb": _mariadb_settings(pillar.get("mariadb"), problems),
-        "mail": _mail_settings(pillar.get("mail"), problems),
+        "mail": {
+            **_mail_settings(pillar.get("mail"), problems),
+            "daemon": exim_queue_only(osmajorrelease),
+        },
         "notify": _notify_settings(
             pillar.get("notify"),
             hostname,
@@ -493,6 +496,14 @@ def _mail_settings(value: Any, problems: _Problems) -> dict:
         "accounts_path": MAIL_ACCOUNTS_PATH,
         "limits_path": MAIL_LIMITS_PATH,
     }
+
+
+def exim_queue_only(osmajorrelease: int) -> dict:
+    """The /etc/default/exim4 line that runs Exim's daemon without an SMTP listener."""
+    if osmajorrelease <= 12:
+        return {"pattern": "^QUEUERUNNER=.*$", "line": "QUEUERUNNER='queueonly'"}
+    # Debian 13's exim4.service runs `exim4 $EXIMSERVICE` (default -bdf -q30m).
+    return {"pattern": "^EXIMSERVICE=.*$", "line": "EXIMSERVICE='-q30m'"}
 
 
 def _smarthost(value: Any, path: list[str], problems: _Problems) -> str | None:

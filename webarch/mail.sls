@@ -111,11 +111,13 @@ webarch-mail-senders:
     - require:
       - pkg: webarch-packages
 
+# Exim's daemon runs the queue only: no SMTP listener, not even on 127.0.0.1.
 webarch-mail-exim-queueonly:
   file.replace:
     - name: /etc/default/exim4
-    - pattern: ^QUEUERUNNER=.*$
-    - repl: QUEUERUNNER='queueonly'
+    - pattern: {{ mail.daemon.pattern | json }}
+    - repl: {{ mail.daemon.line | json }}
+    - append_if_not_found: true
     - require:
       - pkg: webarch-packages
 

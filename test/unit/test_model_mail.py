@@ -217,3 +217,11 @@ def test_a_run_limited_to_some_accounts(model):
     with pytest.raises(model.ModelError) as raised:
         model.build_model(pillar, host(model), 12, "dave")
     assert raised.value.problems == ["webarch_only: 'dave' is not an account in the pillar"]
+
+
+@pytest.mark.parametrize(
+    ("release", "line"), [(12, "QUEUERUNNER='queueonly'"), (13, "EXIMSERVICE='-q30m'")]
+)
+def test_exim_runs_without_an_smtp_listener(model, release, line):
+    built = model.build_model(one_account(), host(model), release)
+    assert built["mail"]["daemon"]["line"] == line

@@ -1,0 +1,243 @@
+"""Benchmarks 1 and 2 of issue 8: converge time against the number of accounts.
+
+1. For 1, 10, 50, 100 and 200 accounts (each: a PHP and a static site, a database, a
+   PHP-FPM pool, an SSH key), on a fresh test host each: the first ``state.apply
+   webarch`` and a no-change re-run.  Seconds, seconds per account, and the growth of
+   the re-run from 10 to the most accounts.
+2. On the host with the most accounts, one account changed (a response header of one
+   of its sites: its Apache file is rewritten, checked, Apache reloads): the time to
+   apply that change with a full run, with the targeted override
+   ``pillar='{"webarch_only": [NAME]}'``, and with what Salt offers natively
+   (``state.sls_id`` of the changed state, which renders everything and runs that state
+   with its requisites only; it does not reload Apache).
+
+Packages are pre-installed in the test image: the first run's ``pkg.installed`` finds
+them (its seconds are also reported, and subtracted in ``first_ex_pkg_s``).
+
+Run::
+
+    PYTHONPATH=test .venv/bin/python bench/converge.py            # 1,10,50,100,200
+    PYTHONPATH=test .venv/bin/python bench/converge.py --quick    # 1,10,50
+    ... --profile     py-spy profile of the biggest re-run (RESULTS_DIR/converge-rerun-N.txt)
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+from common import (
+    Host,
+    SaltRun,
+    account_name,
+    apply_webarch,
+    base_arguments,
+    bench_host,
+    bench_pillar,
+    figure,
+    pillar_arg,
+    profile_summary,
+    profiled_salt,
+    progress,
+    ratio,
+    target,
+    timed_salt,
+)
+
+FULL_COUNTS = (1, 10, 50, 100, 200)
+QUICK_COUNTS = (1, 10, 50)
+
+#: Targets of issue 8.
+RERUN_S_PER_ACCOUNT_MAX = 0.25
+FIRST_S_PER_ACCOUNT_MAX = 3.0
+TARGETED_SHARE_MAX = 0.10
+#: The re-run "grows linearly" when it grows at most as the accounts do (from 10 to
+#: the most), and the cost of an extra account in the top segment of the sweep is at
+#: most this multiple of its cost in the bottom one (1 -> 10).
+LINEAR_SLACK = 1.5
+
+
+def pkg_seconds(run: SaltRun) -> float:
+    """Seconds the run spent in ``pkg.installed`` (package installs are excluded)."""
+    return sum(v for k, v in run.by_state.items() if k.startswith("pkg."))
+
+
+def log_slowest(run: SaltRun, label: str) -> None:
+    """Progress lines: the state kinds that took the longest in ``run``."""
+    for kind, seconds in run.slowest(6):
+        progress(f"  {label}: {seconds:7.2f}s {kind}")
+
+
+def converge(host: Host, count: int) -> tuple[SaltRun, SaltRun]:
+    """First run and no-change re-run with ``count`` accounts on the (fresh) host."""
+    host.set_pillar(bench_pillar(count))
+    progress(f"{count} accounts: first run")
+    first = apply_webarch(host)
+    log_slowest(first, "first")
+    progress(f"{count} accounts: re-run ({first.seconds:.1f}s first)")
+    rerun = apply_webarch(host)
+    log_slowest(rerun, "rerun")
+    if rerun.changed:
+        changed = [k for k, v in rerun.raw.items() if v.get("changes")]
+        progress(f"  WARNING: the re-run changed {rerun.changed} states: {changed[:5]}")
+    figure(
+        "converge",
+        accounts=count,
+        states=first.states,
+        first_s=first.seconds,
+        first_s_per_account=first.seconds / count,
+        first_ex_pkg_s=first.seconds - pkg_seconds(first),
+        first_ex_pkg_s_per_account=(first.seconds - pkg_seconds(first)) / count,
+        rerun_s=rerun.seconds,
+        rerun_s_per_account=rerun.seconds / count,
+        rerun_in_states_s=rerun.state_seconds,
+        rerun_outside_states_s=rerun.overhead_seconds,
+        rerun_changed=rerun.changed,
+    )
+    return first, rerun
+
+
+def header_change(pillar: dict, name: str, value: str) -> dict:
+    """``pillar`` with one response header of account ``name``'s PHP site set to ``value``."""
+    pillar["webarch"]["accounts"][name]["sites"]["www"]["headers"] = {"X-Bench": value}
+    return pillar
+
+
+def targeted(host: Host, count: int) -> dict[str, float]:
+    """Benchmark 2: one account changed on the ``count``-account host, three ways."""
+    name = account_name(max(1, count // 2))
+    sites_file = f"/etc/apache2/sites-available/webarch-{name}.conf"
+
+    def applied(value: str) -> bool:
+        return f'X-Bench "{value}"' in host.read_file(sites_file)
+
+    progress(f"targeted: full run with one change of {name}")
+    host.set_pillar(header_change(bench_pillar(count), name, "full"))
+    full = apply_webarch(host)
+    progress(f"targeted: webarch_only=[{name}]")
+    host.set_pillar(header_change(bench_pillar(count), name, "only"))
+    only = apply_webarch(host, pillar_arg({"webarch_only": [name]}))
+    progress(f"targeted: state.sls_id webarch-{name}-apache-sites")
+    host.set_pillar(header_change(bench_pillar(count), name, "sls-id"))
+    sls_id = timed_salt(host, ["state.sls_id", f"webarch-{name}-apache-sites", "webarch"])
+    sls_id_applied = applied("sls-id")
+    progress("targeted: settling (full run, not timed)")
+    apply_webarch(host)
+    figure(
+        "targeted",
+        accounts=count,
+        account=name,
+        full_s=full.seconds,
+        full_states=full.states,
+        full_changed=full.changed,
+        only_s=only.seconds,
+        only_states=only.states,
+        only_changed=only.changed,
+        only_implemented="yes" if only.states < full.states else "no",
+        sls_id_s=sls_id.seconds,
+        sls_id_states=sls_id.states,
+        sls_id_applied="yes" if sls_id_applied else "no",
+        sls_id_reloads_apache="no",
+    )
+    return {
+        "full": full.seconds,
+        "only": only.seconds,
+        "sls_id": sls_id.seconds,
+        "only_implemented": float(only.states < full.states),
+    }
+
+
+def main() -> int:
+    """Run the sweep, then the targeted change; print figures, ratios and targets."""
+    parser = base_arguments(__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", help="comma-separated account counts (overrides --quick)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the biggest re-run")
+    parser.add_argument("--no-targeted", action="store_true", help="skip benchmark 2")
+    args = parser.parse_args()
+    counts = (
+        tuple(int(c) for c in args.accounts.split(","))
+        if args.accounts
+        else (QUICK_COUNTS if args.quick else FULL_COUNTS)
+    )
+    results: dict[int, tuple[SaltRun, SaltRun]] = {}
+    share: dict[str, float] = {}
+    with bench_host("wb-converge", release=args.release, formula=args.formula, keep=args.keep) as h:
+        for index, count in enumerate(counts):
+            if index:
+                progress(f"fresh host for {count} accounts")
+                h.reset()
+            results[count] = converge(h, count)
+        top = counts[-1]
+        if args.profile:
+            seconds, path = profiled_salt(h, ["state.apply", "webarch"], f"converge-rerun-{top}")
+            progress(f"profiled re-run ({seconds:.1f}s under py-spy): {path}")
+            for frame, part in profile_summary(path):
+                figure("profile", run=f"rerun-{top}", share=round(part, 3), frame=frame)
+        if not args.no_targeted:
+            share = targeted(h, top)
+    return report(results, share)
+
+
+def report(results: dict[int, tuple[SaltRun, SaltRun]], share: dict[str, float]) -> int:
+    """Print the ratios and the PASS/MISS lines; exit status 0 (figures are not tests)."""
+    counts = sorted(results)
+    top = counts[-1]
+    low = 10 if 10 in results else counts[0]
+    rerun = {c: results[c][1].seconds for c in counts}
+    first = {c: results[c][0].seconds - pkg_seconds(results[c][0]) for c in counts}
+    growth = ratio(rerun[top], rerun[low])
+    figure(
+        "ratio",
+        name=f"rerun_growth_{top}_vs_{low}",
+        value=round(growth, 2),
+        accounts_ratio=round(top / low, 2),
+    )
+    figure(
+        "ratio",
+        name=f"first_growth_{top}_vs_{low}",
+        value=round(ratio(first[top], first[low]), 2),
+        accounts_ratio=round(top / low, 2),
+    )
+    marginal: list[float] = []
+    for a, b in itertools.pairwise(counts):
+        cost = ratio(rerun[b] - rerun[a], b - a)
+        marginal.append(cost)
+        figure("ratio", name=f"rerun_marginal_s_per_account_{a}_to_{b}", value=round(cost, 4))
+    superlinear = ratio(marginal[-1], marginal[0]) if marginal else float("nan")
+    figure("ratio", name="rerun_marginal_top_vs_bottom", value=round(superlinear, 2))
+    if share:
+        for way in ("only", "sls_id"):
+            value = round(share[way] / share["full"], 3)
+            figure("ratio", name=f"targeted_{way}_vs_full", value=value)
+    per_account = rerun[top] / top
+    linear = growth <= top / low and (len(marginal) < 2 or superlinear <= LINEAR_SLACK)
+    target(
+        "rerun_linear",
+        linear,
+        f"growth {growth:.2f} for {top / low:.1f}x accounts (<= {top / low:.1f}),"
+        f" marginal cost top/bottom segment {superlinear:.2f} (<= {LINEAR_SLACK})",
+    )
+    target(
+        "rerun_s_per_account",
+        per_account < RERUN_S_PER_ACCOUNT_MAX,
+        f"{per_account:.3f}s at {top} accounts (< {RERUN_S_PER_ACCOUNT_MAX})",
+    )
+    worst_first = max(first[c] / c for c in counts if c >= low)
+    target(
+        "first_s_per_account",
+        worst_first < FIRST_S_PER_ACCOUNT_MAX,
+        f"worst {worst_first:.3f}s (>= {low} accounts, pkg excluded; < {FIRST_S_PER_ACCOUNT_MAX})",
+    )
+    if share:
+        only = share["only"] / share["full"]
+        implemented = "" if share["only_implemented"] else " (webarch_only not implemented)"
+        target(
+            "targeted_change",
+            only < TARGETED_SHARE_MAX,
+            f"webarch_only {only:.3f} of the full run (< {TARGETED_SHARE_MAX}){implemented}",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

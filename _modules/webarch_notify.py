@@ -307,9 +307,10 @@ def issue(name: str, kind: str, token: str = "", marker: str = "") -> dict:
         reason = reason_to_issue(entry, token, marker_exists, os.path.exists(spool))
         if not reason:
             return {}
+        # Spool, then ledger, then the password itself: interrupted anywhere,
+        # the next run finds it pending and send() puts it in place again.
         password = generate_password()
         _write_private(spool, password)
-        _put_in_place(name, kind, password)
         serial = (entry or {}).get("serial", 0) + 1
         ledger.setdefault(name, {})[kind] = {
             "state": "pending",
@@ -322,6 +323,7 @@ def issue(name: str, kind: str, token: str = "", marker: str = "") -> dict:
         _write_ledger(ledger)
         if marker_exists:
             os.unlink(marker)  # the old record no longer holds
+        _put_in_place(name, kind, password)
         return {"issued": reason}
 
 
@@ -399,6 +401,8 @@ def send(account: str, kind: str) -> dict:
             raise CommandExecutionError("webarch:notify:from (or admin_email) is not set")
         with open(spool, encoding="utf-8") as handle:
             password = handle.read().strip()
+        # The password mailed is the one in force (also after an interrupted issue()).
+        _put_in_place(account, kind, password)
         now = time.time()
         message = compose(data, kind, password, settings, model["hostname"] or "localhost", now)
         _sendmail(message, settings["from"], data["email"])

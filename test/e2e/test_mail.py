@@ -270,6 +270,26 @@ def test_mta_refusing_keeps_the_password_pending_until_it_can_send(mailhost, sin
     assert changed(converge(mailhost, mail_pillar(keys, sink, ssh="mta-broken"))) == {}
 
 
+def test_a_run_interrupted_while_issuing_re_converges(mailhost, sink, keys, tmp_path):
+    """As if the run died after spooling a new password, before it was put in place."""
+    interrupted = "Interrupted9Password7xyz"
+    script = (
+        "import json; p='/var/lib/webarch/notify/ledger.json'; d=json.load(open(p));"
+        "e=d['alice']['ssh']; e['state']='pending'; e['serial']+=1;"
+        "json.dump(d, open(p, 'w'))"
+    )
+    mailhost.run(["python3", "-c", script], check=True)
+    mailhost.write_file("/var/lib/webarch/notify/spool/alice.ssh", interrupted, mode=0o600)
+    assert password_login(mailhost, "alice", interrupted, tmp_path) != 0
+    before = len(sink.messages())
+    ret = converge(mailhost, mail_pillar(keys, sink, ssh="mta-broken"))
+    assert failed(ret) == {}
+    wait_quiet(sink, before + 1)
+    assert password_in(notifications(sink, "alice@alice.example", "ssh")[-1]) == interrupted
+    assert password_login(mailhost, "alice", interrupted, tmp_path) == 0
+    assert changed(converge(mailhost, mail_pillar(keys, sink, ssh="mta-broken"))) == {}
+
+
 # --------------------------------------------------------------------------- mail from the chroot
 
 

@@ -1003,6 +1003,10 @@ PHP_DEFAULTS: dict[str, Any] = {
     "admin_flags": {},
 }  # fmt: skip
 PHP_PM = ("ondemand", "dynamic", "static")
+#: PHP extensions switched off in PHP-FPM: System V IPC is one namespace for
+#: the whole host (chroots do not separate it), and shm_attach() makes 0666
+#: segments unless told otherwise: one account's pool could read another's.
+PHP_FPM_MODULES_OFF = ("shmop", "sysvmsg", "sysvsem", "sysvshm")
 SIZE_RE = re.compile(r"^([1-9][0-9]{0,6})([KMG])$")
 SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 PHP_FUNCTION_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
@@ -1507,6 +1511,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
                 for name in [site["server_name"], *site["aliases"]]
             ],
         },
+        "php_fpm_modules_off": list(PHP_FPM_MODULES_OFF),
         "apache": {
             "modules": list(APACHE_MODULES),
             "modules_off": [*APACHE_MODULES_OFF, f"php{server['php_version']}"],
@@ -1518,6 +1523,9 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         "mail_accounts": {
             "lines": [MAIL_ACCOUNTS_HEADER] + [f"{a['name']} {a['home']}" for a in present],
             "senders": {a["name"]: a["mail"]["sender"] for a in present},
+            # Mail to ACCOUNT@hostname (bounces of its mail among it) goes to
+            # its holder: Exim cannot deliver into the root-owned homes.
+            "aliases": {a["name"]: a["email"] or "postmaster" for a in present},
             "limits": [
                 f"{a['name']}: {a['mail']['rate_limit']}"
                 for a in present

@@ -111,6 +111,19 @@ webarch-mail-senders:
     - require:
       - pkg: webarch-packages
 
+# Mail to ACCOUNT@hostname (bounces of its own mail, too) goes to its holder.
+webarch-mail-aliases:
+  file.blockreplace:
+    - name: /etc/aliases
+    - marker_start: '# webarch accounts: start (managed by Salt, do not edit)'
+    - marker_end: '# webarch accounts: end'
+    - content: {{ (['# ACCOUNT: where mail to ACCOUNT@hostname goes (its email)']
+                   + webarch.mail_accounts.aliases.items() | map('join', ': ') | list)
+                  | join('\n') | json }}
+    - append_if_not_found: true
+    - require:
+      - pkg: webarch-packages
+
 # Exim's daemon runs the queue only: no SMTP listener, not even on 127.0.0.1.
 webarch-mail-exim-queueonly:
   file.replace:

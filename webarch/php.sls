@@ -51,6 +51,17 @@ webarch-fpm-idle-pool:
       - pkg: webarch-packages
       - file: webarch-fpm-check-script
 
+# System V IPC is shared by the whole host (a chroot does not separate it):
+# the pools get no PHP functions for it (phpdismod keeps that over upgrades).
+webarch-fpm-no-sysv-ipc:
+  cmd.run:
+    - name: phpdismod -v {{ php }} -s fpm {{ webarch.php_fpm_modules_off | join(' ') }}
+    - onlyif: >-
+        ls /etc/php/{{ php }}/fpm/conf.d/ |
+        grep -Eq -- '-({{ webarch.php_fpm_modules_off | join('|') }})\.ini$'
+    - require:
+      - pkg: webarch-packages
+
 {%- for name in webarch.present %}
 {%-   set account = webarch.accounts[name] %}
 
@@ -107,6 +118,7 @@ webarch-fpm-service:
       - pkg: webarch-packages
     - watch_any:
       - file: webarch-fpm-check-script
+      - cmd: webarch-fpm-no-sysv-ipc
       - file: webarch-fpm-idle-pool
       - file: webarch-fpm-default-pool
 {%- for name in webarch.present %}

@@ -408,3 +408,13 @@ def test_no_generated_password_in_state_output_or_logs(mailhost, sink):
     for password in passwords:
         assert password not in journal
         assert password not in outputs
+
+
+def test_mail_to_an_account_reaches_its_holder(mailhost, sink):
+    """ACCOUNT@hostname (where bounces of its own mail go) forwards to its email."""
+    before = len(sink.messages())
+    message = f"To: alice@{HOSTNAME}\nSubject: local-delivery-test\n\nhi\n"
+    mailhost.run(["/usr/sbin/sendmail", "-t", "-oi"], input=message, check=True)
+    mail = sink.wait_for(before + 1)[-1]
+    assert mail["message"]["Subject"] == "local-delivery-test"
+    assert mail["rcpt_tos"] == ["alice@alice.example"]

@@ -2,44 +2,95 @@
 
 alice logs in over SSH/SFTP with her key and uploads PHP and .htaccess files
 to her own site, requested over HTTPS.  bob is a careless customer: secrets in
-world-readable files, in his database and his logs.  Every attack checks for
-the concrete secret (or a written file), never just an error code; control
-checks prove alice's own files, PHP and database work, so the suite fails if
-the services are simply down.  The summary line reads
-``attacks=N blocked=N breaches=N leaks=N``.
+world-readable files, in his database, his logs, his mailbox and shared
+memory.  Every attack checks for the concrete secret (or a written file, or
+mail that reached the relay with bob's envelope sender), never just an error
+code; control checks prove alice's own files, PHP, database, mail and the
+attack tools themselves work, so the suite fails if the services are simply
+down.  The summary line reads ``attacks=N blocked=N breaches=N leaks=N``.
+
+Two tests switch one real defence off, show that the matching attack then
+breaches, and converge again (not counted in the figures).  docs/security.rst
+lists every attack with the defence that stops it.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
-from e2e.helpers import apply, failed
+from e2e.helpers import RelaySink, apply, failed, relay_sink
+from security.clients import (
+    FCGI_PHP,
+    FCGI_PY,
+    SETUID_SH,
+    SMTP_PY,
+    SMTP_TCP_PY,
+    SOCKET_TOKEN,
+    real,
+)
 from testhost import Host
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "BOB-SECRET-7f3a"
+#: In a root-only file that alice can see but not read (setuid attacks).
+ROOT_SECRET = "ROOT-ONLY-5e1b"
+HOSTNAME = "web1.coop.example"
+#: bob's configured envelope sender: no mail of alice's may leave with it.
+BOB_SENDER = "shop@bob.example"
+ALICE_SENDER = f"alice@{HOSTNAME}"
+#: The key of bob's System V shared memory segment (mode 0644, as careless as his files).
+SHM_KEY = 0x5EC7E7
 RESULTS: dict[str, str] = {}  # attack -> blocked | breach | leak
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]  # fmt: skip
 ALICE_DOCROOT = "/home/alice/sites/www"
+#: How long a job planted by an escape attempt gets to run (cron runs each minute).
+ESCAPE_WAIT = 70.0
+
+#: Holes found by this suite that the formula does not close yet: their
+#: attacks are strict xfails (they breach) and the summary counts them.
+KNOWN_HOLES: dict[str, str] = {
+    "SysV shared memory from the shell": "System V IPC is one namespace for the whole host: "
+    "alice's shell attaches bob's 0644 segment (chroots do not separate IPC; sshd gives "
+    "no session its own IPC namespace). The pools have no SysV IPC functions.",
+}
 
 
 @pytest.fixture(scope="module")
 def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """alice's SSH key pair, on this machine."""
     path = tmp_path_factory.mktemp("keys") / "alice"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path
 
 
 @pytest.fixture(scope="module")
-def target(image: Path, repo: Path, key: Path) -> Iterator[Host]:
-    """alice and bob converged; bob's secrets planted the careless way."""
-    pillar = {
+def booted(image: Path, repo: Path) -> Iterator[Host]:
+    """The test host, booted (not converged yet)."""
+    with Host(name="wa-attack", image=image, formula_dir=repo) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def sink(booted: Host) -> RelaySink:
+    """Exim's smarthost: the SMTP sink on the relay next to the host."""
+    return relay_sink(booted)
+
+
+def attack_pillar(key: Path, sink: RelaySink) -> dict:
+    """alice (the attacker) and bob (careless, with his own envelope sender)."""
+    return {
         "webarch": {
+            "hostname": HOSTNAME,
+            "admin_email": "hostmaster@coop.example",
+            "mail": {"smarthost": sink.exim_smarthost},
             "accounts": {
                 "alice": {
                     "ssh_keys": [key.with_suffix(".pub").read_text().strip()],
@@ -47,15 +98,19 @@ def target(image: Path, repo: Path, key: Path) -> Iterator[Host]:
                     "sites": {"www": {"server_name": "www.alice.example"}},
                 },
                 "bob": {
+                    "email": "bob@bob.example",
+                    "ssh_password": True,
+                    "db_password": True,
+                    "mail": {"sender": BOB_SENDER},
                     "databases": {"bob_shop": None},
                     "sites": {"shop": {"type": "wordpress", "server_name": "shop.bob.example"}},
                 },
-            }
+            },
         }
     }
-    with Host(name="wa-attack", image=image, formula_dir=repo) as host:
-        assert failed(apply(host, pillar)) == {}
-        plant = f"""
+
+
+PLANT = f"""
 set -e
 printf '<?php define("DB_PASSWORD", "{SECRET}");' > /home/bob/sites/shop/wp-config.php
 chmod 0644 /home/bob/sites/shop/wp-config.php
@@ -63,14 +118,57 @@ echo '<?php echo "bob shop";' > /home/bob/sites/shop/index.php
 echo '{SECRET}' > /home/bob/private/notes.txt
 chmod 0644 /home/bob/private/notes.txt
 echo '<?php echo "{SECRET}-RAN";' > /home/bob/private/tool.php
-chown -R bob /home/bob/sites/shop /home/bob/private
 mysql bob_shop -e "CREATE TABLE s (v TEXT); INSERT INTO s VALUES ('{SECRET}')"
 mysql alice_app -e "CREATE TABLE mine (v TEXT); INSERT INTO mine VALUES ('alice-row')"
+echo '{SECRET}' > /dev/shm/webarch-bob-secret
+chown bob /dev/shm/webarch-bob-secret
+echo '<?php $m = shmop_open({SHM_KEY}, "c", 0644, 64);' \\
+  ' shmop_write($m, "{SECRET}", 0); echo "shm-ok";' > /home/bob/private/shm.php
+echo '{ROOT_SECRET}' > /home/alice/root-only.txt
+chmod 0600 /home/alice/root-only.txt
+chown -R bob /home/bob/sites/shop /home/bob/private
+printf 'From root\\nSubject: for bob\\n\\n{SECRET}\\n' > /var/mail/bob
+chown bob:mail /var/mail/bob && chmod 0660 /var/mail/bob
+printf 'Subject: bob-mail-log\\n\\nhi\\n' | runuser -u bob -- /usr/sbin/sendmail friend@example.net
 """
-        host.run(["sh", "-c", plant], check=True)
-        host.net_run(["curl", "-sk", "--resolve", "shop.bob.example:443:127.0.0.1",
-                      f"https://shop.bob.example/index.php?{SECRET}"])  # fmt: skip
-        yield host
+
+
+@pytest.fixture(scope="module")
+def target(booted: Host, sink: RelaySink, key: Path) -> Host:
+    """alice and bob converged; bob's secrets planted the careless way."""
+    host = booted
+    assert failed(apply(host, attack_pillar(key, sink))) == {}
+    host.run(["sh", "-c", PLANT], check=True)
+    # A line in bob's log.
+    host.net_run(["curl", "-sk", "--resolve", "shop.bob.example:443:127.0.0.1",
+                  f"https://shop.bob.example/index.php?{SECRET}"])  # fmt: skip
+    # Shared memory of bob's own (his pool has no SysV IPC: his CLI makes it).
+    out = host.run(["runuser", "-u", "bob", "--", "php", "/home/bob/private/shm.php"])
+    assert out.stdout == "shm-ok", out
+    for name, text in (("fcgi.py", FCGI_PY), ("fcgi.php", FCGI_PHP), ("smtp.py", SMTP_PY),
+                       ("smtp-tcp.py", SMTP_TCP_PY), ("setuid.sh", SETUID_SH)):  # fmt: skip
+        host.write_file(f"/home/alice/private/{name}", real(text, pool_socket(host, "bob")))
+    host.run(["chown", "-R", "alice:alice", "/home/alice/private"], check=True)
+    # bob's own mail and the notifications are through: his logs, mailbox and markers exist.
+    waited = "for i in $(seq 100); do grep -qs '{}' {} && exit 0; sleep 0.2; done; exit 1"
+    for needle, path in (("U=bob", "/home/bob/logs/mail.log"), (SECRET, "/var/mail/bob"),
+                         ("was sent to", "/home/bob/.notify_passwd")):  # fmt: skip
+        host.run(["sh", "-c", waited.format(needle, path)], check=True)
+    return host
+
+
+def pool_socket(host: Host, account: str) -> str:
+    """The real path of ``account``'s PHP-FPM socket, from its Apache config."""
+    conf = f"/etc/apache2/sites-available/webarch-{account}.conf"
+    found = re.findall(r"unix:(/run/php/webarch-[0-9a-f]+\.sock)", host.read_file(conf))
+    assert found, conf
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def bob_socket(target: Host) -> str:
+    """Where bob's pool listens (keyed name; the attacker is assumed to know it)."""
+    return pool_socket(target, "bob")
 
 
 def shell(host: Host, key: Path, command: str) -> str:
@@ -106,6 +204,13 @@ def php(body: str) -> dict[str, str]:
     return {"a.php": "<?php error_reporting(0); " + body}
 
 
+def breached(out: str) -> bool:
+    """Whether ``out`` holds bob's secret, the root-only secret or shows root's uid."""
+    return SECRET in out or ROOT_SECRET in out or "uid=0(" in out
+
+
+# --------------------------------------------------------------------------- attacks
+
 SHELL_ATTACKS: dict[str, str] = {
     "direct path to bob's config": "cat /home/bob/sites/shop/wp-config.php",
     "bob's home listing": "ls -la /home/bob /home/bob/private",
@@ -130,11 +235,32 @@ SHELL_ATTACKS: dict[str, str] = {
     ),
     "MariaDB over TCP": "mysql -h 127.0.0.1 -u bob bob_shop -e 'SELECT * FROM s'",
     "bob's pool socket from the shell": (
-        "php -r 'var_dump(stream_socket_client(\"unix:///run/php/webarch-bob.sock\"));'"
-        " ; ls -la /run/php"
+        f"php -r 'var_dump(stream_socket_client(\"unix://{SOCKET_TOKEN}\"));' ; ls -la /run/php"
     ),
+    "raw FastCGI to bob's pool from the shell (python3)": (
+        # bob's socket, then every socket the kernel lists (worst case: all of them).
+        "python3 ~/private/fcgi.py @BOB_SOCKET@"
+        " $(awk 'NR > 1 && $8 ~ /^\\// {print $8}' /proc/self/net/unix | sort -u)"
+    ),
+    "raw FastCGI to bob's pool from the shell (php-cli)": "php ~/private/fcgi.php @BOB_SOCKET@",
     "su to bob": "su bob -c 'cat /home/bob/sites/shop/wp-config.php' </dev/null",
+    "setuid programs of the chroot to root": "sh ~/private/setuid.sh",
     "/tmp shared with bob": "ls -la /tmp /var/tmp /dev/shm; cat /tmp/* 2>&1 | head",
+    "/dev/shm shared with bob": "cat /dev/shm/webarch-bob-secret /run/shm/webarch-bob-secret",
+    "SysV shared memory from the shell": (
+        f'ipcs -m; php -r \'$m = shmop_open({SHM_KEY}, "a", 0, 0);'
+        " echo shmop_read($m, 0, shmop_size($m));'"
+    ),
+    "bob's mailbox": "cat /var/mail/bob /var/spool/mail/bob /var/mail/* 2>&1",
+}
+
+#: What the output of an attack that runs a tool must show: the tool did run
+#: (a blocked attack then proves something).
+RAN: dict[str, str] = {
+    "raw FastCGI to bob's pool from the shell (python3)": "/run/mysqld/mysqld.sock",
+    "raw FastCGI to bob's pool from the shell (php-cli)": "/run/php/webarch-",
+    "setuid programs of the chroot to root": "/usr/bin/su ",
+    "PHP raw FastCGI to bob's pool": "/run/php/webarch-",
 }
 
 WRITE_ATTACKS: dict[str, tuple[str, str]] = {
@@ -144,6 +270,9 @@ WRITE_ATTACKS: dict[str, tuple[str, str]] = {
     "write bob's site": ("echo pwned > /home/bob/sites/shop/pwned", "/home/bob/sites/shop/pwned"),
     "write her own home's top": ("echo pwned > /home/alice/pwned", "/home/alice/pwned"),
 }
+
+#: The [P] attack, also run by the switched-off-defence test.
+PROXY_TO_BOB = "RewriteRule [P] to bob's private script"
 
 WEB_ATTACKS: dict[str, tuple[dict[str, str], str]] = {
     "PHP file_get_contents": (
@@ -163,55 +292,237 @@ WEB_ATTACKS: dict[str, tuple[dict[str, str], str]] = {
     "PHP as bob in MariaDB": (
         php("$m = new mysqli('localhost', 'bob', null, 'bob_shop');"
             " echo $m->query('SELECT v FROM s')->fetch_row()[0];"), "a.php"),
+    "PHP raw FastCGI to bob's pool": ({"a.php": FCGI_PHP}, "a.php"),
+    "PHP reads /dev/shm": (
+        php("echo file_get_contents('/dev/shm/webarch-bob-secret');"), "a.php"),
+    "SysV shared memory from PHP": (
+        php(f"$m = shmop_open({SHM_KEY}, 'a', 0, 0); echo shmop_read($m, 0, shmop_size($m));"),
+        "a.php"),
     "symlink in the docroot served by Apache": ({}, "link.txt"),
     "symlink with Options +FollowSymLinks": (
         {".htaccess": "Options +FollowSymLinks\n"}, "link.txt"),
     "SetHandler to bob's pool": (
-        {".htaccess": 'SetHandler "proxy:unix:/run/php/webarch-bob.sock|fcgi://bob"\n',
+        {".htaccess": 'SetHandler "proxy:unix:@BOB_SOCKET@|fcgi://bob"\n',
          "a.php": "<?php echo 1;"}, "a.php"),
     "RewriteRule [H=] to bob's pool": (
         {".htaccess": "RewriteEngine on\nRewriteRule ^a\\.php$ - "
-         "[H=proxy:unix:/run/php/webarch-bob.sock|fcgi://bob]\n",
+         "[H=proxy:unix:@BOB_SOCKET@|fcgi://bob]\n",
          "a.php": "<?php echo 1;"}, "a.php"),
-    "RewriteRule [P] to bob's private script": (
+    PROXY_TO_BOB: (
         {".htaccess": "RewriteEngine on\nRewriteRule ^a\\.php$ "
-         '"unix:/run/php/webarch-bob.sock|fcgi://bob/home/bob/private/tool.php" [P]\n',
+         '"unix:@BOB_SOCKET@|fcgi://bob/home/bob/private/tool.php" [P]\n',
          "a.php": "<?php echo 1;"}, "a.php"),
     "SetEnv PHP_VALUE auto_prepend_file": (
         {".htaccess": 'SetEnv PHP_VALUE "auto_prepend_file=/home/bob/private/tool.php"\n',
          "a.php": "<?php echo 1;"}, "a.php"),
     "[E=PHP_ADMIN_VALUE] with [H=] to bob": (
         {".htaccess": "RewriteEngine on\nRewriteRule ^a\\.php$ - "
-         "[H=proxy:unix:/run/php/webarch-bob.sock|fcgi://bob,"
+         "[H=proxy:unix:@BOB_SOCKET@|fcgi://bob,"
          "E=PHP_ADMIN_VALUE:auto_prepend_file=/home/bob/sites/shop/wp-config.php]\n",
          "a.php": "<?php echo 1;"}, "a.php"),
 }  # fmt: skip
 
-LEAK_CHECKS: dict[str, str] = {
-    # name: a shell command whose output must not mention bob at all
-    "other accounts in /etc/passwd": "cat /etc/passwd /etc/group",
-    "other accounts in /home": "ls -a /home",
-    "other accounts' processes": "ps -eo user,args",
+
+class MailAttack(NamedTuple):
+    """Mail sent by alice with bob's envelope sender, through one channel."""
+
+    #: "shell": an SSH command; "web": a PHP file requested over HTTPS.
+    channel: str
+    #: The command or PHP text; ``{subject}`` is replaced by the attack's subject.
+    text: str
+    #: Whether the channel delivers at all (then alice's message must arrive).
+    delivers: bool = True
+
+
+#: The raw SMTP attack, also run by the switched-off-defence test.
+RAW_SMTP = "raw SMTP over the gate socket, MAIL FROM bob"
+
+MAIL_ATTACKS: dict[str, MailAttack] = {
+    "sendmail -f bob's address": MailAttack(
+        "shell",
+        "printf 'To: friend@example.net\\nSubject: {subject}\\n\\nhi\\n'"
+        f" | /usr/sbin/sendmail -t -f {BOB_SENDER} -F Bob",
+    ),
+    "msmtp --from bob's address": MailAttack(
+        "shell",
+        f"printf 'Subject: {{subject}}\\n\\nhi\\n' | msmtp --from={BOB_SENDER} friend@example.net",
+    ),
+    "msmtp without its configuration, --from bob's address": MailAttack(
+        "shell",
+        "printf 'Subject: {subject}\\n\\nhi\\n' | msmtp -C /dev/null --host=localhost"
+        f" --socket=/run/webarch-mail/submit.sock --from={BOB_SENDER} friend@example.net",
+    ),
+    RAW_SMTP: MailAttack("shell", f"python3 ~/private/smtp.py send {BOB_SENDER} {{subject}}"),
+    "PHP mail() with -f bob's address": MailAttack(
+        "web",
+        "<?php echo mail('friend@example.net', '{subject}', 'hi',"
+        f" 'From: {BOB_SENDER}', '-f {BOB_SENDER}') ? 'sent' : 'failed';",
+    ),
+    "SMTP to the host's own ports 25/465/587": MailAttack(
+        "shell", f"python3 ~/private/smtp-tcp.py {BOB_SENDER} {{subject}}", delivers=False
+    ),
 }
 
 
-def _record(name: str, breached: bool, leak: bool = False) -> None:
-    RESULTS[name] = ("leak" if leak else "breach") if breached else "blocked"
+class EscapeAttack(NamedTuple):
+    """A job planted from the chroot that would run outside it, writing a file."""
+
+    #: The shell command (its job writes /tmp/webarch-escaped-TAG when it runs).
+    command: str
+    tag: str
 
 
-def test_controls_alice_own_things_work(target, key):
+ESCAPE_ATTACKS: dict[str, EscapeAttack] = {
+    "crontab - from the shell": EscapeAttack(
+        "printf '* * * * * id > /tmp/webarch-escaped-crontab\\n' | crontab - ; crontab -l",
+        "crontab",
+    ),
+    "write into /var/spool/cron": EscapeAttack(
+        "mkdir -p /var/spool/cron/crontabs;"
+        " printf '* * * * * id > /tmp/webarch-escaped-spool\\n' > /var/spool/cron/crontabs/alice",
+        "spool",
+    ),
+    "~/.forward pipe run by Exim": EscapeAttack(
+        "printf '|/bin/sh -c \"id > /tmp/webarch-escaped-forward\"\\n' > ~/.forward;"
+        f" printf 'Subject: fwd\\n\\nhi\\n' | /usr/sbin/sendmail alice@{HOSTNAME}",
+        "forward",
+    ),
+    "systemd-run --user timer": EscapeAttack(
+        "systemd-run --user --on-active=2 sh -c 'id > /tmp/webarch-escaped-systemd'", "systemd"
+    ),
+}
+
+
+class Leak(NamedTuple):
+    """A shell command whose output must not contain any of ``needles``."""
+
+    command: str
+    needles: tuple[str, ...] = ("bob",)
+    #: If set, the output (stripped) must be exactly this.
+    exact: str | None = None
+    #: Shown by the output when the command did run (a control).
+    ran: str = ""
+
+
+LEAK_CHECKS: dict[str, Leak] = {
+    "other accounts in /etc/passwd": Leak("cat /etc/passwd /etc/group"),
+    "other accounts in /home": Leak("ls -a /home"),
+    "other accounts' processes": Leak("ps -eo user,args"),
+    "other accounts' sockets in /proc/self/net/unix": Leak("cat /proc/self/net/unix"),
+    "bob's password markers": Leak(
+        "cat /home/bob/.notify_passwd /home/bob/.notify_mariadb 2>/dev/null",
+        ("bob", "was sent to"),
+    ),
+    "bob's mail log": Leak(
+        "cat /home/bob/logs/mail.log /var/log/exim4/mainlog 2>/dev/null", ("bob", "U=", "<=")
+    ),
+    "the mail accounts and senders": Leak(
+        "cat /etc/webarch/mail-accounts /etc/email-addresses 2>/dev/null", ("bob", "/home/")
+    ),
+    "/run/webarch-mail holds only the socket": Leak("ls -A /run/webarch-mail", (), "submit.sock"),
+    "the notification ledger and spool": Leak(
+        "ls -laR /var/lib/webarch 2>/dev/null; cat /var/lib/webarch/notify/*.json 2>/dev/null",
+        ("bob", "ledger", "spool", "notify"),
+    ),
+    "VRFY/EXPN of bob over the mail gate": Leak(
+        "python3 ~/private/smtp.py probe", ran="252 Administrative prohibition"
+    ),
+}
+
+
+def _record(name: str, breach: bool, leak: bool = False) -> None:
+    RESULTS[name] = ("leak" if leak else "breach") if breach else "blocked"
+
+
+def _params(names: list[str]) -> list[Any]:
+    """``names`` as parameters, the known holes marked as strict xfails."""
+    return [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_HOLES[name]))
+        if name in KNOWN_HOLES
+        else name
+        for name in names
+    ]
+
+
+def web_attack(host: Host, name: str, bob_socket: str) -> str:
+    """Upload the files of WEB_ATTACKS[name] and request the page; the answer."""
+    files, path = WEB_ATTACKS[name]
+    upload(host, {file: real(text, bob_socket) for file, text in files.items()})
+    if path == "link.txt":  # alice's symlink to bob's file, requested over HTTPS
+        link = f"cd {ALICE_DOCROOT}/t && ln -s /home/bob/sites/shop/wp-config.php link.txt"
+        host.run(["sh", "-c", link + " && chown -h alice link.txt"], check=True)
+    return get(host, path)
+
+
+def mail_attack(host: Host, key: Path, sink: RelaySink, name: str) -> tuple[str, list[dict]]:
+    """Send MAIL_ATTACKS[name]; its output and the messages that reached the relay."""
+    attack = MAIL_ATTACKS[name]
+    subject = f"attack-{time.monotonic_ns()}"
+    text = attack.text.replace("{subject}", subject)
+    if attack.channel == "web":
+        out = _web(host, {"a.php": text}, "a.php")
+    else:
+        out = shell(host, key, text)
+    deadline = time.monotonic() + (30 if attack.delivers else 5)
+    while True:
+        found = [m for m in sink.messages() if str(m["message"]["Subject"]) == subject]
+        if found or time.monotonic() > deadline:
+            return out, found
+        time.sleep(0.3)
+
+
+def escaped(host: Host, attack: EscapeAttack) -> list[str]:
+    """What the escape attempt left outside the chroot: crontabs, written files."""
+    paths = ["/var/spool/cron/crontabs/alice", "/var/spool/cron/alice"]
+    paths += [f"{d}/webarch-escaped-{attack.tag}" for d in ("/tmp", "/var/tmp", "/dev/shm")]
+    return [path for path in paths if host.exists(path)]
+
+
+# --------------------------------------------------------------------------- controls
+
+
+def test_controls_alice_own_things_work(target, key, sink):
     assert shell(target, key, "cat /etc/hostname >/dev/null && echo shell-ok").strip() == "shell-ok"
     assert "alice-row" in shell(target, key, "mysql alice_app -e 'SELECT v FROM mine'")
     out = _web(target, php("echo 'php-ok ', posix_getpwuid(posix_geteuid())['name'];"), "a.php")
     assert out.strip() == "php-ok alice"
     assert SECRET in target.read_file("/home/bob/sites/shop/wp-config.php"), "secret planted"
+    assert ROOT_SECRET in target.read_file("/home/alice/root-only.txt")
 
 
-@pytest.mark.parametrize("name", sorted(SHELL_ATTACKS))
-def test_shell_attack(target, key, name):
-    out = shell(target, key, SHELL_ATTACKS[name])
-    _record(name, SECRET in out)
-    assert SECRET not in out, out[-2000:]
+def test_controls_the_attack_tools_work_outside_the_chroot(target, bob_socket):
+    """Run as root on the host, the FastCGI clients do get bob's script to run."""
+    for command in (["python3", "/home/alice/private/fcgi.py", bob_socket],
+                    ["php", "/home/alice/private/fcgi.php", bob_socket]):  # fmt: skip
+        out = target.run(command).stdout
+        assert f"{SECRET}-RAN" in out, out
+    out = target.run(["runuser", "-u", "bob", "--", "php", "-r",
+                      f"echo shmop_read(shmop_open({SHM_KEY}, 'a', 0, 0), 0, 15);"])  # fmt: skip
+    assert SECRET in out.stdout, out
+
+
+@pytest.fixture(scope="module")
+def escapes(target: Host, key: Path) -> float:
+    """Make every escape attempt at once; the time they were made (one shared wait)."""
+    for attack in ESCAPE_ATTACKS.values():
+        shell(target, key, attack.command)
+    return time.monotonic()
+
+
+def test_escape_attempts_are_made(escapes):
+    """Early in the run, so that the wait for cron overlaps the other attacks."""
+    assert escapes <= time.monotonic()
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+@pytest.mark.parametrize("name", _params(sorted(SHELL_ATTACKS)))
+def test_shell_attack(target, key, bob_socket, name):
+    out = shell(target, key, real(SHELL_ATTACKS[name], bob_socket))
+    _record(name, breached(out))
+    assert not breached(out), out[-2000:]
+    assert RAN.get(name, "") in out, out[-2000:]
 
 
 @pytest.mark.parametrize("name", sorted(WRITE_ATTACKS))
@@ -223,45 +534,103 @@ def test_write_attack(target, key, name):
     assert not written
 
 
-@pytest.mark.parametrize("name", sorted(WEB_ATTACKS))
-def test_web_attack(target, name):
-    files, path = WEB_ATTACKS[name]
-    upload(target, files)
-    if path == "link.txt":  # alice's symlink to bob's file, requested over HTTPS
-        link = f"cd {ALICE_DOCROOT}/t && ln -s /home/bob/sites/shop/wp-config.php link.txt"
-        target.run(["sh", "-c", link + " && chown -h alice link.txt"], check=True)
-    out = get(target, path)
-    breached = SECRET in out
-    _record(name, breached)
-    assert not breached, out[-2000:]
+@pytest.mark.parametrize("name", _params(sorted(WEB_ATTACKS)))
+def test_web_attack(target, bob_socket, name):
+    out = web_attack(target, name, bob_socket)
+    _record(name, breached(out))
+    assert not breached(out), out[-2000:]
+    assert RAN.get(name, "") in out, out[-2000:]
+
+
+@pytest.mark.parametrize("name", _params(sorted(MAIL_ATTACKS)))
+def test_mail_attack(target, key, sink, name):
+    out, found = mail_attack(target, key, sink, name)
+    as_bob = [m for m in found if m["mail_from"] == BOB_SENDER]
+    _record(name, bool(as_bob))
+    assert not as_bob, out[-2000:]
+    if MAIL_ATTACKS[name].delivers:  # the channel works: alice's own sender, not bob's
+        assert [m["mail_from"] for m in found] == [ALICE_SENDER], out[-2000:]
+    else:
+        assert found == [], out[-2000:]
 
 
 @pytest.mark.parametrize("name", sorted(LEAK_CHECKS))
 def test_information_leak(target, key, name):
-    out = shell(target, key, LEAK_CHECKS[name])
-    leaked = "bob" in out
+    check = LEAK_CHECKS[name]
+    out = shell(target, key, check.command)
+    leaked = any(needle in out for needle in check.needles)
+    if check.exact is not None:
+        leaked = leaked or out.strip() != check.exact
     _record(name, leaked, leak=True)
     assert not leaked, out[-2000:]
+    assert check.ran in out, out[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known leak, not fixed yet: /proc/self/net/unix in a chroot lists every unix "
-    "socket of the host, other accounts' PHP-FPM socket names among them",
-)
-def test_information_leak_unix_sockets(target, key):
-    out = shell(target, key, "cat /proc/self/net/unix")
-    assert "webarch-bob" not in out
+@pytest.mark.parametrize("name", sorted(ESCAPE_ATTACKS))
+def test_escape_attack(target, escapes, name):
+    time.sleep(max(0.0, escapes + ESCAPE_WAIT - time.monotonic()))
+    found = escaped(target, ESCAPE_ATTACKS[name])
+    _record(name, bool(found))
+    assert not found
+
+
+# --------------------------------------------------------------------------- defences off
+
+
+def converge_again(host: Host) -> None:
+    """Restore the formula's configuration (the pillar is still on the host)."""
+    assert failed(host.salt_call(["state.apply", "webarch"])) == {}
+
+
+def test_switched_off_script_filename_guard(target, bob_socket):
+    """Without the SCRIPT_FILENAME guard of alice's vhost, [P] runs bob's script."""
+    conf = "/etc/apache2/sites-available/webarch-alice.conf"
+    assert not breached(web_attack(target, PROXY_TO_BOB, bob_socket))
+    try:
+        target.run(["sed", "-i", "/ProxyFCGISetEnvIf .*webarch-refused/d", conf], check=True)
+        assert "webarch-refused" not in target.read_file(conf)
+        target.run(["apachectl", "graceful"], check=True)
+        time.sleep(1)
+        out = web_attack(target, PROXY_TO_BOB, bob_socket)
+        assert breached(out), f"the detector must see the breach: {out[-2000:]}"
+    finally:
+        converge_again(target)
+    assert "webarch-refused" in target.read_file(conf)
+    assert not breached(web_attack(target, PROXY_TO_BOB, bob_socket))
+
+
+def test_switched_off_forced_sender(target, key, sink):
+    """Without MAIN_FORCE_SENDER, alice's raw SMTP session leaves as bob."""
+    macros = "/etc/exim4/exim4.conf.localmacros"
+
+    def senders() -> list[str]:
+        return [m["mail_from"] for m in mail_attack(target, key, sink, RAW_SMTP)[1]]
+
+    assert senders() == [ALICE_SENDER]
+    try:
+        target.run(["sed", "-i", "/MAIN_FORCE_SENDER/d", macros], check=True)
+        target.run(["update-exim4.conf"], check=True)
+        assert senders() == [BOB_SENDER], "the detector must see the breach"
+    finally:
+        converge_again(target)
+    assert "MAIN_FORCE_SENDER = yes" in target.read_file(macros)
+    assert senders() == [ALICE_SENDER]
+
+
+# --------------------------------------------------------------------------- figures
 
 
 def test_summary(target, request):
     """Runs last: the figures of the whole suite."""
     attacks = {k: v for k, v in RESULTS.items() if k not in LEAK_CHECKS}
     blocked = sum(v == "blocked" for v in attacks.values())
-    breaches = sum(v == "breach" for v in attacks.values())
+    breaches = sorted(k for k, v in attacks.items() if v == "breach")
     leaks = sum(v == "leak" for v in RESULTS.values())
-    line = f"attacks={len(attacks)} blocked={blocked} breaches={breaches} leaks={leaks}"
+    line = f"attacks={len(attacks)} blocked={blocked} breaches={len(breaches)} leaks={leaks}"
+    if breaches:
+        line += f" (breached: {'; '.join(breaches)})"
     request.config.webarch_attack_summary = line  # printed by conftest at the end
-    if len(attacks) != len(SHELL_ATTACKS) + len(WRITE_ATTACKS) + len(WEB_ATTACKS):
+    groups = (SHELL_ATTACKS, WRITE_ATTACKS, WEB_ATTACKS, MAIL_ATTACKS, ESCAPE_ATTACKS)
+    if len(attacks) != sum(map(len, groups)) or len(RESULTS) - len(attacks) != len(LEAK_CHECKS):
         pytest.skip(f"partial run: {line}")
-    assert breaches == 0 and leaks == 0
+    assert set(breaches) <= set(KNOWN_HOLES) and leaks == 0, line

@@ -126,6 +126,13 @@ NOTIFY_KEYS: dict[str, Any] = {
 }
 RESET_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
 
+#: System V shared memory and message queues are one namespace for the whole
+#: host: chroots do not separate them, and a segment made with group/other
+#: permissions is readable by every account.  Unless the pillar asks for them
+#: (sysv_ipc: true), no new ones can be made (0 pages of SysV shared memory,
+#: 0 message queues).  Apache, PHP-FPM, MariaDB and Exim use none.
+SYSV_IPC_OFF = {"kernel.shmall": 0, "kernel.msgmni": 0}
+
 #: Every present account is in this group: sshd chroots its members.
 ACCOUNT_GROUP = "webarch"
 
@@ -438,6 +445,9 @@ def _server_settings(pillar: dict, problems: _Problems, osmajorrelease: int = 12
         "log_retention_days": _integer(
             pillar.get("log_retention_days", 14), [*base, "log_retention_days"], problems, 1, 3650
         ),
+        "sysctls": {}
+        if _boolean(pillar.get("sysv_ipc", False), [*base, "sysv_ipc"], problems)
+        else dict(SYSV_IPC_OFF),
         "php_version": php_version(osmajorrelease),
         "mariadb": _mariadb_settings(pillar.get("mariadb"), problems),
         "mail": {
@@ -1427,6 +1437,7 @@ SERVER_KEYS: dict[str, Any] = {
     "archive_dir": str,
     "acme": dict,
     "log_retention_days": int,
+    "sysv_ipc": bool,
     "mariadb": dict,
     "mail": dict,
     "notify": dict,

@@ -4,6 +4,7 @@
 include:
   - .packages
   - .registry
+  - .ipc
   - .users
   - .mail
   - .chroot

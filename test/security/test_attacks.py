@@ -56,11 +56,7 @@ ESCAPE_WAIT = 70.0
 
 #: Holes found by this suite that the formula does not close yet: their
 #: attacks are strict xfails (they breach) and the summary counts them.
-KNOWN_HOLES: dict[str, str] = {
-    "SysV shared memory from the shell": "System V IPC is one namespace for the whole host: "
-    "alice's shell attaches bob's 0644 segment (chroots do not separate IPC; sshd gives "
-    "no session its own IPC namespace). The pools have no SysV IPC functions.",
-}
+KNOWN_HOLES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +138,10 @@ def target(booted: Host, sink: RelaySink, key: Path) -> Host:
     # A line in bob's log.
     host.net_run(["curl", "-sk", "--resolve", "shop.bob.example:443:127.0.0.1",
                   f"https://shop.bob.example/index.php?{SECRET}"])  # fmt: skip
-    # Shared memory of bob's own (his pool has no SysV IPC: his CLI makes it).
+    # Shared memory of bob's own: refused (no SysV shared memory on the host,
+    # and none in the pools); test_switched_off_sysv_ipc makes it for real.
     out = host.run(["runuser", "-u", "bob", "--", "php", "/home/bob/private/shm.php"])
-    assert out.stdout == "shm-ok", out
+    assert "No space left on device" in out.stdout + out.stderr, out
     for name, text in (("fcgi.py", FCGI_PY), ("fcgi.php", FCGI_PHP), ("smtp.py", SMTP_PY),
                        ("smtp-tcp.py", SMTP_TCP_PY), ("setuid.sh", SETUID_SH)):  # fmt: skip
         host.write_file(f"/home/alice/private/{name}", real(text, pool_socket(host, "bob")))
@@ -496,9 +493,6 @@ def test_controls_the_attack_tools_work_outside_the_chroot(target, bob_socket):
                     ["php", "/home/alice/private/fcgi.php", bob_socket]):  # fmt: skip
         out = target.run(command).stdout
         assert f"{SECRET}-RAN" in out, out
-    out = target.run(["runuser", "-u", "bob", "--", "php", "-r",
-                      f"echo shmop_read(shmop_open({SHM_KEY}, 'a', 0, 0), 0, 15);"])  # fmt: skip
-    assert SECRET in out.stdout, out
 
 
 @pytest.fixture(scope="module")
@@ -615,6 +609,24 @@ def test_switched_off_forced_sender(target, key, sink):
         converge_again(target)
     assert "MAIN_FORCE_SENDER = yes" in target.read_file(macros)
     assert senders() == [ALICE_SENDER]
+
+
+def test_switched_off_sysv_ipc(target, key):
+    """With SysV shared memory allowed again, alice's shell reads bob's 0644 segment."""
+    attack = SHELL_ATTACKS["SysV shared memory from the shell"]
+    assert not breached(shell(target, key, attack))
+    try:
+        target.run(["sysctl", "-q", "-w", "kernel.shmall=18446744073692774399"], check=True)
+        out = target.run(["runuser", "-u", "bob", "--", "php", "/home/bob/private/shm.php"])
+        assert out.stdout == "shm-ok", out
+        assert breached(shell(target, key, attack)), "the detector must see the breach"
+    finally:
+        target.run(["ipcrm", "-M", str(SHM_KEY)])
+        converge_again(target)
+    assert target.run(["sysctl", "-n", "kernel.shmall"]).stdout.strip() == "0"
+    out = target.run(["runuser", "-u", "bob", "--", "php", "/home/bob/private/shm.php"])
+    assert out.stdout != "shm-ok"
+    assert not breached(shell(target, key, attack))
 
 
 # --------------------------------------------------------------------------- figures

@@ -178,10 +178,22 @@ class Host:
         self._spawn()
         try:
             state = self._wait_ready()
+            self._writable_sysctls()
         except BaseException:
             self.stop()
             raise
         log.info("host %s is %s", self.name, state)
+
+    def _writable_sysctls(self) -> None:
+        """Make /proc/sys writable, as on a real server (nspawn mounts it read-only).
+
+        The formula sets IPC sysctls (kernel.shmall, kernel.msgmni): they belong to
+        the container's own IPC namespace, so this machine's values do not change.
+        The boot's systemd-sysctl skipped them (read-only): apply them again.
+        """
+        self.run(["mount", "-o", "remount,rw", "/proc/sys"], check=True)
+        self.run(["sh", "-c", "test ! -e /etc/sysctl.d/90-webarch.conf ||"
+                  " sysctl -q -p /etc/sysctl.d/90-webarch.conf"], check=True)  # fmt: skip
 
     def stop(self, timeout: float = 90.0) -> None:
         """Power off cleanly (SIGTERM/SIGKILL as fallbacks) and unmount; idempotent."""

@@ -225,3 +225,9 @@ def test_a_run_limited_to_some_accounts(model):
 def test_exim_runs_without_an_smtp_listener(model, release, line):
     built = model.build_model(one_account(), host(model), release)
     assert built["mail"]["daemon"]["line"] == line
+
+
+def test_sysv_ipc_is_off_unless_asked_for(model):
+    assert build(model, {})["sysctls"] == {"kernel.shmall": 0, "kernel.msgmni": 0}
+    assert build(model, {"sysv_ipc": True})["sysctls"] == {}
+    assert problems(model, {"sysv_ipc": "no"})[0].startswith("webarch:sysv_ipc: must be true")

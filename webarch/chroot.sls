@@ -35,7 +35,7 @@ webarch-{{ name }}-chroot:
 {%-   for mount in account.chroot.mounts %}
 
 webarch-{{ name }}-mount-{{ mount.id }}:
-  mount.mounted:
+  webarch_mount.mounted:
     - name: {{ mount.name }}
     - device: {{ mount.device }}
     - fstype: {{ mount.fstype }}
@@ -63,7 +63,7 @@ webarch-{{ name }}-usr-slave:
     - name: mount --make-slave {{ mount.name }}
     - onlyif: test "$(findmnt -n -o PROPAGATION --mountpoint {{ mount.name }})" = shared
     - require:
-      - mount: webarch-{{ name }}-mount-usr
+      - webarch_mount: webarch-{{ name }}-mount-usr
 {%-     endif %}
 {%-   endfor %}
 {%- endfor %}

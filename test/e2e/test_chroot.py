@@ -204,8 +204,8 @@ def test_a_mount_removed_by_hand_is_restored_and_reported(converged, keys):
     ret = apply(converged, pillar_for(keys))
     assert failed(ret) == {}
     assert sorted(changed(ret)) == [
-        "mount_|-webarch-alice-mount-sendmail_|-/chroots/alice/usr/sbin/exim4_|-mounted",
-        "mount_|-webarch-alice-mount-usr_|-/chroots/alice/usr_|-mounted",
+        "webarch_mount_|-webarch-alice-mount-sendmail_|-/chroots/alice/usr/sbin/exim4_|-mounted",
+        "webarch_mount_|-webarch-alice-mount-usr_|-/chroots/alice/usr_|-mounted",
     ]
     # Back as a slave of the host's /usr (fstab's option).
     propagation = converged.run(

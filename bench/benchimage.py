@@ -30,8 +30,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from common import formula_snapshot, progress  # also puts test/ on sys.path
-from testhost import config, ensure_image
+from common import cached_image, progress  # also puts test/ on sys.path
+from testhost import config
 from testhost.image import APT_NONINTERACTIVE, _chroot, _chroot_mounts
 from testhost.system import run_logged, umount_all
 
@@ -83,7 +83,7 @@ def _locked(release: str) -> Iterator[None]:
 
 def ensure_bench_image(release: str = "bookworm") -> Path:
     """Return the rootfs of the bench image of ``release``, building it if needed."""
-    base = ensure_image(release, formula_snapshot(None))
+    base = cached_image(release)
     final = bench_cache() / f"{release}-{bench_key(base, release)}"
     if (final / "rootfs").is_dir():
         return final / "rootfs"

@@ -33,7 +33,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
 
-from testhost import Host, ensure_image  # noqa: E402
+from testhost import Host, config  # noqa: E402
+from testhost.image import image_key, image_packages, requirements_text  # noqa: E402
 
 #: Where salt-call lives in the test image.
 SALT_CALL = "/opt/salt/bin/salt-call"
@@ -147,7 +148,7 @@ def bench_host(
     if not name.startswith("wb-"):
         raise ValueError(f"bench hosts are named wb-...: {name!r}")
     formula_dir = formula_snapshot(formula)
-    rootfs = image or ensure_image(release, formula_snapshot(None))
+    rootfs = image or cached_image(release)
     host = Host(name=name, image=rootfs, formula_dir=formula_dir)
     if host.is_running():
         host.stop()
@@ -169,6 +170,22 @@ def sh(host: Host, script: str, timeout: float = 600.0) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"failed ({proc.returncode}): {script}\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
+
+
+def cached_image(release: str = "bookworm") -> Path:
+    """The cached test image of ``release`` for the committed formula; never builds one.
+
+    Other hosts run on overlays of the cached images, and a build removes the images
+    no running host uses: a benchmark must not start one.  When the formula's package
+    list changed since the image was built, ``make image`` builds the new one first.
+    """
+    packages = image_packages(release, formula_snapshot(None))
+    key = image_key(release, packages, requirements_text())
+    rootfs = config.cache_dir() / "images" / f"{release}-{key}" / "rootfs"
+    if not rootfs.is_dir():
+        hint = f"build it first (make image RELEASE={release})"
+        raise RuntimeError(f"no cached test image {rootfs.parent.name}: {hint}")
+    return rootfs
 
 
 # --------------------------------------------------------------------------- pillars

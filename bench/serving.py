@@ -22,8 +22,8 @@ Scenario ``default`` is the formula's pool (ondemand, 2 workers); scenario
 ``max_children_16`` measures the PHP pages again with a pool of 16 workers (prefork
 runs one PHP per connection).  ``cpu`` lines give the CPU seconds of each systemd
 unit (apache2, apache2-legacy, php*-fpm, mariadb; exited processes included) and of
-the whole host during each measurement, and the host's CPU milliseconds per 1000
-requests: the load generator runs outside the host's cgroup, so that figure is the
+the whole host during each measurement, and the host's CPU milliseconds per
+request: the load generator runs outside the host's cgroup, so that figure is the
 stack's own cost per request.
 
 Run::
@@ -316,14 +316,14 @@ def cpu_seconds(host: Host) -> dict[str, float]:
 
 
 def cpu_line(host: Host, before: dict[str, float], requests: float, **labels: object) -> None:
-    """Print the CPU seconds per unit since ``before``, and per 1000 requests.
+    """Print the CPU seconds per unit since ``before``, and the host's per request (ms).
 
     ``host`` is the whole test host (the load generator runs outside its cgroup).
     """
     after = cpu_seconds(host)
     spent = {k.replace(".", "_"): round(v - before.get(k, 0.0), 2) for k, v in after.items()}
-    per_k = round(1000 * spent["host"] / requests, 3) if requests else 0.0
-    figure("cpu", **labels, **spent, host_cpu_ms_per_1000_requests=per_k)
+    per_request = round(1000 * spent["host"] / requests, 3) if requests else 0.0
+    figure("cpu", **labels, **spent, host_cpu_ms_per_request=per_request)
 
 
 def wrk(host: Host, target_url: str, seconds: int, connections: int) -> dict[str, float]:

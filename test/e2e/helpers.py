@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +99,27 @@ def files_containing(host: Host, needles: set[str], *paths: str) -> list[str]:
     out = host.run(["grep", "-rlaF", *args, "--", *paths])
     assert out.returncode in (0, 1), out.stderr
     return out.stdout.split()
+
+
+def pool_socket(host: Host, account: str) -> str:
+    """The real path of ``account``'s PHP-FPM socket (a keyed name), from its Apache config."""
+    conf = f"/etc/apache2/sites-available/webarch-{account}.conf"
+    found = re.findall(r"unix:(/run/php/webarch-[0-9a-f]+\.sock)", host.read_file(conf))
+    assert found, conf
+    return found[0]
+
+
+PASSWORD_RE = re.compile(r"password: (\S+)")
+
+
+def password_in(mail: dict) -> str:
+    """The password a notification mail (as stored by the SMTP sink) brings."""
+    match = PASSWORD_RE.search(mail["message"].get_content())
+    assert match, mail["message"].get_content()
+    return match.group(1)
+
+
+def mariadb_login(host: Host, user: str, password: str) -> subprocess.CompletedProcess:
+    """Log in to MariaDB as ``user`` by password (as root: unix_socket cannot match)."""
+    cmd = ["mariadb", "-u", user, "--batch", "--skip-column-names", "-e", "SELECT CURRENT_USER()"]
+    return host.run(["env", f"MYSQL_PWD={password}", *cmd])

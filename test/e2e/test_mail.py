@@ -9,7 +9,6 @@ The master/reactor path is in test_notify_master.py.
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from e2e.helpers import (
     changed,
     failed,
     files_containing,
+    mariadb_login,
+    password_in,
     password_login,
     relay_sink,
 )
@@ -31,7 +32,6 @@ pytestmark = pytest.mark.e2e
 
 HOSTNAME = "web1.coop.example"
 NOTIFY_FROM = "hostmaster@coop.example"
-PASSWORD_RE = re.compile(r"password: (\S+)")
 #: Every state run's output in this module, searched for secrets at the end.
 OUTPUTS: list[str] = []
 
@@ -125,18 +125,6 @@ def notifications(sink: MailSink, to: str, kind: str) -> list[dict]:
         for m in sink.messages()
         if m["rcpt_tos"] == [to] and f"Your new {word}" in str(m["message"]["Subject"])
     ]
-
-
-def password_in(mail: dict) -> str:
-    match = PASSWORD_RE.search(mail["message"].get_content())
-    assert match, mail["message"].get_content()
-    return match.group(1)
-
-
-def mariadb_login(host: Host, user: str, password: str) -> subprocess.CompletedProcess:
-    """Log in to MariaDB as ``user`` by password (as root: unix_socket cannot match)."""
-    cmd = ["mariadb", "-u", user, "--batch", "--skip-column-names", "-e", "SELECT CURRENT_USER()"]
-    return host.run(["env", f"MYSQL_PWD={password}", *cmd])
 
 
 def wait_quiet(sink: MailSink, count: int) -> list[dict]:

@@ -12,7 +12,6 @@ searched for the generated passwords.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +20,8 @@ from e2e.helpers import (
     changed,
     failed,
     files_containing,
+    mariadb_login,
+    password_in,
     password_login,
     relay_sink,
 )
@@ -30,7 +31,6 @@ from testhost.saltmaster import SaltMaster
 pytestmark = pytest.mark.e2e
 
 REACTOR_SNIPPET = "/srv/formula/webarch/files/salt-master/webarch-reactor.conf"
-PASSWORD_RE = re.compile(r"password: (\S+)")
 OUTPUTS: list[str] = []
 
 
@@ -83,17 +83,6 @@ def mails_to_alice(sink: RelaySink, word: str) -> list[dict]:
     ]
 
 
-def password_in(mail: dict) -> str:
-    match = PASSWORD_RE.search(mail["message"].get_content())
-    assert match
-    return match.group(1)
-
-
-def mariadb_login(host: Host, password: str) -> int:
-    cmd = ["mariadb", "-u", "alice", "-N", "-e", "SELECT CURRENT_USER()"]
-    return host.run(["env", f"MYSQL_PWD={password}", *cmd]).returncode
-
-
 def test_a_new_account_gets_its_passwords_through_the_reactor(master, sink, tmp_path):
     ret = apply(master, sink)
     assert failed(ret) == {}
@@ -110,7 +99,7 @@ def test_a_new_account_gets_its_passwords_through_the_reactor(master, sink, tmp_
     ssh_mails, db_mails = mails_to_alice(sink, "SSH"), mails_to_alice(sink, "MariaDB")
     assert len(ssh_mails) == 1 and len(db_mails) == 1
     assert password_login(master.host, "alice", password_in(ssh_mails[0]), tmp_path) == 0
-    assert mariadb_login(master.host, password_in(db_mails[0])) == 0
+    assert mariadb_login(master.host, "alice", password_in(db_mails[0])).returncode == 0
     # The reactor ran webarch_notify.send on this minion, and it returned no secret.
     assert "webarch_notify.send" in master.job_cache_text()
 

@@ -6,13 +6,12 @@ curl is this machine's, run in the test host's network namespace only
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
-from e2e.helpers import apply, changed, failed
+from e2e.helpers import apply, changed, failed, pool_socket
 from testhost import Host
 from testhost.acme import Pebble, served_certificate
 
@@ -247,14 +246,6 @@ def test_forbidden_overrides_are_refused(web, htaccess):
 #: Stands for bob's pool socket in the attacks below (its real name is keyed:
 #: the attacker is assumed to know it all the same).
 BOB_SOCKET = "/run/php/webarch-bob.sock"
-
-
-def pool_socket(web: Host, account: str) -> str:
-    """The real path of ``account``'s PHP-FPM socket, from its Apache config."""
-    conf = f"/etc/apache2/sites-available/webarch-{account}.conf"
-    found = re.findall(r"unix:(/run/php/webarch-[0-9a-f]+\.sock)", web.read_file(conf))
-    assert found, conf
-    return found[0]
 
 
 def _alice_dir(web: Host, files: dict[str, str]) -> None:

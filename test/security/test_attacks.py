@@ -16,7 +16,6 @@ lists every attack with the defence that stops it.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from e2e.helpers import RelaySink, apply, failed, relay_sink
+from e2e.helpers import RelaySink, apply, failed, pool_socket, relay_sink
 from security.clients import (
     FCGI_PHP,
     FCGI_PY,
@@ -152,14 +151,6 @@ def target(booted: Host, sink: RelaySink, key: Path) -> Host:
                          ("was sent to", "/home/bob/.notify_passwd")):  # fmt: skip
         host.run(["sh", "-c", waited.format(needle, path)], check=True)
     return host
-
-
-def pool_socket(host: Host, account: str) -> str:
-    """The real path of ``account``'s PHP-FPM socket, from its Apache config."""
-    conf = f"/etc/apache2/sites-available/webarch-{account}.conf"
-    found = re.findall(r"unix:(/run/php/webarch-[0-9a-f]+\.sock)", host.read_file(conf))
-    assert found, conf
-    return found[0]
 
 
 @pytest.fixture(scope="module")

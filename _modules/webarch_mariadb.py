@@ -15,7 +15,6 @@ model (``[a-z0-9_]`` and ``[a-z][a-z0-9-]``); they are quoted all the same.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import subprocess
 import time
@@ -119,30 +118,6 @@ def set_password_hash(user: str, host: str, password_hash: str) -> None:
     )
     if proc.returncode != 0:
         raise CommandExecutionError(f"MariaDB refused the new password of {user}@{host}")
-
-
-def password_methods(user: str, host: str = "localhost") -> list[str]:
-    """
-    The authentication plugins of ``user@host``, in order (e.g. unix_socket, mysql_native_password).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' webarch_mariadb.password_methods alice
-    """
-    rows = query(
-        "SELECT JSON_EXTRACT(Priv, '$.plugin'), JSON_EXTRACT(Priv, '$.auth_or') "
-        f"FROM mysql.global_priv WHERE User = {_literal(user)} AND Host = {_literal(host)}"
-    )
-    if not rows:
-        return []
-    first, alternatives = rows[0]
-    last = json.loads(first) if first not in ("", "NULL") else "mysql_native_password"
-    if alternatives in ("", "NULL"):
-        return [last]
-    # MariaDB keeps the last method at the top level and {} in its place in auth_or.
-    return [item.get("plugin", last) for item in json.loads(alternatives)]
 
 
 def user_databases(user: str, host: str = "localhost") -> list[str]:

@@ -24,6 +24,7 @@ import grp
 import hashlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -446,16 +447,12 @@ def queued(sender: str) -> list[str]:
         salt '*' webarch_notify.queued hostmaster@example.org
     """
     proc = subprocess.run(
-        [EXIQGREP, "-i", "-f", f"^<?{_regex_escape(sender)}>?$"],
+        [EXIQGREP, "-i", "-f", f"^<?{re.escape(sender)}>?$"],
         capture_output=True,
         text=True,
         check=False,
     )
     return proc.stdout.split() if proc.returncode == 0 else []
-
-
-def _regex_escape(text: str) -> str:
-    return "".join("\\" + c if not c.isalnum() and c not in "@-_" else c for c in text)
 
 
 def deliver_queued(sender: str) -> dict[str, Any]:

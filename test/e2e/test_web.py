@@ -76,7 +76,7 @@ def web_pillar(password_hash: str) -> dict:
                     },
                 },
                 "bob": {
-                    "php": {"memory_limit": "128M", "max_children": 3},
+                    "php": {"memory_limit": "128M", "max_children": 3, "open_basedir": True},
                     "sites": {
                         "shop": {"server_name": "shop.bob.example"},
                         "old": {
@@ -192,6 +192,34 @@ def test_php_runs_as_its_account_inside_its_chroot(web, name, account):
         f"/home/{account}/sites/" + ("www/public" if account == "alice" else "shop"),
     ]
     assert out[4:] == ["alone", "1"], "the chroot holds its own home only"
+
+
+@pytest.mark.parametrize(
+    ("name", "account", "expected"),
+    [
+        # Off by default: the chroot confines the pool (its /etc is the chroot's).
+        ("www.alice.example", "alice", "open_basedir='' passwd=readable"),
+        # bob asks for it: his home, /tmp and /usr/share/php only.
+        (
+            "shop.bob.example",
+            "bob",
+            "open_basedir='/home/bob:/tmp:/usr/share/php' passwd=refused",
+        ),
+    ],
+)
+def test_open_basedir_only_where_asked(web, name, account, expected):
+    docroot = next(root for n, (_, _, root) in SITES.items() if n == name)
+    script = (
+        "<?php printf(\"open_basedir='%s' passwd=%s\", ini_get('open_basedir'),"
+        " @file_get_contents('/etc/passwd') === false ? 'refused' : 'readable');"
+    )
+    path = f"{docroot}/basedir.php"
+    web.write_file(path, script, mode=0o640)
+    web.run(["chown", f"{account}:www-data", path], check=True)
+    try:
+        assert curl(web, f"https://{name}/basedir.php").stdout == expected
+    finally:
+        web.run(["rm", "-f", path])
 
 
 def test_http2_is_negotiated(web):

@@ -52,7 +52,7 @@ def test_php_defaults_when_absent(model):
         "max_execution_time": 60,
         "request_terminate_timeout": 300,
         "disable_functions": list(model.PHP_DEFAULTS["disable_functions"]),
-        "open_basedir": ["/home/alice", "/tmp", "/usr/share/php"],
+        "open_basedir": [],
         "admin_values": {},
         "admin_flags": {},
     }
@@ -237,10 +237,30 @@ def test_php_bad_open_basedir_entries(model, entry, message):
     only(found, f"{PHP}:open_basedir:1", message)
 
 
-@pytest.mark.parametrize("value", ["/home/alice/x", {"a": "/home/alice"}, None])
-def test_php_open_basedir_must_be_a_list(model, value):
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (False, []),
+        (None, []),
+        ([], ["/home/alice", "/tmp", "/usr/share/php"]),
+        (True, ["/home/alice", "/tmp", "/usr/share/php"]),
+    ],
+)
+def test_php_open_basedir_is_off_unless_asked(model, value, expected):
+    assert (
+        build(model, php(open_basedir=value))["accounts"]["alice"]["php"]["open_basedir"]
+        == expected
+    )
+
+
+@pytest.mark.parametrize("value", ["/home/alice/x", {"a": "/home/alice"}, 1, "yes"])
+def test_php_open_basedir_must_be_a_boolean_or_a_list(model, value):
     found = problems(model, php(open_basedir=value))
-    only(found, f"{PHP}:open_basedir", "must be a list of paths inside the account's home")
+    only(
+        found,
+        f"{PHP}:open_basedir",
+        "must be true, false or a list of paths inside the account's home",
+    )
 
 
 def test_php_admin_values_and_flags(model):

@@ -13,13 +13,19 @@
 
 Salt's ``mount.mounted`` re-reads and re-parses, for every state, the mount
 table, /etc/fstab and its own YAML mount cache (which lists every mount Salt
-ever made) and rewrites that cache: with seven mounts per account a no-change
-run costs O(accounts^2) (the benchmarks measured 1.1 s per account at 50
-accounts, most of it in that cache).  Here /proc/self/mountinfo and /etc/fstab
-are parsed once per run; a mount that is active with the wanted flags and whose
-exact fstab line is there returns at once.  Anything else goes to
-``mount.mounted`` unchanged (and the parsed tables are dropped, since it may
-change them).
+ever made) and rewrites that cache: with seven mounts per account a run costs
+O(accounts^2) (the benchmarks measured 1.1 s per account at 50 accounts, most
+of it in that cache).  Here /proc/self/mountinfo and /etc/fstab are parsed
+once per run:
+
+* a mount that is active with the wanted flags and whose exact fstab line is
+  there returns at once (a ``slave`` mount that is still shared is made a
+  slave: a bind made before webarch asked for ``slave``);
+* a mount point with nothing mounted and no fstab line (an account's first
+  run) is mounted with ``mount -o OPTS`` and its fstab line appended;
+* anything else (a different mount or fstab line there) goes to
+  ``mount.mounted`` unchanged, and the parsed tables are dropped, since it may
+  change them.
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ def _unescape(path: str) -> str:
 
 
 def _mountinfo() -> dict[str, tuple[str, set[str]]]:
-    """Mount point -> (file system type, options), parsed once per run."""
+    """Mount point -> (file system type, options and propagation), parsed once per run.
+
+    Propagation shows as ``shared:N`` / ``master:N`` among the options.
+    """
     if _ACTIVE not in __context__:
         active: dict[str, tuple[str, set[str]]] = {}
         with open("/proc/self/mountinfo", encoding="utf-8") as handle:
@@ -54,9 +63,21 @@ def _mountinfo() -> dict[str, tuple[str, set[str]]]:
                 fields = line.split()
                 sep = fields.index("-")
                 options = set(fields[5].split(",")) | set(fields[sep + 3].split(","))
+                options |= set(fields[6:sep])
                 active[_unescape(fields[4])] = (fields[sep + 1], options)
         __context__[_ACTIVE] = active
     return __context__[_ACTIVE]
+
+
+def _fstab_names(config: str) -> set[str]:
+    """The mount points that have a line in ``config``."""
+    return {fields[1] for fields in _fstab(config) if len(fields) > 1}
+
+
+def _shared(name: str) -> bool:
+    """Whether the mount at ``name`` still shares mount events (a peer group)."""
+    active = _mountinfo().get(name)
+    return active is not None and any(o.startswith("shared:") for o in active[1])
 
 
 def _fstab(config: str) -> set[tuple[str, ...]]:
@@ -113,14 +134,56 @@ def mounted(
     """
     opts = list(opts or ["defaults"])
     if persist and is_right(name, device, fstype, opts, config):
-        return {
-            "name": name,
-            "changes": {},
-            "result": True,
-            "comment": f"{name} is mounted as wanted and in {config}",
-        }
+        if "slave" in opts and _shared(name):
+            return _make_slave(name)
+        return _ret(name, {}, True, f"{name} is mounted as wanted and in {config}")
+    if persist and name not in _mountinfo() and name not in _fstab_names(config):
+        return _mount_new(name, device, fstype, opts, config)
     for key in [k for k in __context__ if str(k).startswith("webarch_mount.")]:
         __context__.pop(key)
     return __states__["mount.mounted"](
         name=name, device=device, fstype=fstype, opts=opts, config=config, persist=persist, **kwargs
     )
+
+
+def _ret(name: str, changes: dict, result: bool | None, comment: str) -> dict:
+    return {"name": name, "changes": changes, "result": result, "comment": comment}
+
+
+def _make_slave(name: str) -> dict:
+    """Make the mount at ``name`` a slave (it still shares mount events with its source)."""
+    changes = {"propagation": "shared -> slave"}
+    if __opts__["test"]:
+        return _ret(name, changes, None, f"{name} would be made a slave mount")
+    out = __salt__["cmd.run_all"](["mount", "--make-slave", name], python_shell=False)
+    if out["retcode"] != 0:
+        return _ret(name, {}, False, f"mount --make-slave {name} failed: {out['stderr']}")
+    __context__.pop(_ACTIVE, None)
+    return _ret(name, changes, True, f"{name} is now a slave mount")
+
+
+def _mount_new(name: str, device: str, fstype: str, opts: list[str], config: str) -> dict:
+    """Mount ``device`` on ``name`` (nothing there yet) and append its fstab line."""
+    line = f"{device}\t\t{name}\t{fstype}\t{','.join(opts)}\t0 0\n"
+    changes = {"mount": True, "persist": "new"}
+    if __opts__["test"]:
+        return _ret(
+            name, changes, None, f"{device} would be mounted on {name} and added to {config}"
+        )
+    cmd = ["mount", "-o", ",".join(opts)]
+    if fstype != "none":
+        cmd += ["-t", fstype]
+    out = __salt__["cmd.run_all"]([*cmd, device, name], python_shell=False)
+    if out["retcode"] != 0:
+        return _ret(name, {}, False, f"mounting {device} on {name} failed: {out['stderr']}")
+    with open(config, "a+", encoding="utf-8") as handle:
+        handle.seek(0, 2)
+        if handle.tell():
+            handle.seek(handle.tell() - 1)
+            if handle.read(1) != "\n":
+                line = "\n" + line
+        handle.write(line)
+    wanted = {o for o in opts if o in FLAGS or o.startswith("hidepid=")}
+    _mountinfo()[name] = (fstype if fstype != "none" else "", wanted)
+    _fstab(config).add((device, name, fstype, ",".join(opts), "0", "0"))
+    return _ret(name, changes, True, f"mounted {device} on {name} and added it to {config}")

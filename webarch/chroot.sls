@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
 # Each present account's chroot: a root-owned skeleton (webarch_chroot) and its
-# bind mounts, persisted in /etc/fstab so that they come back at boot.
+# bind mounts, persisted in /etc/fstab so that they come back at boot.  The /usr
+# bind is a mount slave (webarch_mount makes an older shared one a slave too):
+# the sendmail file bind on top of it must not propagate to the host's /usr.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch with context %}
 ---
@@ -52,17 +54,6 @@ webarch-{{ name }}-mount-{{ mount.id }}:
 {%-     if mount.id == 'mail' %}
       - file: webarch-mail-gate-dir
 {%-     elif mount.id == 'sendmail' %}
-      - cmd: webarch-{{ name }}-usr-slave
-{%-     endif %}
-{%-     if mount.id == 'usr' %}
-
-# A /usr bind made before webarch marked it slave still shares mount events
-# with the host's /usr: make it a slave now (at boot, fstab's option does).
-webarch-{{ name }}-usr-slave:
-  cmd.run:
-    - name: mount --make-slave {{ mount.name }}
-    - onlyif: test "$(findmnt -n -o PROPAGATION --mountpoint {{ mount.name }})" = shared
-    - require:
       - webarch_mount: webarch-{{ name }}-mount-usr
 {%-     endif %}
 {%-   endfor %}

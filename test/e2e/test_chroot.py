@@ -215,6 +215,23 @@ def test_a_mount_removed_by_hand_is_restored_and_reported(converged, keys):
     assert ssh_ok(converged, keys, "alice", "echo back").strip() == "back"
 
 
+def test_a_shared_usr_bind_is_made_a_slave_again(converged, keys):
+    """A /usr bind that shares mount events with the host's /usr (as binds made
+    before webarch asked for ``slave`` did) would pass the sendmail bind on to
+    the host's /usr and every chroot: the run makes it a slave, once."""
+    usr = "/chroots/alice/usr"
+    converged.run(["mount", "--make-shared", usr], check=True)
+    ret = apply(converged, pillar_for(keys))
+    assert failed(ret) == {}
+    key = f"webarch_mount_|-webarch-alice-mount-usr_|-{usr}_|-mounted"
+    assert changed(ret) == {key: {"propagation": "shared -> slave"}}
+    propagation = converged.run(
+        ["findmnt", "-n", "-o", "PROPAGATION", "--mountpoint", usr], check=True
+    )
+    assert "shared" not in propagation.stdout
+    assert changed(apply(converged, pillar_for(keys))) == {}
+
+
 def test_bad_ssh_input_is_refused_before_anything_changes(converged, keys):
     pillar = pillar_for(keys, alice={"ssh_keys": ["ssh-ed25519 AAAAnotakey alice"]})
     pillar["webarch"]["chroot_base"] = "/home/chroots"

@@ -1,10 +1,11 @@
-"""A derived bench image: the cached test image plus the legacy stack and WordPress.
+"""A derived bench image: the cached test image plus the legacy stacks and WordPress.
 
 The serving benchmark compares the formula's stack with the old platform's (Apache
-prefork + mod_php running as the account) on the same host, and serves a real PHP
-application (WordPress from Debian's package).  Those packages are not in the test
-image, and adding them there would change its cache key (and switch Apache to prefork
-in postinst), so they go into a copy of it, cached on its own::
+mpm-itk + mod_php, each virtual host running as its account; and prefork + mod_php
+running as the account) on the same host, and serves a real PHP application
+(WordPress from Debian's package).  Those packages are not in the test image, and
+adding them there would change its cache key (and switch Apache to prefork and itk in
+their postinst), so they go into a copy of it, cached on its own::
 
     /var/cache/webarch-test/bench/<release>-<key>/rootfs     the derived image
     /var/cache/webarch-test/bench/<release>-<key>/build.log
@@ -13,8 +14,10 @@ in postinst), so they go into a copy of it, cached on its own::
 The key covers the test image it was copied from, the extra packages and BUILD_REVISION.
 apt runs in a chroot of the copy, with this machine's network and the Debian mirror the
 image's own apt sources name.  Afterwards the Apache modules are put back as the test
-image had them (event MPM, no mod_php): the formula's Apache is untouched, the legacy
-instance loads what it needs from its own configuration.
+image had them (event MPM, no mod_php, no mpm_itk), and the build checks that the
+enabled modules, configurations and sites of ``/etc/apache2`` are exactly the test
+image's: the formula's Apache is untouched, the legacy instances load what they need
+from their own configurations.
 
 Build (or find) it alone: ``PYTHONPATH=test .venv/bin/python bench/benchimage.py``.
 """
@@ -38,12 +41,13 @@ from testhost.system import run_logged, umount_all
 #: Extra Debian packages of the bench image, per PHP version ({php} is filled in).
 EXTRA_PACKAGES: tuple[str, ...] = (
     "libapache2-mod-php{php}",
+    "libapache2-mpm-itk",
     "wordpress",
     "wordpress-theme-twentytwentythree",
 )
 
 #: Bump when the build steps below change (part of the cache key).
-BUILD_REVISION = 1
+BUILD_REVISION = 2
 
 #: PHP's version per Debian release.
 PHP_VERSIONS: dict[str, str] = {"bookworm": "8.2", "trixie": "8.4"}
@@ -118,18 +122,33 @@ def _build(base: Path, release: str, final: Path) -> None:
             _chroot(root, ["apt-get", "update"], log, APT_NONINTERACTIVE)
             install = [*apt, "install", "--no-install-recommends", *extra_packages(release)]
             _chroot(root, install, log, APT_NONINTERACTIVE)
-            # libapache2-mod-php's postinst switched the formula's Apache to prefork:
-            # back to the test image's modules (the legacy instance has its own config).
-            _chroot(root, ["a2dismod", "-q", "-f", f"php{php}", "mpm_prefork"], log)
+            # The postinsts of libapache2-mod-php and libapache2-mpm-itk switched the
+            # formula's Apache to prefork (+ itk): back to the test image's modules (the
+            # legacy instances have their own configurations).
+            dismod = ["a2dismod", "-q", "-f", "mpm_itk", f"php{php}", "mpm_prefork"]
+            _chroot(root, dismod, log)
             _chroot(root, ["a2enmod", "-q", "mpm_event"], log)
             _chroot(root, ["apt-get", "clean"], log)
         resolv.write_text(offline)
+        changed = _enabled_apache(base) ^ _enabled_apache(root)
+        if changed:
+            raise RuntimeError(f"/etc/apache2 differs from the test image's: {sorted(changed)}")
         tmp.rename(final)
     except BaseException:
         umount_all(tmp)
         progress(f"bench image build failed; see {log}")
         raise
     progress(f"bench image {final.name} built in {time.monotonic() - started:.0f}s")
+
+
+def _enabled_apache(root: Path) -> set[str]:
+    """The enabled modules, configurations and sites of ``root``'s Apache (and targets)."""
+    enabled = set()
+    for kind in ("mods", "conf", "sites"):
+        for link in (root / f"etc/apache2/{kind}-enabled").iterdir():
+            target = link.readlink() if link.is_symlink() else "(file)"
+            enabled.add(f"{kind}-enabled/{link.name} -> {target}")
+    return enabled
 
 
 def _run(cmd: list[str], log: Path) -> None:

@@ -1,30 +1,69 @@
-"""Benchmark 3 of issue 8: requests per second, the formula's stack against the legacy one.
+"""Benchmark 3 of issue 8: requests per second, the formula's stack against the legacy ones.
 
-On one test host (the bench image: the test image plus mod_php and WordPress, see
-``benchimage.py``), with the same account, files and database:
+On one test host (the bench image: the test image plus mod_php, mpm-itk and WordPress,
+see ``benchimage.py``), with the same account, files, database and TLS certificate,
+three Apache instances, each with its own configuration, port and systemd unit (so
+that the CPU of each is counted apart):
 
-* new stack: the formula's Apache (event MPM, HTTP/2, mod_proxy_fcgi) on port 443 and
+* ``new``: the formula's Apache (event MPM, HTTP/2, mod_proxy_fcgi) on port 443 and
   the account's PHP-FPM pool (ondemand, in its chroot), exactly as the formula
   converges them;
-* legacy stack: the old platform's way, a second Apache instance (own configuration
-  in /etc/apache2-legacy, port 8443): prefork + mod_php, running as the account
-  (``User``), per-site log files, ``AllowOverride All``.
+* ``itk``, the old platform (the primary legacy stack): apache2-mpm-itk + mod_php,
+  each virtual host running as its account (``AssignUserID``), in Debian 12's layout
+  (/etc/apache2-itk, port 8443, unit apache2-itk): Debian's apache2.conf, the modules
+  a fresh Debian apache2 enables plus ssl, rewrite and php, Debian's mpm_prefork
+  settings (which mpm-itk uses) and default configurations, a log file per site,
+  ``AllowOverride All``, ``FollowSymLinks``;
+* ``prefork``, a best-case legacy reference (the seed's "Apache per user"): prefork +
+  mod_php, the whole instance running as the account (``User``), only the modules it
+  needs (/etc/apache2-prefork, port 8444, unit apache2-prefork).
+
+mpm-itk forks once per connection, measured: a prefork child (www-data, with the
+capabilities to change users) accepts the connection and forks; the fork reads the
+request, switches to the virtual host's user (setgid, setgroups, setuid), serves every
+request of the connection and exits, while the child waits for it and accepts the next
+one (strace -f: accept4, clone, setgid/setgroups/setuid in the fork, exit_group, wait4;
+two requests on one connection, one fork).  The ``tasks`` of the ``cpu`` lines show it
+in every run: itk creates 1.04 to 1.07 processes per request with a new connection per
+request and 0.0104 to 0.0109 (one per connection of up to 100 requests) with keep-alive;
+prefork and the new stack close to none.  Each fork of an Apache child with mod_php
+(about 650 memory mappings) costs this 2-core VM 5 to 7 ms of CPU, mostly the kernel's
+copying and tearing down of the address space (perf: dup_mmap, anon_vma_clone,
+copy-on-write faults, exit_mmap): 5.5 to 7.6 ms of host CPU per request with a new
+connection per request, against 0.4 to 0.8 ms for prefork and the new stack.
 
 Three pages, each over HTTPS: a static file (``static`` site), a PHP hello-world
 (``www`` site) and WordPress's front page (Debian's WordPress copied into the ``wp``
-site, installed into the account's database).  ``wrk`` (HTTP/1.1, 16 and 256
-connections; WordPress at 16 only) runs on the host, the two stacks in alternation
-(ABAB...) so that both see the same noise; the median of the rounds counts.
-``h2load`` adds HTTP/2 on the new stack, compared with the legacy stack's wrk median
-(HTTP/2 is what browsers speak to the new stack; the legacy stack has none).
+site, installed into the account's database).  ``wrk`` (HTTP/1.1) runs on the host,
+against each stack in turn, the order rotated every round (new itk prefork, itk prefork
+new, ...) so that all see the same noise; the median of the rounds counts.  ``h2load``
+adds HTTP/2 on the new stack, compared with the legacy stacks' wrk medians (HTTP/2 is
+what browsers speak to the new stack; mpm-itk and prefork have none).
 
-Scenario ``default`` is the formula's pool (ondemand, 2 workers); scenario
-``max_children_16`` measures the PHP pages again with a pool of 16 workers (prefork
-runs one PHP per connection).  ``cpu`` lines give the CPU seconds of each systemd
-unit (apache2, apache2-legacy, php*-fpm, mariadb; exited processes included) and of
-the whole host during each measurement, and the host's CPU milliseconds per
-request: the load generator runs outside the host's cgroup, so that figure is the
-stack's own cost per request.
+Scenarios (the ``scenario`` of the median, ratio and target lines, the ``pool`` and
+``conn`` labels of the ``serving`` and ``cpu`` lines):
+
+* ``default``: the formula's pool (ondemand, 2 workers), kept-alive connections (wrk's,
+  up to Apache's 100 requests each), 16 and 256 connections (``--quick``: 16);
+  WordPress at 16 only;
+* ``close``: the static page and the PHP hello-world with a new connection per request
+  (``Connection: close``; ``conn=close``), 16 connections: browsers and visitors open
+  connections far more often than wrk's 100 requests per connection.  wrk resumes the
+  TLS session (TLS 1.3), as browsers do: a TCP and an abbreviated TLS handshake per
+  request (the prefork stack's log, with %{SSL_SESSION_RESUMED}x: 16 full handshakes,
+  then only resumed sessions).  No h2load;
+* ``max_children_16``: the PHP pages again, kept alive, with a pool of 16 workers (as
+  many PHP processes as prefork runs for 16 connections).
+
+``cpu`` lines give the CPU seconds of each systemd unit (apache2, apache2-itk,
+apache2-prefork, php*-fpm, mariadb; exited processes included) and of the whole host
+during each measurement, the host's CPU milliseconds per request (the load generator
+runs outside the host's cgroup, so that figure is the stacks' own cost per request),
+and the processes and threads created in the host meanwhile (``tasks``, from its pid
+namespace's counter; wrk's and the probe's own handful included, so only meaningful
+against thousands of requests) and per request.  Ratios and targets
+(static at least 2x, PHP at least equal) are given against each legacy stack:
+``ratio name=..._new_vs_itk_http1 legacy=itk``, ``target serving_..._vs_itk``.
 
 Run::
 
@@ -57,8 +96,13 @@ from common import (
 
 ACCOUNT = "user001"
 HOME = f"/home/{ACCOUNT}"
-NEW_PORT = 443
-LEGACY_PORT = 8443
+
+#: The stacks, each its own Apache instance (and systemd unit): the formula's, then the
+#: legacy ones (the old platform's mpm-itk first), with their HTTPS ports.
+NEW = "new"
+LEGACIES: tuple[str, ...] = ("itk", "prefork")
+STACKS: tuple[str, ...] = (NEW, *LEGACIES)
+PORTS: dict[str, int] = {"new": 443, "itk": 8443, "prefork": 8444}
 
 #: page -> (server name, path, text the answer must contain)
 PAGES: dict[str, tuple[str, str, str]] = {
@@ -73,7 +117,11 @@ SLOW_PAGE_CONNECTIONS = 32
 #: The wider pool of the second measurement (as many PHP workers as wrk connections).
 WIDE_POOL = 16
 
-#: Targets of issue 8: new stack rps / legacy stack rps.
+#: Scenario ``close``: these pages, a new TLS connection per request, this many connections.
+CLOSE_PAGES: tuple[str, ...] = ("static", "php_hello")
+CLOSE_CONNECTIONS = 16
+
+#: Targets of issue 8: new stack rps / legacy stack rps (against each legacy stack).
 TARGETS: dict[str, float] = {"static": 2.0, "php_hello": 1.0, "wordpress": 1.0}
 
 STATIC_PAGE = (
@@ -86,8 +134,8 @@ HELLO_PHP = '<?php\necho "Hello, world!\\n";\n'
 
 WP_CONFIG = """<?php
 /* Bench WordPress: the account's database through MariaDB's socket, as the account
-   (unix_socket: no password).  Home and site URLs follow the request, so that both
-   stacks (ports 443 and 8443) serve the same install without redirects. */
+   (unix_socket: no password).  Home and site URLs follow the request, so that all
+   stacks (ports 443, 8443 and 8444) serve the same install without redirects. */
 define('DB_NAME', '{db}');
 define('DB_USER', '{user}');
 define('DB_PASSWORD', '');
@@ -106,17 +154,129 @@ if (!defined('ABSPATH')) {{ define('ABSPATH', __DIR__ . '/'); }}
 require_once ABSPATH . 'wp-settings.php';
 """
 
-LEGACY_CONF = """# The old platform's web stack, for the serving benchmark only: prefork + mod_php,
-# running as the account, a log file per site, .htaccess everywhere.
-ServerRoot /etc/apache2-legacy
-ServerName legacy.localhost
-PidFile /run/apache2-legacy/apache2.pid
-DefaultRuntimeDir /run/apache2-legacy
-Mutex file:/run/apache2-legacy default
+#: Debian 12's default modules of a fresh apache2 install (its mpm aside).
+DEBIAN_MODULES: tuple[str, ...] = (
+    "access_compat",
+    "alias",
+    "auth_basic",
+    "authn_core",
+    "authn_file",
+    "authz_core",
+    "authz_host",
+    "authz_user",
+    "autoindex",
+    "deflate",
+    "dir",
+    "env",
+    "filter",
+    "mime",
+    "negotiation",
+    "reqtimeout",
+    "setenvif",
+    "status",
+)
+
+#: The modules of the itk instance: Debian's, the old platform's (ssl, rewrite, mod_php)
+#: and mpm-itk on top of prefork ({php} is filled in).
+ITK_MODULES: tuple[str, ...] = (
+    *DEBIAN_MODULES,
+    "ssl",
+    "socache_shmcb",
+    "rewrite",
+    "php{php}",
+    "mpm_prefork",
+    "mpm_itk",
+)
+
+#: Debian 12's default configurations of a fresh apache2 install (conf-enabled).
+DEBIAN_CONFS: tuple[str, ...] = (
+    "charset",
+    "localized-error-pages",
+    "other-vhosts-access-log",
+    "security",
+    "serve-cgi-bin",
+)
+
+ITK_CONF = """# The old platform's web stack, for the serving benchmark only: apache2-mpm-itk +
+# mod_php, each virtual host running as its account (AssignUserID).  Debian 12's
+# apache2.conf (without apache2ctl's environment variables) and its layout: mods-enabled
+# and conf-enabled link to Debian's own files in /etc/apache2 (default modules plus ssl,
+# rewrite, php; Debian's mpm_prefork.conf, which mpm-itk uses).
+Define APACHE_RUN_DIR /run/apache2-itk
+Define APACHE_LOG_DIR /var/log/apache2-itk
+ServerRoot /etc/apache2-itk
+ServerName itk.localhost
+DefaultRuntimeDir ${{APACHE_RUN_DIR}}
+PidFile ${{APACHE_RUN_DIR}}/apache2.pid
+Timeout 300
+KeepAlive On
+MaxKeepAliveRequests 100
+KeepAliveTimeout 5
+User www-data
+Group www-data
+HostnameLookups Off
+ErrorLog ${{APACHE_LOG_DIR}}/error.log
+LogLevel warn
+IncludeOptional mods-enabled/*.load
+IncludeOptional mods-enabled/*.conf
+Listen {port}
+<Directory />
+    Options FollowSymLinks
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory /usr/share>
+    AllowOverride None
+    Require all granted
+</Directory>
+<Directory /var/www/>
+    Options Indexes FollowSymLinks
+    AllowOverride None
+    Require all granted
+</Directory>
+AccessFileName .htaccess
+<FilesMatch "^\\.ht">
+    Require all denied
+</FilesMatch>
+LogFormat "%v:%p %h %l %u %t \\"%r\\" %>s %O \\"%{{Referer}}i\\" \\"%{{User-Agent}}i\\"" vhost_combined
+LogFormat "%h %l %u %t \\"%r\\" %>s %O \\"%{{Referer}}i\\" \\"%{{User-Agent}}i\\"" combined
+LogFormat "%h %l %u %t \\"%r\\" %>s %O" common
+LogFormat "%{{Referer}}i -> %U" referer
+LogFormat "%{{User-agent}}i" agent
+IncludeOptional conf-enabled/*.conf
+{vhosts}
+"""  # noqa: E501 (Debian's vhost_combined LogFormat line)
+
+ITK_VHOST = """
+<VirtualHost *:{port}>
+    ServerName {server_name}
+    DocumentRoot {docroot}
+    AssignUserID {user} {user}
+    SSLEngine on
+    SSLCertificateFile /etc/apache2/webarch-default.crt
+    SSLCertificateKeyFile /etc/apache2/webarch-default.key
+    ErrorLog ${{APACHE_LOG_DIR}}/{server_name}-error.log
+    CustomLog ${{APACHE_LOG_DIR}}/{server_name}-access.log combined
+    <Directory {docroot}>
+        Options FollowSymLinks
+        AllowOverride All
+        Require all granted
+    </Directory>
+</VirtualHost>
+"""
+
+PREFORK_CONF = """# A best-case legacy stack, for the serving benchmark only: prefork + mod_php, the
+# whole instance running as the account (User: one Apache per account), only the
+# modules it needs, a log file per site, .htaccess everywhere.
+ServerRoot /etc/apache2-prefork
+ServerName prefork.localhost
+PidFile /run/apache2-prefork/apache2.pid
+DefaultRuntimeDir /run/apache2-prefork
+Mutex file:/run/apache2-prefork default
 User {user}
 Group {user}
 Listen {port}
-ErrorLog /var/log/apache2-legacy/error.log
+ErrorLog /var/log/apache2-prefork/error.log
 LogLevel warn
 LoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so
 LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
@@ -137,7 +297,7 @@ MaxConnectionsPerChild 0
 KeepAlive On
 MaxKeepAliveRequests 100
 KeepAliveTimeout 5
-SSLSessionCache shmcb:/run/apache2-legacy/ssl_scache(512000)
+SSLSessionCache shmcb:/run/apache2-prefork/ssl_scache(512000)
 LogFormat "%h %l %u %t \\"%r\\" %>s %O \\"%{{Referer}}i\\" \\"%{{User-Agent}}i\\"" combined
 <Directory />
     AllowOverride None
@@ -146,14 +306,14 @@ LogFormat "%h %l %u %t \\"%r\\" %>s %O \\"%{{Referer}}i\\" \\"%{{User-Agent}}i\\
 {vhosts}
 """
 
-LEGACY_VHOST = """
+PREFORK_VHOST = """
 <VirtualHost *:{port}>
     ServerName {server_name}
     DocumentRoot {docroot}
     SSLEngine on
     SSLCertificateFile /etc/apache2/webarch-default.crt
     SSLCertificateKeyFile /etc/apache2/webarch-default.key
-    CustomLog /var/log/apache2-legacy/{server_name}-access.log combined
+    CustomLog /var/log/apache2-prefork/{server_name}-access.log combined
     <Directory {docroot}>
         Options FollowSymLinks
         AllowOverride All
@@ -166,8 +326,16 @@ LEGACY_VHOST = """
 </VirtualHost>
 """
 
+#: Legacy stack -> (its configuration, its virtual host).
+LEGACY_CONFS: dict[str, tuple[str, str]] = {
+    "itk": (ITK_CONF, ITK_VHOST),
+    "prefork": (PREFORK_CONF, PREFORK_VHOST),
+}
+
 #: CPU seconds per systemd unit (cgroup v2 ``cpu.stat``: exited processes included, such
-#: as recycled PHP-FPM workers) and of the whole host, plus the log splitter's own.
+#: as recycled PHP-FPM workers) and of the whole host, plus the log splitter's own; and
+#: the host's last allocated pid (its pid namespace's counter: every process and thread
+#: created in the host advances it by one).
 CPU_SCRIPT = r"""
 import glob, json, os
 def usage(path):
@@ -192,6 +360,8 @@ for pid in os.listdir('/proc'):
             fields = data[data.rindex(')') + 2:].split()
             ticks += int(fields[11]) + int(fields[12])
 cpu['log_split'] = ticks / os.sysconf('SC_CLK_TCK')
+cpu['last_pid'] = int(open('/proc/sys/kernel/ns_last_pid').read())
+cpu['pid_max'] = int(open('/proc/sys/kernel/pid_max').read())
 print(json.dumps(cpu))
 """
 
@@ -261,79 +431,125 @@ def install_wordpress(host: Host) -> None:
     progress(f"WordPress installer answered {out}")
 
 
-def start_legacy(host: Host, php: str) -> None:
-    """Write the legacy Apache's configuration and start it on LEGACY_PORT."""
+def start_legacy(host: Host, stack: str, php: str) -> None:
+    """Write the configuration of legacy ``stack`` and start it in a unit of its own.
+
+    ``/etc/apache2-STACK``, port PORTS[STACK], systemd unit ``apache2-STACK`` (its CPU
+    is counted apart from the formula's Apache and the other legacy instance).
+    """
+    conf_template, vhost_template = LEGACY_CONFS[stack]
+    etc, port = f"/etc/apache2-{stack}", PORTS[stack]
     vhosts = "".join(
-        LEGACY_VHOST.format(port=LEGACY_PORT, server_name=name, docroot=docroot(site))
-        for site, name in (
-            ("static", PAGES["static"][0]),
-            ("www", PAGES["php_hello"][0]),
-            ("wp", PAGES["wordpress"][0]),
+        vhost_template.format(
+            port=port, server_name=PAGES[page][0], docroot=docroot(site), user=ACCOUNT
         )
+        for site, page in (("static", "static"), ("www", "php_hello"), ("wp", "wordpress"))
     )
-    conf = LEGACY_CONF.format(user=ACCOUNT, port=LEGACY_PORT, php=php, vhosts=vhosts)
-    host.write_file("/etc/apache2-legacy/apache2.conf", conf)
-    sh(host, "mkdir -p /run/apache2-legacy /var/log/apache2-legacy")
-    sh(host, "apache2 -d /etc/apache2-legacy -f /etc/apache2-legacy/apache2.conf -t")
-    # A unit of its own (its CPU is counted apart from the formula's Apache).
+    conf = conf_template.format(user=ACCOUNT, port=port, php=php, vhosts=vhosts)
+    host.write_file(f"{etc}/apache2.conf", conf)
+    sh(host, f"mkdir -p /run/apache2-{stack} /var/log/apache2-{stack}")
+    if stack == "itk":
+        # Debian's layout: links to Debian's own module and configuration files.
+        links = [f"mkdir -p {etc}/mods-enabled {etc}/conf-enabled"]
+        for module in (m.format(php=php) for m in ITK_MODULES):
+            for ext in ("load", "conf"):
+                available = f"/etc/apache2/mods-available/{module}.{ext}"
+                links.append(
+                    f"if [ -e {available} ]; then ln -sfn {available} {etc}/mods-enabled/; fi"
+                )
+        for name in DEBIAN_CONFS:
+            links.append(f"ln -sfn /etc/apache2/conf-available/{name}.conf {etc}/conf-enabled/")
+        sh(host, " && ".join(links))
+        # Debian's files as packaged (the formula changes none of them).
+        modified = host.run(["dpkg", "--verify", "apache2", f"libapache2-mod-php{php}"]).stdout
+        if modified.strip():
+            progress(f"itk: Debian's Apache files modified on this host:\n{modified}")
+    command = f"/usr/sbin/apache2 -d {etc} -f {etc}/apache2.conf"
+    sh(host, f"{command} -t")
     sh(
         host,
-        "systemd-run --unit=apache2-legacy -p Type=forking"
-        " -p PIDFile=/run/apache2-legacy/apache2.pid"
-        " /usr/sbin/apache2 -d /etc/apache2-legacy -f /etc/apache2-legacy/apache2.conf -k start",
+        f"systemd-run --unit=apache2-{stack} -p Type=forking"
+        f" -p PIDFile=/run/apache2-{stack}/apache2.pid {command} -k start",
     )
     time.sleep(1)
 
 
 def url(page: str, stack: str) -> str:
-    """The URL of ``page`` on ``stack`` (``new`` or ``legacy``)."""
+    """The URL of ``page`` on ``stack`` (one of STACKS)."""
     name, path, _ = PAGES[page]
-    port = NEW_PORT if stack == "new" else LEGACY_PORT
+    port = PORTS[stack]
     return f"https://{name}{'' if port == 443 else f':{port}'}{path}"
 
 
+WHO_PHP = """<?php
+$uid = posix_geteuid();
+$user = posix_getpwuid($uid);
+$opcache = function_exists('opcache_get_status') && @opcache_get_status(false);
+echo $uid, ' ', $user ? $user['name'] : '?', ' ', php_sapi_name(), ' ',
+    $opcache ? 'opcache' : 'no-opcache', ' pid=', getmypid();
+"""
+
+
 def check_pages(host: Host) -> None:
-    """Every page answers 200 with its text on both stacks, PHP as the account."""
+    """Every page answers 200 with its text on every stack, and PHP runs as the account."""
     for page, (_, _, text) in PAGES.items():
-        for stack in ("new", "legacy"):
+        for stack in STACKS:
             proc = host.run(["curl", "-sk", "-w", "\n%{http_code}", url(page, stack)])
             body, _, code = proc.stdout.rpartition("\n")
             if code != "200" or text not in body:
                 raise RuntimeError(f"{stack} {page}: HTTP {code}\n{body[-2000:]}")
-    who = "<?php echo posix_getpwuid(posix_geteuid())['name'], ' ', php_sapi_name();"
-    host.write_file(f"{docroot('www')}/who.php", who, mode=0o644)
-    for stack in ("new", "legacy"):
+    uid = sh(host, f"id -u {ACCOUNT}").strip()
+    host.write_file(f"{docroot('www')}/who.php", WHO_PHP, mode=0o644)
+    for stack in STACKS:
         name = PAGES["php_hello"][0]
-        port = "" if stack == "new" else f":{LEGACY_PORT}"
+        port = "" if PORTS[stack] == 443 else f":{PORTS[stack]}"
         answer = host.run(["curl", "-sk", f"https://{name}{port}/who.php"]).stdout
         progress(f"{stack} stack runs PHP as: {answer}")
+        if answer.split(" ")[0] != uid:
+            raise RuntimeError(f"{stack} stack does not run PHP as {ACCOUNT} (uid {uid}): {answer}")
     sh(host, f"rm -f {docroot('www')}/who.php")
 
 
 def cpu_seconds(host: Host) -> dict[str, float]:
-    """CPU seconds used so far per unit (apache2, apache2-legacy, php*-fpm, mariadb)."""
+    """CPU seconds used so far per unit (apache2*, php*-fpm, mariadb), and the last pid."""
     return json.loads(host.run(["python3", "-c", CPU_SCRIPT], check=True).stdout)
 
 
 def cpu_line(host: Host, before: dict[str, float], requests: float, **labels: object) -> None:
     """Print the CPU seconds per unit since ``before``, and the host's per request (ms).
 
-    ``host`` is the whole test host (the load generator runs outside its cgroup).
+    ``host`` is the whole test host (the load generator runs outside its cgroup), and
+    so are ``tasks``: the processes and threads created in the host meanwhile (the load
+    generator's own few included), and their number per request.
     """
     after = cpu_seconds(host)
+    tasks = int(after.pop("last_pid") - before["last_pid"]) % int(after.pop("pid_max"))
     spent = {k.replace(".", "_"): round(v - before.get(k, 0.0), 2) for k, v in after.items()}
     per_request = round(1000 * spent["host"] / requests, 3) if requests else 0.0
-    figure("cpu", **labels, **spent, host_cpu_ms_per_request=per_request)
+    figure(
+        "cpu",
+        **labels,
+        **spent,
+        host_cpu_ms_per_request=per_request,
+        tasks=tasks,
+        tasks_per_request=round(tasks / requests, 4) if requests else 0.0,
+    )
 
 
-def wrk(host: Host, target_url: str, seconds: int, connections: int) -> dict[str, float]:
+def wrk(
+    host: Host, target_url: str, seconds: int, connections: int, close: bool = False
+) -> dict[str, float]:
     """One wrk run (2 threads); requests/s, mean latency (ms), non-2xx and socket errors.
 
+    ``close`` sends ``Connection: close``: the server closes each connection after its
+    answer and wrk opens a new one (TCP and TLS handshake) for every request.
     (Socket errors are mostly timeouts of connections a stack did not serve within
     wrk's 2 s: at more connections than prefork has processes.)
     """
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", target_url]
-    out = host.run(cmd, timeout=seconds + 60, check=True).stdout
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = host.run([*cmd, target_url], timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -367,32 +583,48 @@ def h2load(host: Host, target_url: str, seconds: int, clients: int) -> float | N
     return float(match.group(1))
 
 
-Key = tuple[str, str, int]  # pool variant, page, connections
+Key = tuple[str, str, int]  # scenario, page, connections
+Results = dict[tuple[str, str, int, str], list[float]]  # (*Key, stack) -> rps per round
 
 
 def measure(
     host: Host,
+    scenario: str,
     pool: str,
     pages: list[str],
     connections: list[int],
     rounds: int,
     seconds: int,
-    results: dict[tuple[str, str, int, str], list[float]],
+    results: Results,
     h2: dict[Key, float],
+    close: bool = False,
 ) -> None:
-    """wrk on both stacks in alternation (ABAB...), then h2load on the new stack."""
+    """wrk on every stack, in an order rotated per round; then h2load on the new stack.
+
+    ``close``: a new connection per request (``Connection: close``), no h2load.
+    """
+    conn = "close" if close else "keep-alive"
     for page, conns in itertools.product(pages, connections):
         if page == "wordpress" and conns > SLOW_PAGE_CONNECTIONS:
             continue  # tens of requests/s: most of the connections would only time out
-        for stack in ("new", "legacy"):
-            wrk(host, url(page, stack), 2, conns)  # warm-up (opcache, pool, children)
+        for stack in STACKS:
+            wrk(host, url(page, stack), 2, conns, close)  # warm-up (opcache, pool, children)
         for round_ in range(rounds):
-            for stack in ("new", "legacy") if round_ % 2 == 0 else ("legacy", "new"):
+            shift = round_ % len(STACKS)
+            for stack in STACKS[shift:] + STACKS[:shift]:
                 before = cpu_seconds(host)
-                result = wrk(host, url(page, stack), seconds, conns)
-                results.setdefault((pool, page, conns, stack), []).append(result["rps"])
-                progress(f"{pool} {page} c={conns} {stack} #{round_ + 1}: {result['rps']:.0f} rps")
-                labels = {"pool": pool, "page": page, "connections": conns, "stack": stack}
+                result = wrk(host, url(page, stack), seconds, conns, close)
+                results.setdefault((scenario, page, conns, stack), []).append(result["rps"])
+                progress(
+                    f"{scenario} {page} c={conns} {stack} #{round_ + 1}: {result['rps']:.0f} rps"
+                )
+                labels = {
+                    "pool": pool,
+                    "conn": conn,
+                    "page": page,
+                    "connections": conns,
+                    "stack": stack,
+                }
                 figure(
                     "serving",
                     **labels,
@@ -404,31 +636,36 @@ def measure(
                     socket_errors=int(result["socket_errors"]),
                 )
                 cpu_line(host, before, result["rps"] * seconds, **labels)
+        if close:
+            continue
         before = cpu_seconds(host)
-        value = h2load(host, url(page, "new"), seconds, conns)
-        labels = {"pool": pool, "page": page, "connections": conns, "stack": "new"}
+        value = h2load(host, url(page, NEW), seconds, conns)
+        labels = {"pool": pool, "conn": conn, "page": page, "connections": conns, "stack": NEW}
         if value is None:
             figure("serving", **labels, protocol="h2", tool="h2load", rps="hung")
             continue
-        h2[(pool, page, conns)] = value
+        h2[(scenario, page, conns)] = value
         figure("serving", **labels, protocol="h2", tool="h2load", rps=round(value, 1))
         cpu_line(host, before, value * seconds, **labels, protocol="h2")
 
 
 def main() -> int:
-    """Set both stacks up, measure in alternation, print figures, ratios and targets."""
+    """Set the stacks up, measure them in rotation, print figures, ratios and targets."""
     parser = base_arguments(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--connections",
-        default="16,256",
-        help="comma-separated concurrent connections (wrk and h2load clients)",
+        default=None,
+        help="comma-separated concurrent connections of the keep-alive measurements"
+        " (wrk and h2load clients; default 16,256, --quick: 16)",
     )
     args = parser.parse_args()
     rounds, seconds = (2, 4) if args.quick else (3, 10)
     php = PHP_VERSIONS[args.release]
     image = ensure_bench_image(args.release)
-    connections = [int(c) for c in args.connections.split(",")]
-    results: dict[tuple[str, str, int, str], list[float]] = {}
+    connections = [
+        int(c) for c in (args.connections or ("16" if args.quick else "16,256")).split(",")
+    ]
+    results: Results = {}
     h2: dict[Key, float] = {}
     with bench_host(
         "wb-serving", image=image, release=args.release, formula=args.formula, keep=args.keep
@@ -438,50 +675,56 @@ def main() -> int:
         apply_webarch(host)
         put_content(host)
         install_wordpress(host)
-        start_legacy(host, php)
+        for stack in LEGACIES:
+            start_legacy(host, stack, php)
         check_pages(host)
-        measure(host, "default", list(PAGES), connections, rounds, seconds, results, h2)
+        timing = (rounds, seconds, results, h2)
+        measure(host, "default", "default", list(PAGES), connections, *timing)
+        # A new connection per request: browsers and visitors open connections far more
+        # often than wrk's 100 requests per kept-alive connection.
+        close_pages = list(CLOSE_PAGES)
+        measure(host, "close", "default", close_pages, [CLOSE_CONNECTIONS], *timing, close=True)
         # The same PHP pages with a pool as wide as the load (the formula's default is
         # two workers per account; prefork + mod_php runs one PHP per connection).
         host.set_pillar(bench_pillar(max_children=WIDE_POOL))
         apply_webarch(host)
         php_pages = [p for p in PAGES if p != "static"]
         pool = f"max_children_{WIDE_POOL}"
-        measure(host, pool, php_pages, connections, rounds, seconds, results, h2)
-        sh(host, "systemctl stop apache2-legacy")
+        measure(host, pool, pool, php_pages, connections, *timing)
+        if not args.keep:
+            sh(host, "systemctl stop " + " ".join(f"apache2-{s}" for s in LEGACIES))
     return report(results, h2)
 
 
-def report(results: dict[tuple[str, str, int, str], list[float]], h2: dict[Key, float]) -> int:
-    """Medians, new/legacy ratios and the PASS/MISS lines (one per scenario, page, load)."""
+def report(results: Results, h2: dict[Key, float]) -> int:
+    """Medians, new/legacy ratios and PASS/MISS lines (per scenario, page, load, legacy)."""
     ok = True
-    scenarios = sorted(
-        {(pool, page, conns) for pool, page, conns, _ in results},
-        key=lambda k: (k[0] != "default", k[0], list(PAGES).index(k[1]), k[2]),
-    )
-    for pool, page, conns in scenarios:
-        new = statistics.median(results[(pool, page, conns, "new")])
-        legacy = statistics.median(results[(pool, page, conns, "legacy")])
-        labels = {"scenario": pool, "page": page, "connections": conns}
-        h2_rps = h2.get((pool, page, conns))
+    for scenario, page, conns in dict.fromkeys(k[:3] for k in results):
+        median = {s: statistics.median(results[(scenario, page, conns, s)]) for s in STACKS}
+        labels = {"scenario": scenario, "page": page, "connections": conns}
+        h2_rps = h2.get((scenario, page, conns))
         figure(
             "serving_median",
             **labels,
-            new_rps=round(new, 1),
-            legacy_rps=round(legacy, 1),
+            **{f"{s}_rps": round(median[s], 1) for s in STACKS},
             new_h2_rps=round(h2_rps, 1) if h2_rps else "-",
         )
-        suffix = f"c{conns}" + ("" if pool == "default" else f"_{pool}")
-        value = ratio(new, legacy)
-        figure("ratio", name=f"{page}_{suffix}_new_vs_legacy_http1", value=round(value, 2))
-        if h2_rps:
-            h2_value = ratio(h2_rps, legacy)
-            figure(
-                "ratio", name=f"{page}_{suffix}_new_h2_vs_legacy_http1", value=round(h2_value, 2)
+        suffix = f"c{conns}" + ("" if scenario == "default" else f"_{scenario}")
+        for legacy in LEGACIES:
+            value = ratio(median[NEW], median[legacy])
+            name = f"{page}_{suffix}_new_vs_{legacy}_http1"
+            figure("ratio", name=name, legacy=legacy, value=round(value, 2))
+            if h2_rps:
+                h2_value = round(ratio(h2_rps, median[legacy]), 2)
+                name = f"{page}_{suffix}_new_h2_vs_{legacy}_http1"
+                figure("ratio", name=name, legacy=legacy, value=h2_value)
+            wanted = TARGETS[page]
+            conn = "a new connection per request" if scenario == "close" else "keep-alive"
+            detail = (
+                f"legacy={legacy} new/{legacy} {value:.2f} (>= {wanted},"
+                f" wrk HTTP/1.1, {conns} connections, {conn})"
             )
-        wanted = TARGETS[page]
-        detail = f"new/legacy {value:.2f} (>= {wanted}, wrk HTTP/1.1, {conns} connections)"
-        ok &= target(f"serving_{page}_{suffix}", value >= wanted, detail)
+            ok &= target(f"serving_{page}_{suffix}_vs_{legacy}", value >= wanted, detail)
     progress(f"serving targets all met: {ok}")
     return 0
 

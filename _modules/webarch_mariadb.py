@@ -69,6 +69,105 @@ def query(sql: str) -> list[list[str]]:
     return [line.split("\t") for line in proc.stdout.splitlines()]
 
 
+#: The per-run picture of MariaDB's accounts (see :py:func:`in_place`).
+_SNAPSHOT = "webarch_mariadb.snapshot"
+SNAPSHOT_SQL = (
+    "SELECT 'U', User, Host, plugin FROM mysql.user;"
+    " SELECT 'D', SCHEMA_NAME, '', '' FROM information_schema.SCHEMATA;"
+    " SELECT 'G', GRANTEE, TABLE_SCHEMA, PRIVILEGE_TYPE, IS_GRANTABLE"
+    " FROM information_schema.SCHEMA_PRIVILEGES;"
+)
+
+
+def _snapshot() -> dict:
+    """Users (with their plugin), databases and database grants: one client call per run.
+
+    Kept in ``__context__`` for the state run; dropped whenever this module
+    changes MariaDB.
+    """
+    if _SNAPSHOT not in __context__:
+        users: dict[tuple[str, str], str] = {}
+        databases: set[str] = set()
+        grants: dict[tuple[str, str], set[str]] = {}
+        for row in query(SNAPSHOT_SQL):
+            if row[0] == "U" and len(row) == 4:
+                users[(row[1], row[2])] = row[3]
+            elif row[0] == "D" and len(row) >= 2:
+                databases.add(row[1])
+            elif row[0] == "G" and len(row) == 5:
+                held = grants.setdefault((row[1], row[2]), set())
+                held.add(row[3])
+                if row[4] == "YES":
+                    held.add("GRANT OPTION")
+        __context__[_SNAPSHOT] = {"users": users, "databases": databases, "grants": grants}
+    return __context__[_SNAPSHOT]
+
+
+def _changed() -> None:
+    """Forget the snapshot: MariaDB was changed."""
+    __context__.pop(_SNAPSHOT, None)
+
+
+def in_place(
+    what: str,
+    user: str = "",
+    host: str = "localhost",
+    database: str = "",
+    privileges: list[str] | None = None,
+    unix_socket: bool = True,
+) -> bool:
+    """
+    Tell whether a MariaDB user, database or grant is already exactly as wanted.
+
+    For the ``unless`` of saltext-mysql's states: each of them opens four or
+    five connections (each building a TLS context in PyMySQL) to check what one
+    query per run shows for every account.  A ``True`` here is never wrong (a
+    snapshot taken earlier in the run can only lack what the run made since);
+    anything else lets the state check and act as usual.
+
+    what
+        ``user`` (``user@host`` exists, with the unix_socket plugin unless
+        ``unix_socket`` is false), ``database`` (it exists) or ``grant``
+        (``user@host`` holds exactly ``privileges`` on all of ``database``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.in_place grant user=alice database=alice_wp privileges='[SELECT]'
+    """
+    try:
+        snap = _snapshot()
+    except CommandExecutionError:
+        return False  # the state finds out and says why
+    if what == "user":
+        plugin = snap["users"].get((user, host))
+        return plugin is not None and (not unix_socket or plugin == "unix_socket")
+    if what == "database":
+        return database in snap["databases"]
+    if what == "grant":
+        grantee = f"'{user}'@'{host}'"
+        held = snap["grants"].get((grantee, database.replace("_", "\\_")))
+        return held is not None and held == set(privileges or [])
+    raise CommandExecutionError(f"in_place: what must be user, database or grant, not {what!r}")
+
+
+def held_beyond(user: str, database: str, privileges: list[str], host: str = "localhost") -> bool:
+    """
+    Tell whether ``user@host`` may hold more than ``privileges`` on ``database``.
+
+    From the run's snapshot: ``False`` when it holds nothing beyond them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.held_beyond alice alice_wp '[SELECT]'
+    """
+    held = _snapshot()["grants"].get((f"'{user}'@'{host}'", database.replace("_", "\\_")))
+    return held is not None and not held <= set(privileges)
+
+
 def database_exists(name: str) -> bool:
     """Tell whether the database ``name`` exists."""
     rows = query(
@@ -105,6 +204,7 @@ def set_password_hash(user: str, host: str, password_hash: str) -> None:
         or not all(c in "0123456789ABCDEF" for c in password_hash[1:])
     ):
         raise CommandExecutionError("not a mysql_native_password hash")
+    _changed()
     sql = (
         f"SET SESSION sql_log_off = 1; ALTER USER {_literal(user)}@{_literal(host)} "
         f"IDENTIFIED VIA unix_socket OR mysql_native_password USING {_literal(password_hash)};"
@@ -202,6 +302,7 @@ def dump(name: str, archive_dir: str) -> str:
 
 def drop_database(name: str) -> None:
     """Drop the database ``name`` and every grant on it (call only after a verified dump)."""
+    _changed()
     query(f"DROP DATABASE IF EXISTS {_ident(name)}")
     escaped = name.replace("_", "\\_")
     rows = query(
@@ -235,6 +336,7 @@ def database_privileges(user: str, database: str, host: str = "localhost") -> li
 
 def revoke(user: str, database: str, privileges: list[str], host: str = "localhost") -> None:
     """Revoke ``privileges`` on ``database`` from ``user@host`` (GRANT OPTION first)."""
+    _changed()
     for privilege in sorted(privileges, key=lambda p: p != "GRANT OPTION"):
         query(
             f"REVOKE {privilege} ON {db_grant_object(database)} "
@@ -244,4 +346,5 @@ def revoke(user: str, database: str, privileges: list[str], host: str = "localho
 
 def drop_user(user: str, host: str = "localhost") -> None:
     """Drop the MariaDB user ``user@host``."""
+    _changed()
     query(f"DROP USER IF EXISTS {_literal(user)}@{_literal(host)}")

@@ -121,6 +121,8 @@ def privileges_limited(
     """
     account = f"{name}@{host}"
     try:
+        if not __salt__["webarch_mariadb.held_beyond"](name, database, privileges, host):
+            return _ret(name, True, f"{account} holds nothing more on {database}")
         held = __salt__["webarch_mariadb.database_privileges"](name, database, host)
         extra = [p for p in held if p not in privileges]
         if not extra:

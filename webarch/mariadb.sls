@@ -77,15 +77,16 @@ webarch-{{ name }}-mariadb-user:
 {%-   for key, value in conn.items() %}
     - {{ key }}: {{ value }}
 {%-   endfor %}
-{%-   if account.notify.db_password %}
-    # With a password as well (unix_socket OR mysql_native_password, set by
-    # webarch_notify), saltext-mysql no longer recognises the user: it only
-    # creates it here.
+    # Skipped when the run's one snapshot of MariaDB shows it in place (each
+    # saltext-mysql check opens several connections).  With a password as
+    # well (unix_socket OR mysql_native_password, set by webarch_notify),
+    # saltext-mysql no longer recognises the user: then it only creates it.
     - unless:
-      - fun: webarch_mariadb.user_exists
+      - fun: webarch_mariadb.in_place
+        what: user
         user: {{ my.user }}
         host: {{ my.host }}
-{%-   endif %}
+        unix_socket: {{ not account.notify.db_password }}
     - require:
       - service: webarch-mariadb-service
       - user: webarch-{{ name }}-user
@@ -98,6 +99,10 @@ webarch-{{ name }}-db-{{ dbname }}:
 {%-     for key, value in conn.items() %}
     - {{ key }}: {{ value }}
 {%-     endfor %}
+    - unless:
+      - fun: webarch_mariadb.in_place
+        what: database
+        database: {{ dbname }}
     - require:
       - service: webarch-mariadb-service
 
@@ -124,6 +129,13 @@ webarch-{{ name }}-db-{{ dbname }}-grant:
 {%-     for key, value in conn.items() %}
     - {{ key }}: {{ value }}
 {%-     endfor %}
+    - unless:
+      - fun: webarch_mariadb.in_place
+        what: grant
+        user: {{ my.user }}
+        host: {{ my.host }}
+        database: {{ dbname }}
+        privileges: {{ my.privileges | json }}
     - require:
       - webarch_mariadb: webarch-{{ name }}-db-{{ dbname }}-privileges
 {%-   endfor %}

@@ -146,8 +146,7 @@ def in_place(
     if what == "database":
         return database in snap["databases"]
     if what == "grant":
-        grantee = f"'{user}'@'{host}'"
-        held = snap["grants"].get((grantee, database.replace("_", "\\_")))
+        held = _held(snap, user, database, host)
         return held is not None and held == set(privileges or [])
     raise CommandExecutionError(f"in_place: what must be user, database or grant, not {what!r}")
 
@@ -164,8 +163,18 @@ def held_beyond(user: str, database: str, privileges: list[str], host: str = "lo
 
         salt '*' webarch_mariadb.held_beyond alice alice_wp '[SELECT]'
     """
-    held = _snapshot()["grants"].get((f"'{user}'@'{host}'", database.replace("_", "\\_")))
+    held = _held(_snapshot(), user, database, host)
     return held is not None and not held <= set(privileges)
+
+
+def _held(snap: dict, user: str, database: str, host: str) -> set[str] | None:
+    """What ``user@host`` holds on all of ``database`` in the snapshot (None: nothing)."""
+    return snap["grants"].get((f"'{user}'@'{host}'", _db_pattern(database)))
+
+
+def _db_pattern(database: str) -> str:
+    """How MariaDB stores a grant on ``database`` (``_`` escaped, as saltext-mysql grants it)."""
+    return database.replace("_", "\\_")
 
 
 def database_exists(name: str) -> bool:
@@ -304,9 +313,9 @@ def drop_database(name: str) -> None:
     """Drop the database ``name`` and every grant on it (call only after a verified dump)."""
     _changed()
     query(f"DROP DATABASE IF EXISTS {_ident(name)}")
-    escaped = name.replace("_", "\\_")
     rows = query(
-        f"SELECT Db, User, Host FROM mysql.db WHERE Db IN ({_literal(name)}, {_literal(escaped)})"
+        "SELECT Db, User, Host FROM mysql.db"
+        f" WHERE Db IN ({_literal(name)}, {_literal(_db_pattern(name))})"
     )
     for db, user, host in rows:
         query(f"REVOKE ALL PRIVILEGES ON {_ident(db)}.* FROM {_literal(user)}@{_literal(host)}")
@@ -314,7 +323,7 @@ def drop_database(name: str) -> None:
 
 def db_grant_object(database: str) -> str:
     """How MariaDB names the grants on ``database`` (``_`` escaped, as saltext-mysql does)."""
-    return _ident(database.replace("_", "\\_")) + ".*"
+    return _ident(_db_pattern(database)) + ".*"
 
 
 def database_privileges(user: str, database: str, host: str = "localhost") -> list[str]:

@@ -110,7 +110,12 @@ def is_right(name: str, device: str, fstype: str, opts: list[str], config: str) 
         return False
     if "ro" not in opts and "ro" in have:
         return False
-    return (device, name, fstype, ",".join(opts), "0", "0") in _fstab(config)
+    return _fstab_entry(device, name, fstype, opts) in _fstab(config)
+
+
+def _fstab_entry(device: str, name: str, fstype: str, opts: list[str]) -> tuple[str, ...]:
+    """The six fields of the fstab line webarch wants for a mount."""
+    return (device, name, fstype, ",".join(opts), "0", "0")
 
 
 def mounted(
@@ -164,13 +169,14 @@ def _make_slave(name: str) -> dict:
 
 def _mount_new(name: str, device: str, fstype: str, opts: list[str], config: str) -> dict:
     """Mount ``device`` on ``name`` (nothing there yet) and append its fstab line."""
-    line = f"{device}\t\t{name}\t{fstype}\t{','.join(opts)}\t0 0\n"
+    entry = _fstab_entry(device, name, fstype, opts)
+    line = "{}\t\t{}\t{}\t{}\t{} {}\n".format(*entry)
     changes = {"mount": True, "persist": "new"}
     if __opts__["test"]:
         return _ret(
             name, changes, None, f"{device} would be mounted on {name} and added to {config}"
         )
-    cmd = ["mount", "-o", ",".join(opts)]
+    cmd = ["mount", "-o", entry[3]]
     if fstype != "none":
         cmd += ["-t", fstype]
     out = __salt__["cmd.run_all"]([*cmd, device, name], python_shell=False)
@@ -185,5 +191,5 @@ def _mount_new(name: str, device: str, fstype: str, opts: list[str], config: str
         handle.write(line)
     wanted = {o for o in opts if o in FLAGS or o.startswith("hidepid=")}
     _mountinfo()[name] = (fstype if fstype != "none" else "", wanted)
-    _fstab(config).add((device, name, fstype, ",".join(opts), "0", "0"))
+    _fstab(config).add(entry)
     return _ret(name, changes, True, f"mounted {device} on {name} and added it to {config}")

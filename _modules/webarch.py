@@ -22,6 +22,7 @@ import binascii
 import grp
 import hashlib
 import hmac
+import json
 import pwd
 import re
 import struct
@@ -1524,6 +1525,10 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         "present": sorted(present_names & wanted),
         "all_present": sorted(present_names),
         "only": targets,
+        # Added to the requisites of the server-wide services: a run limited by
+        # webarch_only checks a service only when a state it watches changed
+        # (a full run checks every service is running and enabled).
+        "service_onchanges": [] if targets is None else ["onchanges"],
         "ssh_password_accounts": sorted(a["name"] for a in present if a["ssh"]["password"]),
         "log_map": {
             "path": LOG_MAP_PATH,
@@ -1632,6 +1637,10 @@ def _pillar_data(pillar: dict | None) -> Any:
         return get("webarch", {})
 
 
+#: Where config() keeps the model it built last, with the inputs it was built from.
+MODEL_CONTEXT_KEY = "webarch.model"
+
+
 def config(pillar: dict | None = None) -> dict:
     """
     Return the whole validated, normalised webarch model.
@@ -1653,10 +1662,19 @@ def config(pillar: dict | None = None) -> dict:
     only = None
     if pillar is None:
         only = __salt__["pillar.get"]("webarch_only", None, unmask=True)
+    inputs = (_pillar_data(pillar), host_users(), __grains__["osmajorrelease"], only)
+    # Every SLS file imports map.jinja, so a run asks for the model once per
+    # file: build it once for the same pillar and host.  The model is read-only.
+    key = json.dumps(inputs, sort_keys=True, default=repr)
+    cached = __context__.get(MODEL_CONTEXT_KEY)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     try:
-        return build_model(_pillar_data(pillar), host_users(), __grains__["osmajorrelease"], only)
+        model = build_model(*inputs)
     except ModelError as exc:
         raise CommandExecutionError(str(exc)) from None
+    __context__[MODEL_CONTEXT_KEY] = (key, model)
+    return model
 
 
 def accounts(state: str = "present") -> dict:

@@ -24,7 +24,7 @@ webarch-mail-mailname:
     - contents: {{ webarch.hostname }}
     - require:
       - pkg: webarch-packages
-    - watch_in:
+    - onchanges_in:
       - cmd: webarch-mail-exim-update
 {%- endif %}
 
@@ -146,9 +146,11 @@ webarch-mail-exim-service:
   service.running:
     - name: exim4
     - enable: true
-    - watch:
+{%- for requisite in ['watch'] + webarch.service_onchanges %}
+    - {{ requisite }}:
       - cmd: webarch-mail-exim-update
       - file: webarch-mail-exim-queueonly
+{%- endfor %}
 
 webarch-mail-accounts:
   file.managed:
@@ -207,8 +209,10 @@ webarch-mail-socket:
       - file: webarch-mail-gate-dir
       - file: webarch-mail-webarch-mail-gate-script
       - service: webarch-mail-exim-service
-    - watch:
+{%- for requisite in ['watch'] + webarch.service_onchanges %}
+    - {{ requisite }}:
       - file: webarch-mail-unit-webarch-mail.socket
+{%- endfor %}
 
 webarch-mail-log-service:
   service.running:
@@ -217,6 +221,8 @@ webarch-mail-log-service:
     - require:
       - file: webarch-mail-accounts
       - service: webarch-mail-exim-service
-    - watch:
+{%- for requisite in ['watch'] + webarch.service_onchanges %}
+    - {{ requisite }}:
       - file: webarch-mail-unit-webarch-mail-log.service
       - file: webarch-mail-webarch-mail-log-script
+{%- endfor %}

@@ -39,8 +39,10 @@ webarch-mariadb-service:
   service.running:
     - name: mariadb
     - enable: true
-    - watch:
+{%- for requisite in ['watch'] + webarch.service_onchanges %}
+    - {{ requisite }}:
       - file: webarch-mariadb-config
+{%- endfor %}
 
 webarch-mariadb-dump-dir:
   file.directory:
@@ -237,7 +239,9 @@ webarch-db-dump-timer:
   service.running:
     - name: webarch-db-dump.timer
     - enable: true
-    - require:
+{%- for requisite in ['require'] + webarch.service_onchanges %}
+    - {{ requisite }}:
       - module: webarch-db-dump-units
       - file: webarch-db-dump-script
       - file: webarch-db-dump-map
+{%- endfor %}

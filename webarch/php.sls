@@ -116,11 +116,13 @@ webarch-fpm-service:
     - reload: true
     - require:
       - pkg: webarch-packages
-    - watch_any:
+{%- for requisite in ['watch_any'] + webarch.service_onchanges %}
+    - {{ requisite }}:
       - file: webarch-fpm-check-script
       - cmd: webarch-fpm-no-sysv-ipc
       - file: webarch-fpm-idle-pool
       - file: webarch-fpm-default-pool
 {%- for name in webarch.present %}
       - file: webarch-{{ name }}-fpm-pool
+{%- endfor %}
 {%- endfor %}

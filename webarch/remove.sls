@@ -16,20 +16,26 @@ include:
 webarch-{{ name }}-remove-apache-site:
   apache_site.disabled:
     - name: webarch-{{ name }}
-    - watch_in:
+{%- for requisite in ['watch'] + webarch.service_onchanges %}
+    - {{ requisite }}_in:
       - service: webarch-apache-service
+{%- endfor %}
   file.absent:
     - name: /etc/apache2/sites-available/webarch-{{ name }}.conf
     - require:
       - apache_site: webarch-{{ name }}-remove-apache-site
-    - watch_in:
+{%- for requisite in ['watch'] + webarch.service_onchanges %}
+    - {{ requisite }}_in:
       - service: webarch-apache-service
+{%- endfor %}
 
 webarch-{{ name }}-remove-fpm-pool:
   file.absent:
     - name: {{ account.pool.file }}
-    - watch_in:
+{%- for requisite in ['watch'] + webarch.service_onchanges %}
+    - {{ requisite }}_in:
       - service: webarch-fpm-service
+{%- endfor %}
 
 webarch-{{ name }}-remove-processes:
   cmd.run:

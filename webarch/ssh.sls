@@ -51,5 +51,7 @@ webarch-sshd-service:
     - name: ssh
     - enable: true
     - reload: true
-    - watch:
+{%- for requisite in ['watch'] + webarch.service_onchanges %}
+    - {{ requisite }}:
       - file: webarch-sshd-config
+{%- endfor %}

@@ -6,12 +6,14 @@ curl is this machine's, run in the test host's network namespace only
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
-from e2e.helpers import apply, changed, failed, pool_socket
+from e2e.helpers import apply, changed, failed, pool_socket, state_results
 from testhost import Host
 from testhost.acme import Pebble, served_certificate
 
@@ -402,6 +404,10 @@ def test_config_checks_refuse_bad_files(web):
     check = web.run(["/usr/local/sbin/webarch-fpm-check", version, "/tmp/bad-pool.conf"])
     assert check.returncode != 0
     assert status(web, "https://shop.bob.example/") == "200", "the live server is untouched"
+    # Checking copies the config to a scratch place; nothing of it stays behind
+    # (the copies once piled up in /tmp, one per checked file).
+    left = web.run(["sh", "-c", "ls -d /tmp/webarch-*-check.* 2>/dev/null"]).stdout
+    assert left == ""
 
 
 # Site (MDomain) -> its names, as in web_pillar().
@@ -486,3 +492,61 @@ def test_a_config_that_fails_its_check_keeps_the_old_one_live(web):
     assert failed(ret) == {}
     headers = curl(web, "https://shop.bob.example/", "-D", "-", "-o", "/dev/null").stdout
     assert "x-shop: new" in headers.lower()
+
+
+def only(*names: str) -> str:
+    """The salt-call argument of a run limited to ``names`` (README: webarch_only)."""
+    return "pillar=" + json.dumps({"webarch_only": list(names)})
+
+
+def test_a_run_limited_to_one_account(web):
+    pillar = copy.deepcopy(web.web_pillar)
+    pillar["webarch"]["accounts"]["alice"]["sites"]["www"]["headers"] = {"X-Only": "alice"}
+    # A stopped server-wide unit: only a full run checks it.
+    web.run(["systemctl", "stop", "webarch-db-dump.timer"], check=True)
+    ret = apply(web, pillar, only("alice"))
+    assert failed(ret) == {}
+    conf = "/etc/apache2/sites-available/webarch-alice.conf"
+    assert set(changed(ret)) == {
+        f"file_|-webarch-alice-apache-sites_|-{conf}_|-managed",
+        "service_|-webarch-apache-service_|-apache2_|-running",
+    }
+    assert not [key for key in state_results(ret) if "-bob-" in key]
+    ssh = state_results(ret)["service_|-webarch-sshd-service_|-ssh_|-running"]
+    assert "none of the onchanges reqs changed" in ssh["comment"]
+    headers = curl(web, "https://www.alice.example/", "-D", "-", "-o", "/dev/null").stdout
+    assert "x-only: alice" in headers.lower()
+    inactive = web.run(["systemctl", "is-active", "webarch-db-dump.timer"]).stdout.strip()
+    assert inactive == "inactive"
+    assert changed(apply(web, pillar, only("alice"))) == {}
+    # The full run afterwards: the stopped timer and the original pillar.
+    ret = apply(web, web.web_pillar)
+    assert failed(ret) == {}
+    assert set(changed(ret)) == {
+        f"file_|-webarch-alice-apache-sites_|-{conf}_|-managed",
+        "service_|-webarch-apache-service_|-apache2_|-running",
+        "service_|-webarch-db-dump-timer_|-webarch-db-dump.timer_|-running",
+    }
+
+
+def test_an_account_removed_by_a_limited_run(web):
+    pillar = copy.deepcopy(web.web_pillar)
+    accounts = pillar["webarch"]["accounts"]
+    accounts["carol"] = {"sites": {"www": {"type": "static", "server_name": "www.carol.example"}}}
+    assert failed(apply(web, pillar)) == {}
+    web.write_file("/home/carol/sites/www/index.html", "carol's site\n", mode=0o640)
+    web.run(["chown", "carol:www-data", "/home/carol/sites/www/index.html"], check=True)
+    carol = ("https://www.carol.example/", "--resolve", "www.carol.example:443:127.0.0.1")
+    assert curl(web, *carol).stdout == "carol's site\n"
+    accounts["carol"] = {"state": "absent"}
+    ret = apply(web, pillar, only("carol"))
+    assert failed(ret) == {}
+    assert not [key for key in state_results(ret) if "-alice-" in key or "-bob-" in key]
+    # Apache and PHP-FPM were reloaded without carol; her home went to an archive.
+    assert "carol's site" not in curl(web, *carol).stdout
+    assert not web.exists("/etc/apache2/sites-available/webarch-carol.conf")
+    assert web.run(["getent", "passwd", "carol"]).returncode != 0
+    archives = web.run(["sh", "-c", "ls /var/backups/webarch/"], check=True).stdout
+    assert "carol-" in archives
+    assert status(web, "https://www.alice.example/") == "200"
+    assert changed(apply(web, pillar)) == {}

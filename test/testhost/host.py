@@ -37,6 +37,8 @@ FORMULA_BINDS: tuple[tuple[str, str], ...] = (
     ("_modules", "/srv/formula/_modules"),
     ("_states", "/srv/formula/_states"),
     ("pillar.example", "/srv/formula/pillar.example"),
+    # The minion settings the README tells users to install.
+    ("webarch/files/salt-minion/webarch-loader.conf", "/etc/salt/minion.d/webarch-loader.conf"),
 )
 
 #: Each host gets its own cgroup below this one in every hierarchy systemd tracks processes in.

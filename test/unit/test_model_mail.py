@@ -208,8 +208,11 @@ def test_a_run_limited_to_some_accounts(model):
     # Server-wide files still list everyone.
     assert built["registry"]["names"] == ["alice", "bob"]
     assert built["mail_accounts"]["lines"][1:] == ["alice /home/alice", "bob /home/bob"]
+    # Such a run checks the server-wide services only when a state they watch changed.
+    assert built["service_onchanges"] == ["onchanges"]
     full = model.build_model(pillar, host(model, managed=["carol"]), 12)
     assert full["present"] == ["alice", "bob"] and full["only"] is None
+    assert full["service_onchanges"] == []
     assert full["remove"] == ["carol"]
     with pytest.raises(model.ModelError) as raised:
         model.build_model(pillar, host(model), 12, ["dave", 3])

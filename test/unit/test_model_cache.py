@@ -1,0 +1,73 @@
+"""webarch.config() builds the model once per run for the same pillar and host.
+
+Every SLS file imports map.jinja, which calls webarch.config(): without the
+cache a run validated the whole pillar a dozen times (0.2 s at 200 accounts).
+"""
+
+from __future__ import annotations
+
+import formula
+import pytest
+from unit.model_helpers import EMPTY_HOST, host
+
+
+class Run:
+    """What one Salt run shows the module: pillar, webarch_only and host users."""
+
+    def __init__(self) -> None:
+        self.pillar: dict = {"accounts": {"alice": {}, "bob": {}}}
+        self.only: list[str] | None = None
+        self.users = dict(EMPTY_HOST["users"])
+        self.builds = 0
+
+
+@pytest.fixture
+def run(monkeypatch):
+    module = formula.load("_modules/webarch.py")
+    state = Run()
+
+    def pillar_get(key, default=None, unmask=False):
+        return {"webarch": state.pillar, "webarch_only": state.only}.get(key, default)
+
+    real_build = module.build_model
+
+    def counting_build(*args):
+        state.builds += 1
+        return real_build(*args)
+
+    monkeypatch.setattr(module, "__context__", {}, raising=False)
+    monkeypatch.setattr(module, "__grains__", {"osmajorrelease": 12}, raising=False)
+    monkeypatch.setattr(module, "__salt__", {"pillar.get": pillar_get}, raising=False)
+    monkeypatch.setattr(
+        module, "host_users", lambda: host(module, users=state.users, managed=["alice"])
+    )
+    monkeypatch.setattr(module, "build_model", counting_build)
+    state.config = module.config
+    state.error = module.CommandExecutionError
+    return state
+
+
+def test_one_build_for_the_same_pillar_and_host(run):
+    first = run.config()
+    assert run.config() is first
+    assert run.builds == 1
+    assert sorted(first["accounts"]) == ["alice", "bob"]
+
+
+def test_a_changed_pillar_host_or_target_builds_again(run):
+    run.config()
+    run.pillar = {"accounts": {"alice": {}}}
+    assert sorted(run.config()["accounts"]) == ["alice"]
+    run.users["alice"] = 1001  # the run created alice's user meanwhile
+    run.config()
+    run.only = ["alice"]
+    assert run.config()["only"] == ["alice"]
+    assert run.builds == 4
+
+
+def test_an_invalid_pillar_is_reported_every_time(run):
+    run.pillar = {"accounts": {"Bad Name": {}}}
+    for _ in range(2):
+        with pytest.raises(run.error, match="Bad Name"):
+            run.config()
+    assert run.builds == 2

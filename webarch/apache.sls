@@ -306,7 +306,9 @@ webarch-{{ unit }}:
 # mounts.  The chroots add about 7 per account: at 200 accounts each reload
 # took 0.3 s more.  No account program runs outside its chroot and Apache keeps
 # no temporary files, so a private /tmp protects nothing here
-# (docs/security.rst, known limits).
+# (docs/security.rst, known limits).  A reload was also "apachectl graceful":
+# apache2 -t, then apache2 -k graceful, which reads and checks the whole
+# configuration again before it signals Apache (and refuses a broken one).
 webarch-apache-unit-options:
   file.managed:
     - name: /etc/systemd/system/apache2.service.d/webarch.conf
@@ -318,6 +320,8 @@ webarch-apache-unit-options:
         # Managed by Salt (webarch): see webarch/apache.sls.
         [Service]
         PrivateTmp=false
+        ExecReload=
+        ExecReload=/usr/sbin/apache2ctl -k graceful
   module.run:
     - service.systemctl_reload: []
     - onchanges:

@@ -494,6 +494,23 @@ def test_a_config_that_fails_its_check_keeps_the_old_one_live(web):
     assert "x-shop: new" in headers.lower()
 
 
+def test_a_reload_refuses_a_broken_config_and_apache_keeps_serving(web):
+    # The formula's drop-in: no PrivateTmp, and a reload is "apache2ctl -k
+    # graceful", which checks the whole configuration before it signals Apache.
+    shown = web.run(["systemctl", "show", "apache2", "-p", "PrivateTmp", "-p", "ExecReload"])
+    assert "PrivateTmp=no" in shown.stdout and "apache2ctl ; argv[]=" in shown.stdout
+    broken = "/etc/apache2/conf-enabled/zz-broken.conf"
+    web.write_file(broken, "NoSuchDirective on\n")
+    try:
+        assert web.run(["systemctl", "reload", "apache2"]).returncode != 0
+        assert web.run(["systemctl", "is-active", "apache2"]).stdout.strip() == "active"
+        assert status(web, "https://www.alice.example/") == "200"
+    finally:
+        web.run(["rm", "-f", broken], check=True)
+    assert web.run(["systemctl", "reload", "apache2"]).returncode == 0
+    assert status(web, "https://www.alice.example/") == "200"
+
+
 def only(*names: str) -> str:
     """The salt-call argument of a run limited to ``names`` (README: webarch_only)."""
     return "pillar=" + json.dumps({"webarch_only": list(names)})

@@ -546,11 +546,14 @@ def test_a_run_limited_to_one_account(web):
     }
 
 
-def test_an_account_removed_by_a_limited_run(web):
+def test_an_account_added_and_removed_by_limited_runs(web):
     pillar = copy.deepcopy(web.web_pillar)
     accounts = pillar["webarch"]["accounts"]
     accounts["carol"] = {"sites": {"www": {"type": "static", "server_name": "www.carol.example"}}}
-    assert failed(apply(web, pillar)) == {}
+    ret = apply(web, pillar, only("carol"))
+    assert failed(ret) == {}
+    assert not [key for key in state_results(ret) if "-alice-" in key or "-bob-" in key]
+    assert changed(apply(web, pillar)) == {}, "the limited run left work for a full one"
     web.write_file("/home/carol/sites/www/index.html", "carol's site\n", mode=0o640)
     web.run(["chown", "carol:www-data", "/home/carol/sites/www/index.html"], check=True)
     carol = ("https://www.carol.example/", "--resolve", "www.carol.example:443:127.0.0.1")

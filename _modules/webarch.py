@@ -119,6 +119,8 @@ ACCOUNT_MAIL_KEYS: dict[str, Any] = {"sender": str, "rate_limit": int}
 SMARTHOST_RE = re.compile(r"^(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?:::(?P<port>[0-9]{1,5}))?$")
 #: Password notifications: which secret, the marker the account can read.
 NOTIFY_KINDS = {"ssh": ".notify_passwd", "mariadb": ".notify_mariadb"}
+#: Where webarch_notify keeps a password until it is mailed (its _spool_path).
+NOTIFY_SPOOL_DIR = "/var/lib/webarch/notify/spool"
 NOTIFY_KEYS: dict[str, Any] = {
     "from": str,
     "from_name": str,
@@ -656,6 +658,8 @@ def _account_notify(
             for kind, marker in NOTIFY_KINDS.items()
             if enabled[kind]
         },
+        # Passwords still waiting to be mailed: deleted with the account.
+        "spool": [f"{NOTIFY_SPOOL_DIR}/{name}.{kind}" for kind in NOTIFY_KINDS],
     }
 
 

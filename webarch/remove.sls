@@ -83,6 +83,14 @@ webarch-{{ name }}-remove-user:
     - require:
       - webarch_archive: webarch-{{ name }}-archive-home
 
+# A password still waiting to be mailed (the MTA refused it) is of no use, and
+# no secret should outlive its account.
+webarch-{{ name }}-remove-notify-spool:
+  file.absent:
+    - names: {{ account.notify.spool | json }}
+    - require:
+      - user: webarch-{{ name }}-remove-user
+
 webarch-{{ name }}-remove-group:
   group.absent:
     - name: {{ name }}

@@ -558,6 +558,10 @@ def test_an_account_added_and_removed_by_limited_runs(web):
     web.run(["chown", "carol:www-data", "/home/carol/sites/www/index.html"], check=True)
     carol = ("https://www.carol.example/", "--resolve", "www.carol.example:443:127.0.0.1")
     assert curl(web, *carol).stdout == "carol's site\n"
+    # A password the MTA refused waits in the spool; it goes with the account.
+    spooled = "/var/lib/webarch/notify/spool/carol.ssh"
+    web.run(["install", "-d", "-m", "0700", "/var/lib/webarch/notify/spool"], check=True)
+    web.write_file(spooled, "Carol-Pending-Passw0rd\n", mode=0o600)
     accounts["carol"] = {"state": "absent"}
     ret = apply(web, pillar, only("carol"))
     assert failed(ret) == {}
@@ -568,5 +572,6 @@ def test_an_account_added_and_removed_by_limited_runs(web):
     assert web.run(["getent", "passwd", "carol"]).returncode != 0
     archives = web.run(["sh", "-c", "ls /var/backups/webarch/"], check=True).stdout
     assert "carol-" in archives
+    assert not web.exists(spooled)
     assert status(web, "https://www.alice.example/") == "200"
     assert changed(apply(web, pillar)) == {}

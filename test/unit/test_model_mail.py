@@ -234,3 +234,9 @@ def test_sysv_ipc_is_off_unless_asked_for(model):
     assert build(model, {})["sysctls"] == {"kernel.shmall": 0, "kernel.msgmni": 0}
     assert build(model, {"sysv_ipc": True})["sysctls"] == {}
     assert problems(model, {"sysv_ipc": "no"})[0].startswith("webarch:sysv_ipc: must be true")
+
+
+def test_the_spool_of_a_removed_account_is_where_notify_keeps_it(model, notify):
+    built = model.build_model({"accounts": {"alice": {"state": "absent"}}}, host(model))
+    spool = built["accounts"]["alice"]["notify"]["spool"]
+    assert spool == [notify._spool_path("alice", kind) for kind in ("ssh", "mariadb")]

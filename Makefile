@@ -47,8 +47,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/salt-lint webarch/*.sls webarch/reactor/*.sls
 	$(VENV)/bin/yamllint --strict .
+	$(PY) test/lint_formula.py
 	$(PY) -c 'import docutils.core; docutils.core.publish_doctree(open("README.rst").read(), \
 	  settings_overrides={"halt_level": 2})'
+	$(PY) test/pillar_reference.py --check
 
 unit: venv
 	$(PY) -m pytest test/unit
@@ -56,8 +58,20 @@ unit: venv
 e2e: prereqs venv
 	$(PY) -m pytest -m e2e test
 
+# The render check, in seconds, without root or a test host: the stored model of
+# pillar.example (test/data/model/), the whole formula compiled by Salt for
+# Debian 12 and 13 (full, webarch_only, an account removed), its requisites,
+# file sources, templates and state functions.  After an intended change of
+# the model, `make check-update` rewrites test/data/model/ (commit the diff).
+.PHONY: check check-update
+check: venv
+	$(PY) -m formula_check
+
+check-update: venv
+	$(PY) -m formula_check --update
+
 # Everything on Debian 12 test hosts, then the end-to-end tests again on Debian 13.
-test: prereqs venv lint
+test: prereqs venv lint check
 	$(PY) -m pytest test
 	WEBARCH_TEST_RELEASE=trixie $(PY) -m pytest -m e2e test
 

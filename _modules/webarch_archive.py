@@ -27,13 +27,7 @@ import subprocess
 import tarfile
 from typing import NamedTuple
 
-try:
-    from salt.exceptions import CommandExecutionError
-except ImportError:  # pragma: no cover - only without Salt installed
-
-    class CommandExecutionError(Exception):  # type: ignore[no-redef]
-        """Stand-in when Salt is not importable."""
-
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "webarch_archive"
 

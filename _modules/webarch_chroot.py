@@ -28,13 +28,8 @@ import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
-try:
-    from salt.exceptions import CommandExecutionError
-except ImportError:  # pragma: no cover - only without Salt installed
-
-    class CommandExecutionError(Exception):  # type: ignore[no-redef]
-        """Stand-in when Salt is not importable."""
-
+import webarch_paths as paths
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "webarch_chroot"
 
@@ -214,7 +209,7 @@ def _php_cli_etc(host_etc: Path) -> dict[str, Entry]:
     return wanted
 
 
-def wanted_entries(
+def _wanted_entries(
     name: str,
     home: str,
     web_user: str = "www-data",
@@ -235,8 +230,8 @@ def wanted_entries(
         "tmp": Entry("mountpoint", 0o1777),
         "proc": Entry("mountpoint", 0o555),
         "run": Entry("dir"),
-        "run/mysqld": Entry("mountpoint"),
-        "run/webarch-mail": Entry("mountpoint"),
+        paths.MARIADB_SOCKET_DIR.lstrip("/"): Entry("mountpoint"),
+        paths.MAIL_GATE_DIR.lstrip("/"): Entry("mountpoint"),
         "var": Entry("dir"),
         "var/tmp": Entry("link", data="/tmp"),
         # Old paths (PHP's default MariaDB socket is /var/run/mysqld/...).
@@ -340,7 +335,7 @@ def plan(
         salt '*' webarch_chroot.plan alice /chroots/alice /home/alice
     """
     root = Path(path)
-    wanted = wanted_entries(name, home, web_user, files=files)
+    wanted = _wanted_entries(name, home, web_user, files=files)
     mounts = _mount_points()
     changes: dict[str, list[str]] = {"create": [], "update": [], "remove": []}
     for rel, want in sorted(wanted.items()):
@@ -410,7 +405,7 @@ def apply(
     if not root.parent.is_dir():
         root.parent.mkdir(mode=0o755, parents=True)
     changes = plan(name, path, home, web_user, files)
-    wanted = wanted_entries(name, home, web_user, files=files)
+    wanted = _wanted_entries(name, home, web_user, files=files)
     mounts = _mount_points()
     for rel in changes.get("remove", []):
         _remove(root / rel.lstrip("/"))

@@ -5,8 +5,8 @@ saltext-mysql's states create users, databases and grants; what they cannot do
 is keep a copy of a database before it goes.  This module dumps a database with
 ``mariadb-dump`` (as root, through the socket), gzips it into a root-only file
 and verifies it (the gzip stream is whole and the dump ends with
-``-- Dump completed``) before :py:func:`drop_database` or :py:func:`drop_user`
-is ever called by the ``webarch_mariadb`` states.
+``-- Dump completed``): :py:func:`drop_database` and :py:func:`drop_user` dump
+first and drop nothing unless every dump is whole.
 
 Database and user names reaching this module were validated by the account
 model (``[a-z0-9_]`` and ``[a-z][a-z0-9-]``); they are quoted all the same.
@@ -19,17 +19,12 @@ import os
 import subprocess
 import time
 
-try:
-    from salt.exceptions import CommandExecutionError
-except ImportError:  # pragma: no cover - only without Salt installed
-
-    class CommandExecutionError(Exception):  # type: ignore[no-redef]
-        """Stand-in when Salt is not importable."""
-
+import webarch_paths as paths
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "webarch_mariadb"
 
-SOCKET = "/run/mysqld/mysqld.sock"
+SOCKET = paths.MARIADB_SOCKET
 DUMP_OPTIONS = (
     "--single-transaction",
     "--routines",
@@ -55,7 +50,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def query(sql: str) -> list[list[str]]:
+def _query(sql: str) -> list[list[str]]:
     """Run ``sql`` as root through the socket; return the rows (tab-separated fields)."""
     proc = subprocess.run(
         ["mariadb", f"--socket={SOCKET}", "--user=root", "--batch", "--skip-column-names",
@@ -89,7 +84,7 @@ def _snapshot() -> dict:
         users: dict[tuple[str, str], str] = {}
         databases: set[str] = set()
         grants: dict[tuple[str, str], set[str]] = {}
-        for row in query(SNAPSHOT_SQL):
+        for row in _query(SNAPSHOT_SQL):
             if row[0] == "U" and len(row) == 4:
                 users[(row[1], row[2])] = row[3]
             elif row[0] == "D" and len(row) >= 2:
@@ -178,16 +173,30 @@ def _db_pattern(database: str) -> str:
 
 
 def database_exists(name: str) -> bool:
-    """Tell whether the database ``name`` exists."""
-    rows = query(
+    """Tell whether the database ``name`` exists.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.database_exists alice_wp
+    """
+    rows = _query(
         "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = " + _literal(name)
     )
     return bool(rows)
 
 
 def user_exists(user: str, host: str = "localhost") -> bool:
-    """Tell whether the MariaDB user ``user@host`` exists."""
-    rows = query(
+    """Tell whether the MariaDB user ``user@host`` exists.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.user_exists alice
+    """
+    rows = _query(
         f"SELECT User FROM mysql.global_priv WHERE User = {_literal(user)} "
         f"AND Host = {_literal(host)}"
     )
@@ -230,16 +239,23 @@ def set_password_hash(user: str, host: str, password_hash: str) -> None:
 
 
 def user_databases(user: str, host: str = "localhost") -> list[str]:
-    """The existing databases ``user@host`` has privileges on (grants are LIKE patterns)."""
+    """The existing databases ``user@host`` has privileges on (grants are LIKE patterns).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.user_databases alice
+    """
     patterns = [
         row[0]
-        for row in query(
+        for row in _query(
             f"SELECT Db FROM mysql.db WHERE User = {_literal(user)} AND Host = {_literal(host)}"
         )
     ]
     found: set[str] = set()
     for pattern in patterns:
-        rows = query(
+        rows = _query(
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE "
             + _literal(pattern)
         )
@@ -247,14 +263,21 @@ def user_databases(user: str, host: str = "localhost") -> list[str]:
     return sorted(found - {"mysql", "information_schema", "performance_schema", "sys"})
 
 
-def dump_path(name: str, archive_dir: str) -> str:
+def _dump_path(name: str, archive_dir: str) -> str:
     """Where a dump of ``name`` made now goes."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return os.path.join(archive_dir, f"{name}-{stamp}.sql.gz")
 
 
 def verify_dump(path: str) -> None:
-    """Raise unless ``path`` is a whole gzip stream whose dump ends with ``-- Dump completed``."""
+    """Raise unless ``path`` is a whole gzip stream whose dump ends with ``-- Dump completed``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.verify_dump /var/backups/webarch/databases/alice_wp-X.sql.gz
+    """
     last = b""
     try:
         with gzip.open(path, "rb") as handle:
@@ -284,7 +307,7 @@ def dump(name: str, archive_dir: str) -> str:
     """
     os.makedirs(archive_dir, mode=0o700, exist_ok=True)
     os.chmod(archive_dir, 0o700)
-    path = dump_path(name, archive_dir)
+    path = _dump_path(name, archive_dir)
     partial = path + ".partial"
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
@@ -309,30 +332,58 @@ def dump(name: str, archive_dir: str) -> str:
     return path
 
 
-def drop_database(name: str) -> None:
-    """Drop the database ``name`` and every grant on it (call only after a verified dump)."""
+def _drop_database(name: str) -> None:
+    """Drop the database ``name`` and every grant on it (only after a verified dump)."""
     _changed()
-    query(f"DROP DATABASE IF EXISTS {_ident(name)}")
-    rows = query(
+    _query(f"DROP DATABASE IF EXISTS {_ident(name)}")
+    rows = _query(
         "SELECT Db, User, Host FROM mysql.db"
         f" WHERE Db IN ({_literal(name)}, {_literal(_db_pattern(name))})"
     )
     for db, user, host in rows:
-        query(f"REVOKE ALL PRIVILEGES ON {_ident(db)}.* FROM {_literal(user)}@{_literal(host)}")
+        _query(f"REVOKE ALL PRIVILEGES ON {_ident(db)}.* FROM {_literal(user)}@{_literal(host)}")
 
 
-def db_grant_object(database: str) -> str:
+def drop_database(name: str, archive_dir: str) -> str:
+    """
+    Dump the database ``name`` into ``archive_dir`` (verified), then drop it.
+
+    Returns the dump's path.  Nothing is dropped unless the dump is whole: the
+    dump and the drop are one call, so no caller can drop without a dump.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.drop_database alice_old /var/backups/webarch/databases
+    """
+    path = dump(name, archive_dir)
+    try:
+        _drop_database(name)
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"dumped to {path} but not dropped: {exc}") from None
+    return path
+
+
+def _db_grant_object(database: str) -> str:
     """How MariaDB names the grants on ``database`` (``_`` escaped, as saltext-mysql does)."""
     return _ident(_db_pattern(database)) + ".*"
 
 
 def database_privileges(user: str, database: str, host: str = "localhost") -> list[str]:
-    """The privileges ``user@host`` holds on the whole of ``database`` (GRANT OPTION too)."""
+    """The privileges ``user@host`` holds on the whole of ``database`` (GRANT OPTION too).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.database_privileges alice alice_wp
+    """
     if not user_exists(user, host):
         return []
-    target = f" ON {db_grant_object(database)} TO "
+    target = f" ON {_db_grant_object(database)} TO "
     found: list[str] = []
-    for (line,) in query(f"SHOW GRANTS FOR {_literal(user)}@{_literal(host)}"):
+    for (line,) in _query(f"SHOW GRANTS FOR {_literal(user)}@{_literal(host)}"):
         if not line.startswith("GRANT ") or target not in line:
             continue
         # ALL PRIVILEGES stays as it is: revoked whole, whatever it holds on
@@ -344,16 +395,36 @@ def database_privileges(user: str, database: str, host: str = "localhost") -> li
 
 
 def revoke(user: str, database: str, privileges: list[str], host: str = "localhost") -> None:
-    """Revoke ``privileges`` on ``database`` from ``user@host`` (GRANT OPTION first)."""
+    """Revoke ``privileges`` on ``database`` from ``user@host`` (GRANT OPTION first).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.revoke alice alice_wp '["DROP", "GRANT OPTION"]'
+    """
     _changed()
     for privilege in sorted(privileges, key=lambda p: p != "GRANT OPTION"):
-        query(
-            f"REVOKE {privilege} ON {db_grant_object(database)} "
+        _query(
+            f"REVOKE {privilege} ON {_db_grant_object(database)} "
             f"FROM {_literal(user)}@{_literal(host)}"
         )
 
 
-def drop_user(user: str, host: str = "localhost") -> None:
-    """Drop the MariaDB user ``user@host``."""
+def drop_user(user: str, archive_dir: str, host: str = "localhost") -> list[str]:
+    """
+    Dump every database ``user@host`` can use into ``archive_dir``, then drop the user.
+
+    Returns the dumps' paths.  The databases themselves stay; the user is
+    dropped only when every dump is whole.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.drop_user alice /var/backups/webarch/databases
+    """
+    dumps = [dump(name, archive_dir) for name in user_databases(user, host)]
     _changed()
-    query(f"DROP USER IF EXISTS {_literal(user)}@{_literal(host)}")
+    _query(f"DROP USER IF EXISTS {_literal(user)}@{_literal(host)}")
+    return dumps

@@ -33,21 +33,16 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
-try:
-    from salt.exceptions import CommandExecutionError
-except ImportError:  # pragma: no cover - only without Salt installed
-
-    class CommandExecutionError(Exception):  # type: ignore[no-redef]
-        """Stand-in when Salt is not importable."""
-
+import webarch_paths as paths
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "webarch_notify"
 
-NOTIFY_DIR = "/var/lib/webarch/notify"
+NOTIFY_DIR = paths.NOTIFY_DIR
 SENDMAIL = "/usr/sbin/sendmail"
 EXIQGREP = "/usr/sbin/exiqgrep"
 EXIM = "/usr/sbin/exim4"
-KINDS = ("ssh", "mariadb")
+KINDS = paths.NOTIFY_KINDS
 #: Unambiguous characters only: the password is typed from a mail.
 ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PASSWORD_LENGTH = 20
@@ -63,23 +58,23 @@ def __virtual__() -> str:
 # --------------------------------------------------------------------------
 
 
-def generate_password(length: int = PASSWORD_LENGTH) -> str:
+def _generate_password(length: int = PASSWORD_LENGTH) -> str:
     """A random password from :data:`ALPHABET` (about 116 bits for 20 characters)."""
     return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 
-def mysql_native_hash(password: str) -> str:
+def _mysql_native_hash(password: str) -> str:
     """MariaDB's ``mysql_native_password`` hash (``*`` + SHA1(SHA1(pw)), upper hex)."""
     return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
 
 
-def mask_email(address: str) -> str:
+def _mask_email(address: str) -> str:
     """``alice@example.org`` -> ``a***@example.org`` (for output and markers)."""
     local, _, domain = address.partition("@")
     return f"{local[:1]}***@{domain}"
 
 
-def reason_to_issue(entry: dict | None, token: str, marker_exists: bool, spooled: bool) -> str:
+def _reason_to_issue(entry: dict | None, token: str, marker_exists: bool, spooled: bool) -> str:
     """Why a new password is due for one (account, kind), or '' if none is."""
     if entry is None:
         return "first password"
@@ -92,7 +87,7 @@ def reason_to_issue(entry: dict | None, token: str, marker_exists: bool, spooled
     return ""
 
 
-def compose(
+def _compose(
     account: dict, kind: str, password: str, settings: dict, hostname: str, now: float
 ) -> EmailMessage:
     """Write the notification mail; every name and URL comes from configuration."""
@@ -126,7 +121,7 @@ def compose(
             "",
             f"    user:     {name}",
             f"    password: {password}",
-            "    server:   localhost (socket /run/mysqld/mysqld.sock)",
+            f"    server:   localhost (socket {paths.MARIADB_SOCKET})",
             "",
             "Your applications on this server need no password: they log in as your",
             "account through the socket.  The password is for tools that ask for one.",
@@ -148,7 +143,7 @@ def compose(
 def _dir(create: bool = False) -> str:
     """webarch's notification directory (root 0700); made only when writing."""
     if create:
-        os.makedirs(f"{NOTIFY_DIR}/spool", mode=0o700, exist_ok=True)
+        os.makedirs(paths.NOTIFY_SPOOL_DIR, mode=0o700, exist_ok=True)
         os.chmod(NOTIFY_DIR, 0o700)
     return NOTIFY_DIR
 
@@ -194,7 +189,7 @@ def _write_ledger(ledger: dict) -> None:
 def _spool_path(account: str, kind: str) -> str:
     if kind not in KINDS or "/" in account or account.startswith("."):
         raise CommandExecutionError(f"no such notification: {account!r} {kind!r}")
-    return f"{_dir()}/spool/{account}.{kind}"
+    return paths.notify_spool(account, kind)
 
 
 def _fresh_pillar() -> dict:
@@ -232,7 +227,7 @@ def _set_ssh_password(name: str, password: str) -> None:
 
 def _set_mariadb_password(name: str, password: str) -> None:
     """unix_socket first (applications keep needing no password), the password second."""
-    __salt__["webarch_mariadb.set_password_hash"](name, "localhost", mysql_native_hash(password))
+    __salt__["webarch_mariadb.set_password_hash"](name, "localhost", _mysql_native_hash(password))
 
 
 def _put_in_place(name: str, kind: str, password: str) -> None:
@@ -278,7 +273,7 @@ def due(name: str, kind: str, token: str = "", marker: str = "") -> str:
         salt '*' webarch_notify.due alice ssh
     """
     entry = _read_ledger().get(name, {}).get(kind)
-    return reason_to_issue(
+    return _reason_to_issue(
         entry,
         token,
         bool(marker) and os.path.exists(marker),
@@ -305,12 +300,12 @@ def issue(name: str, kind: str, token: str = "", marker: str = "") -> dict:
         entry = ledger.get(name, {}).get(kind)
         spool = _spool_path(name, kind)
         marker_exists = bool(marker) and os.path.exists(marker)
-        reason = reason_to_issue(entry, token, marker_exists, os.path.exists(spool))
+        reason = _reason_to_issue(entry, token, marker_exists, os.path.exists(spool))
         if not reason:
             return {}
         # Spool, then ledger, then the password itself: interrupted anywhere,
         # the next run finds it pending and send() puts it in place again.
-        password = generate_password()
+        password = _generate_password()
         _write_private(spool, password)
         serial = (entry or {}).get("serial", 0) + 1
         ledger.setdefault(name, {})[kind] = {
@@ -405,12 +400,12 @@ def send(account: str, kind: str) -> dict:
         # The password mailed is the one in force (also after an interrupted issue()).
         _put_in_place(account, kind, password)
         now = time.time()
-        message = compose(data, kind, password, settings, model["hostname"] or "localhost", now)
+        message = _compose(data, kind, password, settings, model["hostname"] or "localhost", now)
         _sendmail(message, settings["from"], data["email"])
         entry.update(
             state="sent",
             sent_at=now,
-            to=mask_email(data["email"]),
+            to=_mask_email(data["email"]),
             message_id=str(message["Message-ID"]),
         )
         _write_ledger(ledger)

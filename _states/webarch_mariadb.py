@@ -63,13 +63,10 @@ def database_absent(name: str, archive_dir: str) -> dict:
         if __opts__["test"]:
             changes = {"dumped": f"into {archive_dir} (would be)", "dropped": name}
             return _ret(name, None, f"database {name} would be dumped and dropped", changes)
-        path = mod["webarch_mariadb.dump"](name, archive_dir)
-    except Exception as exc:  # any failure: drop nothing, say why
+        # Dumped (verified) first: nothing is dropped without a whole dump.
+        path = mod["webarch_mariadb.drop_database"](name, archive_dir)
+    except Exception as exc:  # any failure: say why
         return _ret(name, False, f"database {name} not dropped: {exc}")
-    try:
-        mod["webarch_mariadb.drop_database"](name)
-    except Exception as exc:
-        return _ret(name, False, f"database {name} dumped to {path} but not dropped: {exc}")
     return _ret(
         name,
         True,
@@ -95,12 +92,9 @@ def user_absent(name: str, archive_dir: str, host: str = "localhost") -> dict:
         if __opts__["test"]:
             changes = {"dumped": databases, "dropped": account}
             return _ret(name, None, f"MariaDB user {account} would be dropped", changes)
-        dumps = [mod["webarch_mariadb.dump"](db, archive_dir) for db in databases]
-    except Exception as exc:  # any failure: drop nothing, say why
-        return _ret(name, False, f"MariaDB user {account} not dropped: {exc}")
-    try:
-        mod["webarch_mariadb.drop_user"](name, host)
-    except Exception as exc:
+        # Its databases dumped (verified) first: nothing goes without a whole dump.
+        dumps = mod["webarch_mariadb.drop_user"](name, archive_dir, host)
+    except Exception as exc:  # any failure: say why
         return _ret(name, False, f"MariaDB user {account} not dropped: {exc}")
     return _ret(
         name,

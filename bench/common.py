@@ -117,7 +117,14 @@ def formula_snapshot(formula: Path | None = None, rev: str = "HEAD") -> Path:
         tmp = target_dir.with_name(target_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        paths = ["webarch", "_modules", "_states", "pillar.example"]
+        wanted = ["webarch", "_modules", "_states", "_utils", "pillar.example"]
+        # (_utils, the account model, since issue 14: older commits lack it.)
+        paths = [
+            p
+            for p in wanted
+            if subprocess.run([*git, "cat-file", "-e", f"{commit}:{p}"], check=False).returncode
+            == 0
+        ]
         archive = subprocess.run(
             [*git, "archive", "--format=tar", commit, *paths], capture_output=True, check=True
         )

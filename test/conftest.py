@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-import formula
 import pytest
 import yaml
 from testhost import ensure_image
@@ -18,8 +17,10 @@ RELEASE = os.environ.get("WEBARCH_TEST_RELEASE", "bookworm")
 
 
 def load_model() -> ModuleType:
-    """Import _modules/webarch.py as a plain module (no Salt loader)."""
-    return formula.load("_modules/webarch.py")
+    """The account model (_utils/webarch_model.py, on the path as Salt's loader puts it)."""
+    import webarch_model
+
+    return webarch_model
 
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,7 @@ def test_minion_answers_through_the_master(master, host):
     assert master.call("config.get", "file_client") == "remote"
     assert master.call("config.get", "master") == "127.0.0.1"
     assert master.call("config.get", "id") == host.name
-    assert "/srv/formula/_modules" in master.call("config.get", "module_dirs")
+    assert "/srv/formula" in master.call("config.get", "module_dirs")
     keys = master.run_salt_run("manage.up")
     assert keys == [host.name]
 

@@ -6,11 +6,12 @@
 # the rest of the configuration) before it is put in place: a bad file keeps
 # the old one live and fails its state, the others still reload.
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import webarch with context %}
+{%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 {%- set apache = webarch.apache %}
 ---
 include:
   - {{ tplroot }}.packages
+  - {{ tplroot }}.programs
   - {{ tplroot }}.users
   - {{ tplroot }}.php
 
@@ -54,19 +55,23 @@ webarch-apache-restart-for-modules:
 
 webarch-apache-check-script:
   file.managed:
-    - name: /usr/local/sbin/webarch-apache-check
-    - source: salt://{{ tplroot }}/files/webarch-apache-check
+    - name: {{ webarch.paths.program_dir }}/webarch-apache-check
+    - source: salt://{{ tplroot }}/files/programs/webarch-apache-check.sh
     - user: root
     - group: root
     - mode: '0755'
 
+# Apache's piped logger: a reload of Apache starts it anew (it watches this).
 webarch-apache-log-split:
   file.managed:
-    - name: /usr/local/sbin/webarch-log-split
-    - source: salt://{{ tplroot }}/files/webarch-log-split
+    - name: {{ webarch.paths.program_dir }}/webarch-log-split
+    - source: salt://{{ tplroot }}/files/programs/webarch_log_split.py
     - user: root
     - group: root
     - mode: '0755'
+    # Its helper modules are in place before it can run.
+    - require:
+      - file: webarch-program-lib
 
 webarch-apache-log-map:
   file.managed:
@@ -86,7 +91,7 @@ webarch-apache-debian-vhosts-log:
 
 webarch-logrotate:
   file.managed:
-    - name: /etc/logrotate.d/webarch
+    - name: {{ webarch.paths.logrotate_conf }}
     - user: root
     - group: root
     - mode: '0644'
@@ -108,9 +113,9 @@ webarch-apache-default-certificate:
     - name: >-
         openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=webarch-default
         -addext basicConstraints=critical,CA:FALSE
-        -keyout /etc/apache2/webarch-default.key -out /etc/apache2/webarch-default.crt
-        && chmod 0600 /etc/apache2/webarch-default.key
-    - creates: /etc/apache2/webarch-default.crt
+        -keyout {{ webarch.paths.apache_default_key }} -out {{ webarch.paths.apache_default_cert }}
+        && chmod 0600 {{ webarch.paths.apache_default_key }}
+    - creates: {{ webarch.paths.apache_default_cert }}
     - require:
       - pkg: webarch-packages
 
@@ -126,24 +131,25 @@ webarch-apache-auth-dir:
       - pkg: webarch-packages
 
 {%- set configs = [
-      ('conf', 'conf-available/webarch.conf', 'apache-global.conf.jinja', 'webarch'),
-      ('site', 'sites-available/000-webarch.conf', 'apache-http.conf.jinja', '000-webarch'),
+      ('conf', webarch.paths.apache_conf, 'apache-global.conf.jinja', 'webarch'),
+      ('site', webarch.paths.apache_http_site, 'apache-http.conf.jinja', '000-webarch'),
     ] %}
 {%- for kind, path, template, enable in configs %}
 
 webarch-apache-{{ enable }}:
   file.managed:
-    - name: /etc/apache2/{{ path }}
-    - source: salt://{{ tplroot }}/files/{{ template }}
+    - name: {{ path }}
+    - source: salt://{{ tplroot }}/files/templates/{{ template }}
     - template: jinja
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: /usr/local/sbin/webarch-apache-check /etc/apache2/{{ path }}
+    - check_cmd: {{ webarch.paths.program_dir }}/webarch-apache-check {{ path }}
     - context:
         acme: {{ webarch.acme | json }}
         chroot_base: {{ webarch.chroot_base }}
         server_name: {{ apache.server_name }}
+        paths: {{ webarch.paths | json }}
     - require:
       - file: webarch-apache-check-script
       - file: webarch-md-message
@@ -194,22 +200,23 @@ webarch-{{ name }}-site-{{ site_name }}-auth:
 
 webarch-{{ name }}-apache-sites:
   file.managed:
-    - name: /etc/apache2/sites-available/webarch-{{ name }}.conf
-    - source: salt://{{ tplroot }}/files/apache-account.conf.jinja
+    - name: {{ account.apache.file }}
+    - source: salt://{{ tplroot }}/files/templates/apache-account.conf.jinja
     - template: jinja
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: /usr/local/sbin/webarch-apache-check /etc/apache2/sites-available/webarch-{{ name }}.conf
+    - check_cmd: {{ webarch.paths.program_dir }}/webarch-apache-check {{ account.apache.file }}
     - context:
         account: {{ account | json }}
         override_list: {{ apache.htaccess_directives | json }}
         auth_dir: {{ apache.auth_dir }}
+        paths: {{ webarch.paths | json }}
     - require:
       - file: webarch-apache-webarch
       - acl: webarch-{{ name }}-home-web-access
   apache_site.enabled:
-    - name: webarch-{{ name }}
+    - name: {{ account.apache.site }}
     - require:
       - file: webarch-{{ name }}-apache-sites
 {%- endfor %}
@@ -221,64 +228,26 @@ webarch-{{ name }}-apache-sites:
 # reload catches anything missed.
 webarch-md-stamp-dir:
   file.directory:
-    - name: /var/lib/webarch-md
+    - name: {{ webarch.paths.md_stamp_dir }}
     - user: {{ webarch.web_user }}
     - group: root
     - mode: '0700'
 
 webarch-md-message:
   file.managed:
-    - name: /usr/local/sbin/webarch-md-message
+    - name: {{ webarch.paths.program_dir }}/webarch-md-message
+    - source: salt://{{ tplroot }}/files/programs/webarch-md-message.sh
     - user: root
     - group: root
     - mode: '0755'
-    - contents: |
-        #!/bin/sh
-        # Managed by Salt (webarch): mod_md's MDMessageCmd (REASON DOMAIN).
-        # Only "renewed" (a new certificate is staged); "installed" follows the
-        # reload that activated it and must not start another one.
-        case "$1" in
-          renewed) touch /var/lib/webarch-md/renewed ;;
-        esac
-        exit 0
 
 webarch-md-reload-units:
   file.managed:
     - names:
-      - /etc/systemd/system/webarch-md-reload.service:
-        - contents: |
-            # Managed by Salt (webarch): activate certificates mod_md staged.
-            [Unit]
-            Description=Reload Apache to activate new certificates from mod_md
-            [Service]
-            Type=oneshot
-            # The stamp goes first: a certificate reported while this runs
-            # leaves a new stamp, and the path unit starts this again.
-            ExecStart=/bin/rm -f /var/lib/webarch-md/renewed
-            ExecStart=/bin/sleep 3
-            ExecStart=/bin/systemctl reload apache2.service
-      - /etc/systemd/system/webarch-md-reload.path:
-        - contents: |
-            # Managed by Salt (webarch): mod_md said it has a new certificate.
-            [Unit]
-            Description=Watch for new certificates from mod_md
-            [Path]
-            PathExists=/var/lib/webarch-md/renewed
-            Unit=webarch-md-reload.service
-            [Install]
-            WantedBy=multi-user.target
-      - /etc/systemd/system/webarch-md-reload.timer:
-        - contents: |
-            # Managed by Salt (webarch): a daily reload, should the watch miss one.
-            [Unit]
-            Description=Daily Apache reload for renewed certificates
-            [Timer]
-            OnCalendar=daily
-            RandomizedDelaySec=1h
-            Persistent=true
-            Unit=webarch-md-reload.service
-            [Install]
-            WantedBy=timers.target
+{%- for unit in ('webarch-md-reload.service', 'webarch-md-reload.path', 'webarch-md-reload.timer') %}
+      - {{ webarch.paths.systemd_dir }}/{{ unit }}:
+        - source: salt://{{ tplroot }}/files/systemd/{{ unit }}
+{%- endfor %}
     - user: root
     - group: root
     - mode: '0644'
@@ -295,10 +264,7 @@ webarch-{{ unit }}:
     - enable: true
     - require:
       - service: webarch-apache-service
-{%- for requisite in ['require'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - module: webarch-md-reload-units
-{%- endfor %}
+    {{- service_requisites('require', ['module: webarch-md-reload-units']) }}
 {%- endfor %}
 
 # Debian's apache2.service has PrivateTmp: systemd then builds a new mount
@@ -311,17 +277,12 @@ webarch-{{ unit }}:
 # configuration again before it signals Apache (and refuses a broken one).
 webarch-apache-unit-options:
   file.managed:
-    - name: /etc/systemd/system/apache2.service.d/webarch.conf
+    - name: {{ webarch.paths.apache_unit_dropin }}
+    - source: salt://{{ tplroot }}/files/systemd/apache2-webarch.conf
     - user: root
     - group: root
     - mode: '0644'
     - makedirs: true
-    - contents: |
-        # Managed by Salt (webarch): see webarch/apache.sls.
-        [Service]
-        PrivateTmp=false
-        ExecReload=
-        ExecReload=/usr/sbin/apache2ctl -k graceful
   module.run:
     - service.systemctl_reload: []
     - onchanges:
@@ -335,15 +296,13 @@ webarch-apache-service:
     - require:
       - cmd: webarch-apache-restart-for-modules
       - module: webarch-apache-unit-options
-{%- for requisite in ['watch_any'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - apache_conf: webarch-apache-debian-vhosts-log
-      - file: webarch-apache-webarch
-      - apache_conf: webarch-apache-webarch
-      - file: webarch-apache-000-webarch
-      - apache_site: webarch-apache-000-webarch
+{#- A reload starts new piped loggers: a changed webarch-log-split runs. #}
+{%- set watched = ['apache_conf: webarch-apache-debian-vhosts-log',
+                   'file: webarch-apache-webarch', 'apache_conf: webarch-apache-webarch',
+                   'file: webarch-apache-000-webarch', 'apache_site: webarch-apache-000-webarch',
+                   'file: webarch-apache-log-split', 'file: webarch-program-lib'] %}
 {%- for name in webarch.present %}
-      - file: webarch-{{ name }}-apache-sites
-      - apache_site: webarch-{{ name }}-apache-sites
+{%-   do watched.extend(['file: webarch-' ~ name ~ '-apache-sites',
+                         'apache_site: webarch-' ~ name ~ '-apache-sites']) %}
 {%- endfor %}
-{%- endfor %}
+    {{- service_requisites('watch_any', watched) }}

@@ -3,6 +3,7 @@
 ---
 include:
   - .packages
+  - .programs
   - .registry
   - .ipc
   - .users

@@ -12,5 +12,5 @@ webarch-sysctl-{{ key }}:
   sysctl.present:
     - name: {{ key }}
     - value: {{ value }}
-    - config: /etc/sysctl.d/90-webarch.conf
+    - config: {{ webarch.paths.sysctl_conf }}
 {%- endfor %}

@@ -7,17 +7,18 @@
 # account's address by /etc/email-addresses), applies its hourly limit and tags
 # its log lines, which webarch-mail-log copies into ~/logs/mail.log.
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import webarch with context %}
+{%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 {%- set mail = webarch.mail %}
 ---
 include:
   - {{ tplroot }}.packages
+  - {{ tplroot }}.programs
 
 {%- if webarch.hostname %}
 
 webarch-mail-mailname:
   file.managed:
-    - name: /etc/mailname
+    - name: {{ webarch.paths.mailname }}
     - user: root
     - group: root
     - mode: '0644'
@@ -30,7 +31,7 @@ webarch-mail-mailname:
 
 webarch-mail-exim-debconf:
   file.managed:
-    - name: /etc/exim4/update-exim4.conf.conf
+    - name: {{ webarch.paths.exim_debconf }}
     - user: root
     - group: root
     - mode: '0644'
@@ -54,7 +55,7 @@ webarch-mail-exim-debconf:
 
 webarch-mail-exim-macros:
   file.managed:
-    - name: /etc/exim4/exim4.conf.localmacros
+    - name: {{ webarch.paths.exim_macros }}
     - user: root
     - group: root
     - mode: '0644'
@@ -65,13 +66,13 @@ webarch-mail-exim-macros:
         # /etc/email-addresses to the account's configured address.
         MAIN_FORCE_SENDER = yes
         # Per-account hourly send limits.
-        MAIN_ACL_CHECK_MAIL = /etc/exim4/webarch-mail.acl
+        MAIN_ACL_CHECK_MAIL = {{ webarch.paths.exim_mail_acl }}
     - require:
       - pkg: webarch-packages
 
 webarch-mail-exim-acl:
   file.managed:
-    - name: /etc/exim4/webarch-mail.acl
+    - name: {{ webarch.paths.exim_mail_acl }}
     - user: root
     - group: root
     - mode: '0644'
@@ -101,7 +102,7 @@ webarch-mail-limits:
 
 webarch-mail-senders:
   file.blockreplace:
-    - name: /etc/email-addresses
+    - name: {{ webarch.paths.email_addresses }}
     - marker_start: '# webarch accounts: start (managed by Salt, do not edit)'
     - marker_end: '# webarch accounts: end'
     - content: {{ (['# ACCOUNT: the envelope sender Exim gives its mail']
@@ -114,7 +115,7 @@ webarch-mail-senders:
 # Mail to ACCOUNT@hostname (bounces of its own mail, too) goes to its holder.
 webarch-mail-aliases:
   file.blockreplace:
-    - name: /etc/aliases
+    - name: {{ webarch.paths.aliases }}
     - marker_start: '# webarch accounts: start (managed by Salt, do not edit)'
     - marker_end: '# webarch accounts: end'
     - content: {{ (['# ACCOUNT: where mail to ACCOUNT@hostname goes (its email)']
@@ -127,7 +128,7 @@ webarch-mail-aliases:
 # Exim's daemon runs the queue only: no SMTP listener, not even on 127.0.0.1.
 webarch-mail-exim-queueonly:
   file.replace:
-    - name: /etc/default/exim4
+    - name: {{ webarch.paths.exim_defaults }}
     - pattern: {{ mail.daemon.pattern | json }}
     - repl: {{ mail.daemon.line | json }}
     - append_if_not_found: true
@@ -146,11 +147,8 @@ webarch-mail-exim-service:
   service.running:
     - name: exim4
     - enable: true
-{%- for requisite in ['watch'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - cmd: webarch-mail-exim-update
-      - file: webarch-mail-exim-queueonly
-{%- endfor %}
+    {{- service_requisites('watch', ['cmd: webarch-mail-exim-update',
+                                     'file: webarch-mail-exim-queueonly']) }}
 
 webarch-mail-accounts:
   file.managed:
@@ -165,17 +163,20 @@ webarch-mail-accounts:
 
 webarch-mail-{{ script }}-script:
   file.managed:
-    - name: /usr/local/sbin/{{ script }}
-    - source: salt://{{ tplroot }}/files/{{ script }}
+    - name: {{ webarch.paths.program_dir }}/{{ script }}
+    - source: salt://{{ tplroot }}/files/programs/{{ script | replace('-', '_') }}.py
     - user: root
     - group: root
     - mode: '0755'
+    # Its helper modules are in place before it can run.
+    - require:
+      - file: webarch-program-lib
 {%- endfor %}
 
 # The gate's directory: made at boot before the chroots' bind mounts of it.
 webarch-mail-tmpfiles:
   file.managed:
-    - name: /etc/tmpfiles.d/webarch-mail.conf
+    - name: {{ webarch.paths.mail_tmpfiles }}
     - user: root
     - group: root
     - mode: '0644'
@@ -194,8 +195,8 @@ webarch-mail-gate-dir:
 
 webarch-mail-unit-{{ unit | replace('@', '') }}:
   file.managed:
-    - name: /etc/systemd/system/{{ unit }}
-    - source: salt://{{ tplroot }}/files/{{ unit }}
+    - name: {{ webarch.paths.systemd_dir }}/{{ unit }}
+    - source: salt://{{ tplroot }}/files/systemd/{{ unit }}
     - user: root
     - group: root
     - mode: '0644'
@@ -209,10 +210,7 @@ webarch-mail-socket:
       - file: webarch-mail-gate-dir
       - file: webarch-mail-webarch-mail-gate-script
       - service: webarch-mail-exim-service
-{%- for requisite in ['watch'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - file: webarch-mail-unit-webarch-mail.socket
-{%- endfor %}
+    {{- service_requisites('watch', ['file: webarch-mail-unit-webarch-mail.socket']) }}
 
 webarch-mail-log-service:
   service.running:
@@ -221,8 +219,6 @@ webarch-mail-log-service:
     - require:
       - file: webarch-mail-accounts
       - service: webarch-mail-exim-service
-{%- for requisite in ['watch'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - file: webarch-mail-unit-webarch-mail-log.service
-      - file: webarch-mail-webarch-mail-log-script
-{%- endfor %}
+    {{- service_requisites('watch', ['file: webarch-mail-unit-webarch-mail-log.service',
+                                     'file: webarch-mail-webarch-mail-log-script',
+                                     'file: webarch-program-lib']) }}

@@ -5,7 +5,7 @@
 # nightly dumps into ~/backups/mariadb.  A database is dropped only when the
 # pillar marks it absent, and only after a verified dump (webarch_mariadb).
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import webarch with context %}
+{%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 {%- set db = webarch.mariadb %}
 {%- set conn = {'connection_unix_socket': db.socket, 'connection_user': 'root'} %}
 ---
@@ -39,10 +39,7 @@ webarch-mariadb-service:
   service.running:
     - name: mariadb
     - enable: true
-{%- for requisite in ['watch'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - file: webarch-mariadb-config
-{%- endfor %}
+    {{- service_requisites('watch', ['file: webarch-mariadb-config']) }}
 
 webarch-mariadb-dump-dir:
   file.directory:
@@ -195,8 +192,8 @@ webarch-db-dump-map:
 
 webarch-db-dump-script:
   file.managed:
-    - name: /usr/local/sbin/webarch-db-dump
-    - source: salt://{{ tplroot }}/files/webarch-db-dump
+    - name: {{ webarch.paths.program_dir }}/webarch-db-dump
+    - source: salt://{{ tplroot }}/files/programs/webarch-db-dump.sh
     - user: root
     - group: root
     - mode: '0755'
@@ -204,29 +201,13 @@ webarch-db-dump-script:
 webarch-db-dump-units:
   file.managed:
     - names:
-      - /etc/systemd/system/webarch-db-dump.service:
-        - contents: |
-            # Managed by Salt (webarch): dump the accounts' databases.
-            [Unit]
-            Description=Dump the hosting accounts' MariaDB databases into their homes
-            After=mariadb.service
-            Requires=mariadb.service
-            [Service]
-            Type=oneshot
-            Nice=10
-            IOSchedulingClass=idle
-            ExecStart=/usr/local/sbin/webarch-db-dump {{ db.dump_retention_days }}
-      - /etc/systemd/system/webarch-db-dump.timer:
-        - contents: |
-            # Managed by Salt (webarch): nightly dumps of the accounts' databases.
-            [Unit]
-            Description=Nightly dumps of the hosting accounts' MariaDB databases
-            [Timer]
-            OnCalendar=*-*-* 03:15:00
-            RandomizedDelaySec=30min
-            Persistent=true
-            [Install]
-            WantedBy=timers.target
+      - {{ webarch.paths.systemd_dir }}/webarch-db-dump.service:
+        - source: salt://{{ tplroot }}/files/systemd/webarch-db-dump.service.jinja
+        - template: jinja
+        - context:
+            retention_days: {{ db.dump_retention_days }}
+      - {{ webarch.paths.systemd_dir }}/webarch-db-dump.timer:
+        - source: salt://{{ tplroot }}/files/systemd/webarch-db-dump.timer
     - user: root
     - group: root
     - mode: '0644'
@@ -239,9 +220,6 @@ webarch-db-dump-timer:
   service.running:
     - name: webarch-db-dump.timer
     - enable: true
-{%- for requisite in ['require'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - module: webarch-db-dump-units
-      - file: webarch-db-dump-script
-      - file: webarch-db-dump-map
-{%- endfor %}
+    {{- service_requisites('require', ['module: webarch-db-dump-units',
+                                       'file: webarch-db-dump-script',
+                                       'file: webarch-db-dump-map']) }}

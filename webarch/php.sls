@@ -4,8 +4,9 @@
 # file is checked alone with php-fpm -t before it is put in place, so a bad
 # pool is refused and the others keep running.
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import webarch with context %}
+{%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 {%- set php = webarch.php_version %}
+{%- set fpm = webarch.php_fpm %}
 ---
 include:
   - {{ tplroot }}.packages
@@ -13,8 +14,8 @@ include:
 
 webarch-fpm-check-script:
   file.managed:
-    - name: /usr/local/sbin/webarch-fpm-check
-    - source: salt://{{ tplroot }}/files/webarch-fpm-check
+    - name: {{ webarch.paths.program_dir }}/webarch-fpm-check
+    - source: salt://{{ tplroot }}/files/programs/webarch-fpm-check.sh
     - user: root
     - group: root
     - mode: '0755'
@@ -24,24 +25,24 @@ webarch-fpm-check-script:
 # rights.  It goes; a pool nobody can reach keeps php-fpm valid with no account.
 webarch-fpm-default-pool:
   file.absent:
-    - name: /etc/php/{{ php }}/fpm/pool.d/www.conf
+    - name: {{ fpm.default_pool }}
     - require:
       - file: webarch-fpm-idle-pool
 
 webarch-fpm-idle-pool:
   file.managed:
-    - name: /etc/php/{{ php }}/fpm/pool.d/000-webarch-idle.conf
+    - name: {{ fpm.idle_pool }}
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: /usr/local/sbin/webarch-fpm-check {{ php }}
+    - check_cmd: {{ webarch.paths.program_dir }}/webarch-fpm-check {{ php }}
     - contents: |
         ; Managed by Salt (webarch): a pool that no one can reach (a root-only
         ; socket) and that never starts a worker; php-fpm needs one pool.
         [webarch-idle]
         user = nobody
         group = nogroup
-        listen = /run/php/webarch-idle.sock
+        listen = {{ fpm.idle_socket }}
         listen.owner = root
         listen.group = root
         listen.mode = 0600
@@ -57,7 +58,7 @@ webarch-fpm-no-sysv-ipc:
   cmd.run:
     - name: phpdismod -v {{ php }} -s fpm {{ webarch.php_fpm_modules_off | join(' ') }}
     - onlyif: >-
-        ls /etc/php/{{ php }}/fpm/conf.d/ |
+        ls {{ fpm.conf_dir }}/ |
         grep -Eq -- '-({{ webarch.php_fpm_modules_off | join('|') }})\.ini$'
     - require:
       - pkg: webarch-packages
@@ -69,7 +70,7 @@ webarch-fpm-no-sysv-ipc:
 # php-fpm itself (root) writes the slow log.  Both readable by the account.
 webarch-{{ name }}-php-error-log:
   file.managed:
-    - name: {{ account.home }}/logs/php-error.log
+    - name: {{ account.pool.error_log }}
     - user: {{ name }}
     - group: {{ name }}
     - mode: '0640'
@@ -79,7 +80,7 @@ webarch-{{ name }}-php-error-log:
 
 webarch-{{ name }}-php-slow-log:
   file.managed:
-    - name: {{ account.home }}/logs/php-slow.log
+    - name: {{ account.pool.slow_log }}
     - user: root
     - group: {{ name }}
     - mode: '0640'
@@ -92,16 +93,17 @@ webarch-{{ name }}-php-slow-log:
 webarch-{{ name }}-fpm-pool:
   file.managed:
     - name: {{ account.pool.file }}
-    - source: salt://{{ tplroot }}/files/fpm-pool.conf.jinja
+    - source: salt://{{ tplroot }}/files/templates/fpm-pool.conf.jinja
     - template: jinja
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: /usr/local/sbin/webarch-fpm-check {{ php }}
+    - check_cmd: {{ webarch.paths.program_dir }}/webarch-fpm-check {{ php }}
     - context:
         account: {{ account | json }}
         php: {{ account.php | json }}
         web_user: {{ webarch.web_user }}
+        mariadb_socket: {{ webarch.paths.mariadb_socket }}
     - require:
       - pkg: webarch-packages
       - file: webarch-fpm-check-script
@@ -111,18 +113,14 @@ webarch-{{ name }}-fpm-pool:
 
 webarch-fpm-service:
   service.running:
-    - name: php{{ php }}-fpm
+    - name: {{ fpm.service }}
     - enable: true
     - reload: true
     - require:
       - pkg: webarch-packages
-{%- for requisite in ['watch_any'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - file: webarch-fpm-check-script
-      - cmd: webarch-fpm-no-sysv-ipc
-      - file: webarch-fpm-idle-pool
-      - file: webarch-fpm-default-pool
+{%- set watched = ['file: webarch-fpm-check-script', 'cmd: webarch-fpm-no-sysv-ipc',
+                   'file: webarch-fpm-idle-pool', 'file: webarch-fpm-default-pool'] %}
 {%- for name in webarch.present %}
-      - file: webarch-{{ name }}-fpm-pool
+{%-   do watched.append('file: webarch-' ~ name ~ '-fpm-pool') %}
 {%- endfor %}
-{%- endfor %}
+    {{- service_requisites('watch_any', watched) }}

@@ -3,7 +3,7 @@
 # Accounts switched to absent: stop their processes, unmount their chroot,
 # archive their home (verified), then delete the user.  Nothing is lost.
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import webarch with context %}
+{%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 ---
 include:
   - {{ tplroot }}.registry
@@ -15,27 +15,18 @@ include:
 
 webarch-{{ name }}-remove-apache-site:
   apache_site.disabled:
-    - name: webarch-{{ name }}
-{%- for requisite in ['watch'] + webarch.service_onchanges %}
-    - {{ requisite }}_in:
-      - service: webarch-apache-service
-{%- endfor %}
+    - name: {{ account.apache.site }}
+    {{- service_requisites('watch', ['service: webarch-apache-service'], '_in') }}
   file.absent:
-    - name: /etc/apache2/sites-available/webarch-{{ name }}.conf
+    - name: {{ account.apache.file }}
     - require:
       - apache_site: webarch-{{ name }}-remove-apache-site
-{%- for requisite in ['watch'] + webarch.service_onchanges %}
-    - {{ requisite }}_in:
-      - service: webarch-apache-service
-{%- endfor %}
+    {{- service_requisites('watch', ['service: webarch-apache-service'], '_in') }}
 
 webarch-{{ name }}-remove-fpm-pool:
   file.absent:
     - name: {{ account.pool.file }}
-{%- for requisite in ['watch'] + webarch.service_onchanges %}
-    - {{ requisite }}_in:
-      - service: webarch-fpm-service
-{%- endfor %}
+    {{- service_requisites('watch', ['service: webarch-fpm-service'], '_in') }}
 
 webarch-{{ name }}-remove-processes:
   cmd.run:
@@ -72,7 +63,7 @@ webarch-{{ name }}-archive-home:
 
 webarch-{{ name }}-remove-authorized-keys:
   file.absent:
-    - name: /etc/ssh/authorized_keys/{{ name }}
+    - name: {{ account.ssh.authorized_keys }}
     - require:
       - webarch_archive: webarch-{{ name }}-archive-home
 

@@ -2,14 +2,14 @@
 # vim: ft=sls
 # sshd: accounts log in by key (from root-owned files) into their chroots.
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import webarch with context %}
+{%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 ---
 include:
   - {{ tplroot }}.chroot
 
 webarch-ssh-authorized-keys-dir:
   file.directory:
-    - name: /etc/ssh/authorized_keys
+    - name: {{ webarch.paths.ssh_authorized_keys_dir }}
     - user: root
     - group: root
     - mode: '0755'
@@ -19,7 +19,7 @@ webarch-ssh-authorized-keys-dir:
 
 webarch-{{ name }}-authorized-keys:
   file.managed:
-    - name: /etc/ssh/authorized_keys/{{ name }}
+    - name: {{ account.ssh.authorized_keys }}
     - user: root
     - group: root
     - mode: '0644'
@@ -32,8 +32,8 @@ webarch-{{ name }}-authorized-keys:
 
 webarch-sshd-config:
   file.managed:
-    - name: /etc/ssh/sshd_config
-    - source: salt://{{ tplroot }}/files/sshd_config.jinja
+    - name: {{ webarch.paths.sshd_config }}
+    - source: salt://{{ tplroot }}/files/templates/sshd_config.jinja
     - template: jinja
     - user: root
     - group: root
@@ -43,6 +43,7 @@ webarch-sshd-config:
         password_accounts: {{ webarch.ssh_password_accounts | json }}
         account_group: {{ webarch.account_group }}
         chroot_base: {{ webarch.chroot_base }}
+        authorized_keys_dir: {{ webarch.paths.ssh_authorized_keys_dir }}
     - require:
       - sls: {{ tplroot }}.chroot
 
@@ -51,7 +52,4 @@ webarch-sshd-service:
     - name: ssh
     - enable: true
     - reload: true
-{%- for requisite in ['watch'] + webarch.service_onchanges %}
-    - {{ requisite }}:
-      - file: webarch-sshd-config
-{%- endfor %}
+    {{- service_requisites('watch', ['file: webarch-sshd-config']) }}

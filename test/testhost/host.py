@@ -36,6 +36,7 @@ FORMULA_BINDS: tuple[tuple[str, str], ...] = (
     ("webarch", "/srv/formula/webarch"),
     ("_modules", "/srv/formula/_modules"),
     ("_states", "/srv/formula/_states"),
+    ("_utils", "/srv/formula/_utils"),
     ("pillar.example", "/srv/formula/pillar.example"),
     # The minion settings the README tells users to install.
     ("webarch/files/salt-minion/webarch-loader.conf", "/etc/salt/minion.d/webarch-loader.conf"),
@@ -410,6 +411,24 @@ class Host:
         """Create/replace the file ``path`` in the running host (parents created as needed)."""
         script = 'mkdir -p "$(dirname "$1")" && (umask 077 && cat > "$1") && chmod "$2" "$1"'
         self.run(["sh", "-c", script, "sh", path, f"{mode:o}"], check=True, input=text)
+
+    def untar(self, archive: bytes, target: str) -> None:
+        """Unpack the tar ``archive`` into the directory ``target`` of the running host.
+
+        ``target`` is created if missing; what is already in it stays (unless overwritten).
+        """
+        script = 'mkdir -p "$1" && tar -x -C "$1" -f -'
+        proc = subprocess.run(
+            self.nsenter_command(["sh", "-c", script, "sh", target]),
+            input=archive,
+            capture_output=True,
+            timeout=600,
+            check=False,
+            env=system.sane_env(),
+        )
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace")[-4000:]
+            raise HostError(f"cannot unpack a tar into {target} on {self.name}:\n{err}")
 
     def read_file(self, path: str) -> str:
         """Return the text of the file ``path`` in the running host."""

@@ -104,10 +104,10 @@ file_roots:
 pillar_roots:
   base:
     - /srv/pillar
+# Salt finds _modules, _states and _utils in each module dir (as with
+# salt-call --module-dirs=/srv/formula).
 module_dirs:
-  - /srv/formula/_modules
-states_dirs:
-  - /srv/formula/_states
+  - /srv/formula
 # The id comes from the hostname (= machine name) on every run; nothing written to /etc.
 minion_id_caching: False
 """
@@ -135,10 +135,14 @@ def formula_packages(release: str, formula_dir: Path = config.DEFAULT_FORMULA_DI
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and friends look their module up here
+    # The module imports the account model from _utils, as Salt's loader lets it.
+    utils = str(formula_dir / "_utils")
+    sys.path.insert(0, utils)
     try:
         spec.loader.exec_module(module)
     finally:
         del sys.modules[spec.name]
+        sys.path.remove(utils)
     func = getattr(module, "packages", None)
     if func is None:
         log.warning("%s has no packages(osmajorrelease) function; no formula packages", path)

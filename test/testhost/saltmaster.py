@@ -16,10 +16,11 @@ master's bus to ``/var/log/webarch-test/events.log``::
 Facts this relies on (Salt 3008, onedir-less pip install in /opt/salt):
 
 * The master and the minion use the same file_roots (/srv/formula) and pillar_roots
-  (/srv/pillar) as the masterless setup, so ``host.set_pillar()`` works for both.
+  (/srv/pillar) as the masterless setup, so ``host.set_pillar()`` works for both
+  (``SaltMaster(host, file_roots=None, pillar_roots=None)``: Salt's defaults instead).
 * The minion id is the host's name; its key is auto-accepted (``auto_accept: True``).
-* The minion keeps the image's ``module_dirs``/``states_dirs``, and ``state.apply`` also
-  syncs ``_modules``/``_states`` from the master: both copies are the formula's.
+* The minion keeps the image's ``module_dirs`` (/srv/formula), and ``state.apply`` also
+  syncs ``_modules``/``_states``/``_utils`` from the master: both copies are the formula's.
 * Reactor snippets are copied into /etc/salt/master.d/ before the master starts; the master
   reads them only at start.  Reactor SLS files named by absolute path are rendered by the
   master from its own file system (not through the fileserver).
@@ -119,6 +120,10 @@ class SaltMaster:
     host: Host
     minion_id: str = ""
     start_timeout: float = 120.0
+    #: The master's file_roots and pillar_roots (base); None leaves the setting out of
+    #: /etc/salt/master: Salt's defaults then (/srv/salt and /srv/pillar).
+    file_roots: Sequence[str] | None = ("/srv/formula",)
+    pillar_roots: Sequence[str] | None = ("/srv/pillar",)
     #: Snippets the last start() copied into master.d (paths in the host).
     snippets: list[str] = field(default_factory=list, init=False)
     #: Seconds the last start() took until master, minion and recorder were up.
@@ -134,15 +139,14 @@ class SaltMaster:
 
     def master_config(self) -> str:
         """Text of /etc/salt/master."""
+        roots = ""
+        for key, dirs in (("file_roots", self.file_roots), ("pillar_roots", self.pillar_roots)):
+            if dirs is not None:
+                roots += f"{key}:\n  base:\n" + "".join(f"    - {d}\n" for d in dirs)
         return (
             "# Written by test/testhost/saltmaster.py: a master for this host's own minion.\n"
             "interface: 127.0.0.1\n"
-            "file_roots:\n"
-            "  base:\n"
-            "    - /srv/formula\n"
-            "pillar_roots:\n"
-            "  base:\n"
-            "    - /srv/pillar\n"
+            f"{roots}"
             "auto_accept: True\n"
             f"log_file: {MASTER_LOG}\n"
             "log_level_logfile: info\n"

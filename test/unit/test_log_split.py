@@ -1,8 +1,9 @@
 """Unit tests of webarch-log-split, the per-account splitter of Apache's piped logs.
 
-The real script runs as a subprocess with its map, home base and fallback
-directory in a temporary tree; lines are fed through its stdin.  Being run as
-root, the tests check file owners too.
+The real program (webarch/files/programs/webarch_log_split.py) runs as a
+subprocess with its map, home base and fallback directory in a temporary tree;
+lines are fed through its stdin.  Its pure parts are tested in-process.  Being
+run as root, the tests check file owners too.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import webarch_log_split
+import webarch_paths as paths
+from unit.program_helpers import program, program_env
 
-REPO = Path(__file__).resolve().parent.parent.parent
-SCRIPT = REPO / "webarch" / "files" / "webarch-log-split"
+SCRIPT = program("webarch_log_split")
 MAX_LINE = 16 * 1024
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
@@ -35,12 +38,11 @@ class Tree:
 
     def env(self) -> dict[str, str]:
         """The environment that points the script at this tree."""
-        return {
-            **os.environ,
-            "WEBARCH_LOG_MAP": str(self.map),
-            "WEBARCH_LOG_HOME_BASE": str(self.home),
-            "WEBARCH_LOG_FALLBACK_DIR": str(self.fallback),
-        }
+        return program_env(
+            WEBARCH_LOG_MAP=str(self.map),
+            WEBARCH_LOG_HOME_BASE=str(self.home),
+            WEBARCH_LOG_FALLBACK_DIR=str(self.fallback),
+        )
 
     def add_account(self, account: str) -> Path:
         """Create ACCOUNT's home and root:root 0750 logs directory; return the latter."""
@@ -310,9 +312,47 @@ def test_open_files_are_bounded(tree: Tree) -> None:
     assert not tree.other().exists()
 
 
+def test_parse_map_keeps_valid_entries_only() -> None:
+    data = (
+        b"# vhost account\n\nWWW.Alice.Example alice\nbob.example bob  # comment\n"
+        b"evil.example ../etc\nroot.example Root\nthree.example bob x\nlone.example\n"
+        b"\xff.example carol\n"
+    )
+    assert webarch_log_split.parse_map(data) == {
+        b"www.alice.example": "alice",
+        b"bob.example": "bob",
+        b"\xff.example": "carol",
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        (b"Alice.Example 1.2.3.4 - -\n", b"alice.example"),
+        (b"alice.example\n", b"alice.example"),
+        (b" alice.example x\n", b""),
+    ],
+)
+def test_first_field(line: bytes, field: bytes) -> None:
+    assert webarch_log_split.first_field(line) == field
+
+
+def test_defaults_are_the_formulas_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WEBARCH_LOG_MAP", "WEBARCH_LOG_HOME_BASE", "WEBARCH_LOG_FALLBACK_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    config = webarch_log_split.Config.from_env("error")
+    assert (config.map_path, config.home_base) == (paths.LOG_MAP_PATH, paths.HOME_BASE)
+    assert config.account_path("alice") == f"{paths.HOME_BASE}/alice/logs/apache-error.log"
+    assert config.fallback_path() == "/var/log/apache2/webarch-other-error.log"
+
+
 def test_usage_error() -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "bogus"], capture_output=True, timeout=30, check=False
+        [sys.executable, str(SCRIPT), "bogus"],
+        env=program_env(),
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 2
     assert b"usage" in proc.stderr

@@ -1,17 +1,17 @@
 """Unit tests of webarch-mail-log, which copies the accounts' lines of Exim's main log.
 
-The script is imported from its path and mostly run in-process through its
-main() with --once on a temporary tree (main log, accounts file, state file and
-homes); the tests of the following mode run it as a subprocess.  Being run as
-root, the tests check the owner, group and mode of the logs it creates.
+The program (webarch/files/programs/webarch_mail_log.py) is imported as a
+module and mostly run in-process through its main() with --once on a temporary
+tree (main log, accounts file, state file and homes); the tests of the
+following mode run it as a subprocess.  Being run as root, the tests check the
+owner, group and mode of the logs it creates.  The accounts file's parser is
+webarch_progs.parse_mail_accounts (test_progs.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.machinery
-import importlib.util
 import json
 import os
 import pwd
@@ -26,9 +26,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import webarch_mail_log
+from unit.program_helpers import program, program_env
 
-REPO = Path(__file__).resolve().parent.parent.parent
-SCRIPT = REPO / "webarch" / "files" / "webarch-mail-log"
+SCRIPT = program("webarch_mail_log")
 GIDS = {"alice": 2001, "bob": 2002, "carol": 2003, "probe": 2004}
 TS = "2026-11-28 04:42:39"
 
@@ -37,14 +38,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
 
 @pytest.fixture(scope="module")
 def mod() -> ModuleType:
-    """The script, imported as a module."""
-    loader = importlib.machinery.SourceFileLoader("webarch_mail_log", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("webarch_mail_log", loader)
-    assert spec
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    loader.exec_module(module)
-    return module
+    """The program, imported as a module."""
+    return webarch_mail_log
 
 
 @dataclass
@@ -147,8 +142,8 @@ def once(mod: ModuleType, tree: Tree, *extra: str) -> None:
 def following(mod: ModuleType, tree: Tree) -> Iterator:
     """A started Follower of the tree's main log, polled by the test; closed at the end."""
     tree.state.parent.mkdir(exist_ok=True)
-    stop = mod.Stop()
-    follower = mod.Follower(mod.parse_args(tree.argv()[1:]), stop, mod.Warner())
+    stop = mod.progs.Stop()
+    follower = mod.Follower(mod.parse_args(tree.argv()[1:]), stop, mod.new_warner())
     try:
         follower.start()
         yield follower
@@ -328,15 +323,6 @@ def test_unknown_and_system_users_get_nothing(mod, tree):
     assert not tree.log("bob").exists()
 
 
-def test_accounts_file_parsing(mod):
-    entries = mod.parse_accounts(
-        b"# comment\n\n alice /home/alice  # trailing comment\nbob /home/bob\n"
-        b"root /root\nDebian-exim /var/spool/exim4\nBob /home/Bob\nx /home/x\n"
-        b"eve home/eve\nmallory /home/m extra\n../etc /etc\ncarol\n"
-    )
-    assert entries == {b"alice": "/home/alice", b"bob": "/home/bob"}
-
-
 def test_injected_u_field_lands_only_with_its_author(mod, tree):
     """Text an account chooses (addresses, commands, headers) cannot name another account."""
     a, remote = mid(1), mid(2)
@@ -376,7 +362,7 @@ def test_injected_u_field_lands_only_with_its_author(mod, tree):
 
 def test_line_heads(mod):
     """Time zone, milliseconds and [pid] (log_selector options) are understood."""
-    router = mod.Router(mod.Accounts("/nonexistent", mod.Warner()))
+    router = mod.Router(mod.Accounts("/nonexistent", mod.new_warner()))
     router.accounts.entries = {b"alice": "/home/alice"}
     m = mid(7).encode()
     for head in (b"2026-11-28 04:42:39", b"2026-11-28 04:42:39.123 +0100 [4321]"):
@@ -399,7 +385,7 @@ def test_line_heads(mod):
 
 
 def test_message_ids_are_bounded(mod):
-    router = mod.Router(mod.Accounts("/nonexistent", mod.Warner()), max_ids=3)
+    router = mod.Router(mod.Accounts("/nonexistent", mod.new_warner()), max_ids=3)
     router.accounts.entries = {b"alice": "/home/alice"}
     ids = [mid(n) for n in range(5)]
     for m in ids:
@@ -712,6 +698,7 @@ def _user(name: str) -> pwd.struct_passwd | None:
 def test_usage_errors(args, message):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--once", *args],
+        env=program_env(),
         capture_output=True,
         timeout=30,
         check=False,
@@ -726,6 +713,7 @@ def test_unusable_state_place_is_an_error(tree, tmp_path):
     blocker.write_text("")
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), *tree.argv("--once")[1:], f"--state={blocker}/state"],
+        env=program_env(),
         capture_output=True,
         timeout=30,
         check=False,
@@ -750,6 +738,7 @@ def start(tree: Tree, *extra: str) -> subprocess.Popen:
     """Run the script in its following mode."""
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), *tree.argv(*extra)[1:]],
+        env=program_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -31,7 +31,7 @@ def mod():
         module.calls.append(sql)
         return [list(r) for r in ROWS]
 
-    module.query = query
+    module._query = query
     return module
 
 
@@ -72,7 +72,7 @@ def test_no_answer_from_mariadb_means_not_in_place(mod):
     def refuse(sql):
         raise mod.CommandExecutionError("MariaDB refused")
 
-    mod.query = refuse
+    mod._query = refuse
     assert not mod.in_place("database", database="alice_wp")
 
 

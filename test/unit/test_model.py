@@ -421,7 +421,11 @@ def test_good_ssh_keys_are_normalised(model):
 
 def test_ssh_defaults(model):
     result = model.build_model(one_account(), host(model))
-    assert result["accounts"]["alice"]["ssh"] == {"keys": [], "password": False}
+    assert result["accounts"]["alice"]["ssh"] == {
+        "keys": [],
+        "password": False,
+        "authorized_keys": "/etc/ssh/authorized_keys/alice",
+    }
     assert result["ssh_password_accounts"] == []
 
 

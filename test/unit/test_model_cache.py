@@ -23,28 +23,37 @@ class Run:
 
 @pytest.fixture
 def run(monkeypatch):
+    # pytest-salt-factories' loader mock gives the module the dunders Salt's
+    # loader would (imported here: Salt's import hook must not see collection).
+    from saltfactories.utils.loader import LoaderModuleMock
+
     module = formula.load("_modules/webarch.py")
     state = Run()
 
     def pillar_get(key, default=None, unmask=False):
         return {"webarch": state.pillar, "webarch_only": state.only}.get(key, default)
 
-    real_build = module.build_model
+    real_build = module.webarch_model.build_model
 
     def counting_build(*args):
         state.builds += 1
         return real_build(*args)
 
-    monkeypatch.setattr(module, "__context__", {}, raising=False)
-    monkeypatch.setattr(module, "__grains__", {"osmajorrelease": 12}, raising=False)
-    monkeypatch.setattr(module, "__salt__", {"pillar.get": pillar_get}, raising=False)
     monkeypatch.setattr(
-        module, "host_users", lambda: host(module, users=state.users, managed=["alice"])
+        module,
+        "_host_users",
+        lambda: host(module.webarch_model, users=state.users, managed=["alice"]),
     )
-    monkeypatch.setattr(module, "build_model", counting_build)
-    state.config = module.config
-    state.error = module.CommandExecutionError
-    return state
+    monkeypatch.setattr(module.webarch_model, "build_model", counting_build)
+    dunders = {
+        "__context__": {},
+        "__grains__": {"osmajorrelease": 12},
+        "__salt__": {"pillar.get": pillar_get},
+    }
+    with LoaderModuleMock({module: dunders}):
+        state.config = module.config
+        state.error = module.CommandExecutionError
+        yield state
 
 
 def test_one_build_for_the_same_pillar_and_host(run):

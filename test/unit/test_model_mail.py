@@ -9,6 +9,7 @@ import hashlib
 
 import formula
 import pytest
+import webarch_paths as paths
 from unit.model_helpers import host, one_account, problems
 
 
@@ -29,7 +30,7 @@ def test_defaults(model):
     assert mail["rate_limit"] is None
     assert mail["log"] == "/home/alice/logs/mail.log"
     assert "allow_from_override off" in mail["msmtprc"]["lines"]
-    assert f"socket {model.MAIL_SOCKET}" in mail["msmtprc"]["lines"]
+    assert f"socket {paths.MAIL_SOCKET}" in mail["msmtprc"]["lines"]
     assert built["mail"]["smarthost"] is None
     assert built["mail_accounts"]["senders"] == {"alice": "alice@web1.coop.example"}
     assert built["mail_accounts"]["limits"] == []
@@ -116,7 +117,7 @@ def test_chroot_gets_the_mail_socket_and_sendmail(model):
     mounts = {
         m["id"]: m for m in build(model, one_account())["accounts"]["alice"]["chroot"]["mounts"]
     }
-    assert mounts["mail"]["device"] == model.MAIL_GATE_DIR
+    assert mounts["mail"]["device"] == paths.MAIL_GATE_DIR
     assert "ro" in mounts["mail"]["opts"] and "noexec" in mounts["mail"]["opts"]
     assert mounts["sendmail"]["device"] == "/usr/bin/msmtp"
     # The sendmail bind lands inside the /usr bind: that one must not share it with the host.
@@ -127,7 +128,7 @@ def test_chroot_gets_the_mail_socket_and_sendmail(model):
 
 
 def test_passwords_are_random_and_unambiguous(notify):
-    seen = {notify.generate_password() for _ in range(200)}
+    seen = {notify._generate_password() for _ in range(200)}
     assert len(seen) == 200
     for password in seen:
         assert len(password) == 20
@@ -136,13 +137,13 @@ def test_passwords_are_random_and_unambiguous(notify):
 
 def test_mysql_native_hash_matches_mariadb(notify):
     # SELECT PASSWORD('secret') on MariaDB.
-    assert notify.mysql_native_hash("secret") == "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
+    assert notify._mysql_native_hash("secret") == "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
     inner = hashlib.sha1(b"x").digest()
-    assert notify.mysql_native_hash("x") == "*" + hashlib.sha1(inner).hexdigest().upper()
+    assert notify._mysql_native_hash("x") == "*" + hashlib.sha1(inner).hexdigest().upper()
 
 
 def test_mask_email(notify):
-    assert notify.mask_email("alice@alice.example") == "a***@alice.example"
+    assert notify._mask_email("alice@alice.example") == "a***@alice.example"
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_mask_email(notify):
     ],
 )
 def test_reason_to_issue(notify, entry, token, marker, spooled, reason):
-    assert notify.reason_to_issue(entry, token, marker, spooled) == reason
+    assert notify._reason_to_issue(entry, token, marker, spooled) == reason
 
 
 def test_compose_takes_everything_from_settings(notify):
@@ -178,7 +179,7 @@ def test_compose_takes_everything_from_settings(notify):
         "help_url": "https://coop.example/help/",
     }
     account = {"name": "alice", "fullname": "Alíce Fernández", "email": "alice@alice.example"}
-    msg = notify.compose(account, "ssh", "S3cretPassw0rdXyzAbc", settings, "web1.coop.example", 0)
+    msg = notify._compose(account, "ssh", "S3cretPassw0rdXyzAbc", settings, "web1.coop.example", 0)
     parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
     assert parsed["Subject"] == "[Coop] Your new SSH and SFTP password on web1.coop.example"
     assert parsed["From"] == "Coop Hosting <hostmaster@coop.example>"
@@ -189,7 +190,7 @@ def test_compose_takes_everything_from_settings(notify):
     body = parsed.get_content()
     assert "password: S3cretPassw0rdXyzAbc" in body
     assert "https://coop.example/help/" in body and body.rstrip().endswith("Coop Hosting")
-    db = notify.compose(account, "mariadb", "x" * 20, settings, "web1.coop.example", 0)
+    db = notify._compose(account, "mariadb", "x" * 20, settings, "web1.coop.example", 0)
     assert "MariaDB" in db["Subject"] and "need no password" in db.get_content()
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 from types import ModuleType
 
 import pytest
+import webarch_check
+import webarch_paths as paths
+import webarch_php
+import webarch_web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from unit.model_helpers import host, one_account, problems, site
@@ -51,7 +55,7 @@ def test_php_defaults_when_absent(model):
         "post_max_size": "32M",
         "max_execution_time": 60,
         "request_terminate_timeout": 300,
-        "disable_functions": list(model.PHP_DEFAULTS["disable_functions"]),
+        "disable_functions": list(webarch_php.PHP_DEFAULTS["disable_functions"]),
         "open_basedir": [],
         "admin_values": {},
         "admin_flags": {},
@@ -764,17 +768,26 @@ def test_log_retention_default(model):
 def test_apache_php_version_and_pool(model, release, version):
     result = build(model, one_account(), release)
     assert result["php_version"] == version
-    assert result["apache"]["modules"] == list(model.APACHE_MODULES)
+    assert result["apache"]["modules"] == list(webarch_web.APACHE_MODULES)
     assert {"proxy_fcgi", "headers", "md", "auth_basic", "mpm_event"} <= set(
         result["apache"]["modules"]
     )
-    assert result["apache"]["modules_off"] == [*model.APACHE_MODULES_OFF, f"php{version}"]
+    assert result["apache"]["modules_off"] == [*webarch_web.APACHE_MODULES_OFF, f"php{version}"]
     assert {"mpm_prefork", "cgi", "userdir"} <= set(result["apache"]["modules_off"])
     assert result["apache"]["server_name"] == "localhost"
     assert result["accounts"]["alice"]["pool"] == {
         "name": "alice",
-        "socket": model.pool_socket("alice", ""),
+        "socket": webarch_php.pool_socket("alice", ""),
         "file": f"/etc/php/{version}/fpm/pool.d/webarch-alice.conf",
+        "error_log": "/home/alice/logs/php-error.log",
+        "slow_log": "/home/alice/logs/php-slow.log",
+    }
+    assert result["php_fpm"] == {
+        "service": f"php{version}-fpm",
+        "conf_dir": f"/etc/php/{version}/fpm/conf.d",
+        "default_pool": f"/etc/php/{version}/fpm/pool.d/www.conf",
+        "idle_pool": f"/etc/php/{version}/fpm/pool.d/000-webarch-idle.conf",
+        "idle_socket": "/run/php/webarch-idle.sock",
     }
 
 
@@ -787,13 +800,14 @@ def test_apache_server_name_is_the_hostname(model):
 @pytest.mark.parametrize("release", [11, 14, "bookworm"])
 def test_unsupported_release_raises(model, release):
     # Not a ModelError: the release is no pillar problem, and it stops the model at once.
-    with pytest.raises(model.CommandExecutionError, match=r"supports Debian 12, 13, not") as info:
+    unsupported = webarch_check.UnsupportedRelease
+    with pytest.raises(unsupported, match=r"supports Debian 12, 13, not") as info:
         model.build_model(one_account(memory_limit="bad"), host(model), release)
     assert not isinstance(info.value, model.ModelError)
 
 
-def test_missing_release_raises_command_error(model):
-    with pytest.raises(model.CommandExecutionError):
+def test_missing_release_raises_unsupported_release(model):
+    with pytest.raises(webarch_check.UnsupportedRelease):
         model.build_model({}, host(model), None)
 
 
@@ -816,7 +830,7 @@ def test_log_map_lists_every_name_of_present_accounts(model):
     log_map = build(model, pillar)["log_map"]
     assert log_map["path"] == "/etc/webarch/log-map"
     assert log_map["lines"] == [
-        model.LOG_MAP_HEADER,
+        paths.LOG_MAP_HEADER,
         "blog.alice.example alice",
         "a.blog.example alice",
         "b.blog.example alice",
@@ -827,7 +841,7 @@ def test_log_map_lists_every_name_of_present_accounts(model):
 
 
 def test_log_map_without_sites_is_only_the_header(model):
-    assert build(model, one_account())["log_map"]["lines"] == [model.LOG_MAP_HEADER]
+    assert build(model, one_account())["log_map"]["lines"] == [paths.LOG_MAP_HEADER]
 
 
 # -- property: no text reaches a double-quoted config value unsafely ---------
@@ -897,7 +911,7 @@ def test_property_redirect_targets(model, target):
 
 
 def test_pool_sockets_are_keyed_names(model):
-    a, b = model.pool_socket("alice", "key-1"), model.pool_socket("alice", "key-2")
+    a, b = webarch_php.pool_socket("alice", "key-1"), webarch_php.pool_socket("alice", "key-2")
     assert a != b and "alice" not in a
     assert a.startswith("/run/php/webarch-") and a.endswith(".sock")
-    assert model.pool_socket("bob", "key-1") != a
+    assert webarch_php.pool_socket("bob", "key-1") != a

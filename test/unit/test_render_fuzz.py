@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from unit.model_helpers import host
 
-FILES = Path(__file__).resolve().parents[2] / "webarch" / "files"
+FILES = Path(__file__).resolve().parents[2] / "webarch" / "files" / "templates"
 
 HOSTILE = [
     "alice\nServerAlias evil.example",
@@ -153,6 +153,7 @@ def render_all(model: ModuleType, built: dict) -> dict[str, str]:
             password_accounts=built["ssh_password_accounts"],
             account_group=built["account_group"],
             chroot_base=built["chroot_base"],
+            authorized_keys_dir=built["paths"]["ssh_authorized_keys_dir"],
         )
     }
     for name in built["present"]:
@@ -161,9 +162,13 @@ def render_all(model: ModuleType, built: dict) -> dict[str, str]:
             account=account,
             override_list=built["apache"]["htaccess_directives"],
             auth_dir=built["apache"]["auth_dir"],
+            paths=built["paths"],
         )
         rendered[f"fpm {name}"] = ENV.get_template("fpm-pool.conf.jinja").render(
-            account=account, php=account["php"], web_user=built["web_user"]
+            account=account,
+            php=account["php"],
+            web_user=built["web_user"],
+            mariadb_socket=built["paths"]["mariadb_socket"],
         )
     return rendered
 

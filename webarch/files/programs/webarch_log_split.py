@@ -19,25 +19,32 @@ account's home and logs directory are opened without following symlinks, the
 logs directory must be root's and not group/world-writable, and the log file
 is opened with O_NOFOLLOW and must be a regular file.
 
+The helpers it shares with webarch-mail-log (webarch_progs) and the formula's
+paths (webarch_paths) are imported from /usr/local/lib/webarch.
+
 Environment (for tests): WEBARCH_LOG_MAP, WEBARCH_LOG_HOME_BASE and
 WEBARCH_LOG_FALLBACK_DIR override the map file, /home and /var/log/apache2.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import grp
 import os
-import re
 import signal
-import stat
 import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+#: Where webarch installs the helper modules (webarch_paths.PROGRAM_LIB_DIR).
+LIB_DIR = "/usr/local/lib/webarch"
+if LIB_DIR not in sys.path:
+    sys.path.insert(0, LIB_DIR)
+
+import webarch_paths as paths  # noqa: E402
+import webarch_progs as progs  # noqa: E402
 
 #: The longest line written, newline included; the rest of a longer line is dropped.
 MAX_LINE = 16 * 1024
@@ -51,16 +58,11 @@ RETRY_DELAY = 1.0
 WARN_INTERVAL = 60.0
 
 KINDS = ("access", "error")
-ACCOUNT_RE = re.compile(r"[a-z][a-z0-9-]{1,30}")
-
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO in place of a log file makes open() fail instead of hanging.
-APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+#: Where Apache's own logs are: the fallback logs go there.
+APACHE_LOG_DIR = "/var/log/apache2"
 
 #: An opener returns an open descriptor and its fstat().
 Opener = Callable[[], tuple[int, os.stat_result]]
-#: An owner callable returns the group and mode of a new log file.
-Owner = Callable[[], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,9 @@ class Config:
         """The configuration for ``kind``, with the environment's overrides."""
         return cls(
             kind=kind,
-            map_path=os.environ.get("WEBARCH_LOG_MAP", "/etc/webarch/log-map"),
-            home_base=os.environ.get("WEBARCH_LOG_HOME_BASE", "/home"),
-            fallback_dir=os.environ.get("WEBARCH_LOG_FALLBACK_DIR", "/var/log/apache2"),
+            map_path=os.environ.get("WEBARCH_LOG_MAP", paths.LOG_MAP_PATH),
+            home_base=os.environ.get("WEBARCH_LOG_HOME_BASE", paths.HOME_BASE),
+            fallback_dir=os.environ.get("WEBARCH_LOG_FALLBACK_DIR", APACHE_LOG_DIR),
         )
 
     def account_path(self, account: str) -> str:
@@ -99,46 +101,26 @@ class Config:
         return f"webarch-other-{self.kind}.log"
 
 
-class Warner:
-    """Complains on stderr, at most once per WARN_INTERVAL.
-
-    Apache may connect a piped logger's stderr to the error log, that is to
-    this very program: rate-limiting keeps a failure from feeding itself.
-    """
-
-    def __init__(self) -> None:
-        self._next = 0.0
-
-    def warn(self, message: str) -> None:
-        """Write ``message`` to stderr unless something was written lately."""
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + WARN_INTERVAL
-        with contextlib.suppress(OSError):
-            os.write(2, f"webarch-log-split: {message}\n".encode(errors="replace"))
+def new_warner() -> progs.Warner:
+    """Complaints on stderr: one budget for all (see progs.Warner)."""
+    return progs.Warner("webarch-log-split", WARN_INTERVAL)
 
 
 def parse_map(data: bytes) -> dict[bytes, str]:
     """The vhost -> account entries of map file contents (bad lines are skipped)."""
-    entries: dict[bytes, str] = {}
-    for raw in data.splitlines():
-        fields = raw.split(b"#", 1)[0].split()
-        if len(fields) != 2:
-            continue
-        vhost, account = fields[0].lower(), fields[1].decode("ascii", "replace")
-        if ACCOUNT_RE.fullmatch(account):
-            entries[vhost] = account
-    return entries
+    return {
+        vhost.lower(): account.decode("ascii")
+        for vhost, account in progs.parse_pairs(data)
+        if progs.is_account_name(account)
+    }
 
 
 class LogMap:
     """The vhost -> account map, re-read when its file changes."""
 
     def __init__(self, path: str) -> None:
-        self._path = path
+        self._file = progs.WatchedFile(path)
         self._entries: dict[bytes, str] = {}
-        self._signature: tuple[int, ...] | None = None
         self._next_check = 0.0
 
     def refresh(self, now: float) -> None:
@@ -147,23 +129,11 @@ class LogMap:
             return
         self._next_check = now + CHECK_INTERVAL
         try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            self._entries, self._signature = {}, None
-            return
+            data = self._file.read_changed()
         except OSError:
             return  # keep the map we have
-        try:
-            st = os.fstat(fd)
-            signature = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-            if signature != self._signature:
-                with os.fdopen(os.dup(fd), "rb") as stream:
-                    self._entries = parse_map(stream.read())
-                self._signature = signature
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        if data is not None:
+            self._entries = parse_map(data)  # b"": the file is gone, so is the map
 
     def account(self, vhost: bytes) -> str | None:
         """The account of ``vhost`` (lower-cased), or None."""
@@ -174,15 +144,6 @@ def first_field(line: bytes) -> bytes:
     """The vhost field of a log line, lower-cased (empty when the line starts with a space)."""
     end = line.find(b" ")
     return (line[:end] if end >= 0 else line.rstrip(b"\r\n")).lower()
-
-
-def set_owner(fd: int, gid: int, mode: int) -> None:
-    """Make the new file ``fd`` root:gid with ``mode`` (root-only 0600 if chown fails)."""
-    try:
-        os.fchown(fd, 0, gid)
-    except OSError:
-        mode = 0o600
-    os.fchmod(fd, mode)
 
 
 def account_owner(account: str) -> tuple[int, int]:
@@ -201,61 +162,20 @@ def fallback_owner() -> tuple[int, int]:
         return 0, 0o640
 
 
-def open_or_create(name: str, dir_fd: int) -> tuple[int, bool]:
-    """Open ``name`` in ``dir_fd`` for appending; the flag tells whether it was created."""
-    for _ in range(3):
-        try:
-            return os.open(name, APPEND_FLAGS | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd), True
-        except FileExistsError:
-            pass
-        try:
-            return os.open(name, APPEND_FLAGS, dir_fd=dir_fd), False
-        except FileNotFoundError:
-            continue  # removed in between: create it again
-    raise OSError(errno.EAGAIN, "log file keeps appearing and vanishing", name)
-
-
-def open_log(name: str, dir_fd: int, owner: Owner) -> tuple[int, os.stat_result]:
-    """Open the regular file ``name`` in ``dir_fd``; a new one gets ``owner()``'s group and mode."""
-    fd, created = open_or_create(name, dir_fd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", name)
-        if created:
-            set_owner(fd, *owner())
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
-
-
-def check_logs_dir(fd: int) -> None:
-    """Refuse a logs directory the account could write to (it must be root's, not g/o+w)."""
-    st = os.fstat(fd)
-    if st.st_uid != 0 or st.st_mode & 0o022:
-        raise PermissionError(errno.EPERM, "logs directory is not root's or is writable")
-
-
 def open_account_log(config: Config, account: str) -> tuple[int, os.stat_result]:
     """Open ``account``'s log, following no symlink below the home base."""
-    fds: list[int] = []
+    logs_fd = progs.open_logs_dir(f"{config.home_base}/{account}")
     try:
-        fds.append(os.open(config.home_base, DIR_FLAGS))
-        fds.append(os.open(account, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fds[-1]))
-        fds.append(os.open("logs", DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fds[-1]))
-        check_logs_dir(fds[-1])
-        return open_log(config.account_name(), fds[-1], lambda: account_owner(account))
+        return progs.open_log(config.account_name(), logs_fd, lambda: account_owner(account))
     finally:
-        for fd in fds:
-            os.close(fd)
+        os.close(logs_fd)
 
 
 def open_fallback_log(config: Config) -> tuple[int, os.stat_result]:
     """Open the log of lines that belong to no account."""
-    dir_fd = os.open(config.fallback_dir, DIR_FLAGS)
+    dir_fd = os.open(config.fallback_dir, progs.DIR_FLAGS)
     try:
-        return open_log(config.fallback_name(), dir_fd, fallback_owner)
+        return progs.open_log(config.fallback_name(), dir_fd, fallback_owner)
     finally:
         os.close(dir_fd)
 
@@ -285,7 +205,7 @@ class LogFiles:
         if fd is None:
             return False
         try:
-            os.write(fd, line)
+            progs.write_all(fd, line)
         except OSError:
             self._close(path)
             self._failed[path] = now + RETRY_DELAY
@@ -346,7 +266,7 @@ class LogFiles:
 class Splitter:
     """Routes each line to its account's log or to the fallback log."""
 
-    def __init__(self, config: Config, warner: Warner) -> None:
+    def __init__(self, config: Config, warner: progs.Warner) -> None:
         self._config = config
         self._map = LogMap(config.map_path)
         self._files = LogFiles()
@@ -396,15 +316,16 @@ def skip_rest_of_line(stream: BinaryIO) -> None:
             return
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Split stdin until EOF; 2 on a usage error."""
+    argv = sys.argv if argv is None else argv
     if len(argv) != 2 or argv[1] not in KINDS:
         sys.stderr.write("usage: webarch-log-split access|error\n")
         return 2
     # Map reloads need no signal; do not let a stray HUP/USR1 kill the logger.
     for signum in (signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_IGN)
-    warner = Warner()
+    warner = new_warner()
     splitter = Splitter(Config.from_env(argv[1]), warner)
     try:
         with open(0, "rb", buffering=64 * 1024, closefd=False) as stdin:
@@ -421,4 +342,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

@@ -2,9 +2,7 @@
 # Managed by Salt (webarch): do not edit by hand.
 """Copy each hosting account's lines of Exim's main log into its ~/logs/mail.log.
 
-Usage: webarch-mail-log [--mainlog PATH] [--accounts PATH] [--state PATH]
-                        [--interval SECONDS] [--once] [--from-start]
-                        [--group-of NAME=GID ...]
+Usage: see webarch-mail-log --help.
 
 Accounts hand their mail to Exim only as local SMTP (``exim -bs`` run as the
 account), so Exim tags their lines with ``U=NAME``.  This program follows
@@ -51,35 +49,37 @@ goes on at the start of the new one.  Only complete lines are processed.
 --once processes what is there and exits (0; 1 if the main log could not be
 read); without it the main log is polled every --interval seconds until SIGTERM
 or SIGINT, after which the state is saved and the program exits 0.  Usage
-errors exit 2.  A lock next to the state file keeps two
-copies from working at once (--once then exits 0 without doing anything).
+errors exit 2.  A lock next to the state file keeps two copies from working at
+once (--once then exits 0 without doing anything).
 --group-of NAME=GID (for tests) gives a new log of NAME the group GID instead
 of NAME's primary group.
+
+Its helpers (webarch_progs) and paths (webarch_paths) are in /usr/local/lib/webarch.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
-import fcntl
 import json
 import math
 import os
 import pwd
 import re
-import select
-import signal
 import stat
 import sys
-import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+
+#: Where webarch installs the helper modules (webarch_paths.PROGRAM_LIB_DIR).
+LIB_DIR = "/usr/local/lib/webarch"
+if LIB_DIR not in sys.path:
+    sys.path.insert(0, LIB_DIR)
+
+import webarch_paths as paths  # noqa: E402
+import webarch_progs as progs  # noqa: E402
 
 MAINLOG = "/var/log/exim4/mainlog"
-ACCOUNTS = "/etc/webarch/mail-accounts"
+ACCOUNTS = paths.MAIL_ACCOUNTS_PATH
 STATE = "/var/lib/webarch-mail-log/state"
 #: Seconds between two polls of the main log.
 INTERVAL = 0.5
@@ -93,11 +93,6 @@ CHUNK = 4 * 1024 * 1024
 MAX_LINE = 256 * 1024
 #: Seconds between two identical complaints on stderr.
 WARN_INTERVAL = 300.0
-
-#: The account names webarch accepts (as its pillar does).
-ACCOUNT_RE = re.compile(r"[a-z][a-z0-9-]{1,30}")
-#: Names that never get a log, even if listed ("unknown" is Exim's ident when it has none).
-NEVER = frozenset({"root", "Debian-exim", "unknown"})
 
 #: A message id: 4.96 and older (6-6-2), 4.97 and newer (6-11-4).
 ID = rb"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
@@ -124,74 +119,34 @@ FROM_RE = re.compile(
 SYNPROT = (b'SMTP syntax error in "', b'SMTP protocol error in "')
 QUOTED_U_RE = re.compile(rb'" U=(\S*)')
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO in place of the log makes open() fail instead of hanging.
-APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
-
-class Warner:
-    """Complains on stderr (the journal), each kind of complaint at most once per WARN_INTERVAL."""
-
-    def __init__(self) -> None:
-        self._next: dict[str, float] = {}
-
-    def warn(self, key: str, message: str) -> None:
-        """Write ``message`` unless a complaint of kind ``key`` was written lately."""
-        now = time.monotonic()
-        if self._next.get(key, 0.0) > now:
-            return
-        if len(self._next) > 10_000:
-            self._next.clear()
-        self._next[key] = now + WARN_INTERVAL
-        with contextlib.suppress(OSError):
-            os.write(2, f"webarch-mail-log: {message}\n".encode(errors="replace"))
-
-
-def parse_accounts(data: bytes) -> dict[bytes, str]:
-    """The NAME -> HOME entries of accounts file contents (bad lines are skipped)."""
-    entries: dict[bytes, str] = {}
-    for raw in data.splitlines():
-        fields = raw.split(b"#", 1)[0].split()
-        if len(fields) != 2:
-            continue
-        name, home = fields[0].decode("ascii", "replace"), os.fsdecode(fields[1])
-        if ACCOUNT_RE.fullmatch(name) and name not in NEVER and os.path.isabs(home):
-            entries[fields[0]] = home
-    return entries
+def new_warner() -> progs.Warner:
+    """Complaints on stderr (the journal), each kind at most once per WARN_INTERVAL."""
+    return progs.Warner("webarch-mail-log", WARN_INTERVAL)
 
 
 class Accounts:
-    """The accounts file, re-read when it changes (mtime, inode or size)."""
+    """The accounts file, re-read when it changes (its device, inode, mtime or size)."""
 
-    def __init__(self, path: str, warner: Warner) -> None:
+    def __init__(self, path: str, warner: progs.Warner) -> None:
         self.path = path
         #: NAME (as in the log) -> HOME.
         self.entries: dict[bytes, str] = {}
-        self._signature: tuple[int, ...] | None = None
+        self._file = progs.WatchedFile(path)
         self._warner = warner
 
     def refresh(self) -> None:
         """Re-read the file if it changed; a missing file means no accounts."""
         try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            if self._signature != ():
-                self._warner.warn("accounts", f"{self.path} is missing: no account gets lines")
-            self.entries, self._signature = {}, ()
-            return
+            data = self._file.read_changed()
         except OSError as exc:
-            self._warner.warn("accounts", f"cannot stat {self.path}: {exc}")
+            self._warner.warn(f"cannot read {self.path}: {exc}", "accounts")
             return  # keep the accounts we have
-        signature = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-        if signature == self._signature:
+        if data is None:
             return
-        try:
-            with open(self.path, "rb") as stream:
-                self.entries = parse_accounts(stream.read())
-        except OSError as exc:
-            self._warner.warn("accounts", f"cannot read {self.path}: {exc}")
-            return
-        self._signature = signature
+        if self._file.missing:
+            self._warner.warn(f"{self.path} is missing: no account gets lines", "accounts")
+        self.entries = progs.parse_mail_accounts(data)
 
 
 class Router:
@@ -260,53 +215,15 @@ class Router:
         return self._known(names.pop()) if len(names) == 1 else None
 
 
-def check_logs_dir(fd: int) -> None:
-    """Refuse a logs directory the account could write to (it must be root's, not g/o+w)."""
-    st = os.fstat(fd)
-    if st.st_uid != 0 or st.st_mode & 0o022:
-        raise PermissionError(errno.EPERM, "logs directory is not root's or is writable")
-
-
-def open_or_create(name: str, dir_fd: int) -> tuple[int, bool]:
-    """Open ``name`` in ``dir_fd`` for appending; the flag tells whether it was created."""
-    for _ in range(3):
-        try:
-            return os.open(name, APPEND_FLAGS | os.O_EXCL, 0o600, dir_fd=dir_fd), True
-        except FileExistsError:
-            pass
-        try:
-            return os.open(name, APPEND_FLAGS & ~os.O_CREAT, dir_fd=dir_fd), False
-        except FileNotFoundError:
-            continue  # removed in between: create it again
-    raise OSError(errno.EAGAIN, "log file keeps appearing and vanishing", name)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data``."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def append_log(home: str, gid: int, data: bytes) -> None:
     """Append ``data`` to HOME/logs/mail.log (a new one is root:gid 0640)."""
-    home_fd = os.open(home, DIR_FLAGS)
+    logs_fd = progs.open_logs_dir(home)
     try:
-        logs_fd = os.open("logs", DIR_FLAGS | os.O_NOFOLLOW, dir_fd=home_fd)
-    finally:
-        os.close(home_fd)
-    try:
-        check_logs_dir(logs_fd)
-        fd, created = open_or_create(LOG_NAME, logs_fd)
+        fd, _ = progs.open_log(LOG_NAME, logs_fd, lambda: (gid, 0o640))
     finally:
         os.close(logs_fd)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", LOG_NAME)
-        if created:
-            os.fchown(fd, 0, gid)
-            os.fchmod(fd, 0o640)
-        write_all(fd, data)
+        progs.write_all(fd, data)
     finally:
         os.close(fd)
 
@@ -314,7 +231,7 @@ def append_log(home: str, gid: int, data: bytes) -> None:
 class Writer:
     """Appends batches of lines to the accounts' logs."""
 
-    def __init__(self, accounts: Accounts, groups: dict[str, int], warner: Warner) -> None:
+    def __init__(self, accounts: Accounts, groups: dict[str, int], warner: progs.Warner) -> None:
         self._accounts = accounts
         self._groups = groups
         self._warner = warner
@@ -338,14 +255,14 @@ class Writer:
             name = key.decode("ascii")
             gid = self.group_of(name)
             if gid is None:
-                self._warner.warn(f"user {name}", f"no user {name}: its mail lines are dropped")
+                self._warner.warn(f"no user {name}: its mail lines are dropped", f"user {name}")
                 continue
             lines.append(b"")
             try:
                 append_log(home, gid, b"\n".join(lines))
             except OSError as exc:
                 self._warner.warn(
-                    f"write {name}", f"cannot write {home}/logs/{LOG_NAME}, lines dropped: {exc}"
+                    f"cannot write {home}/logs/{LOG_NAME}, lines dropped: {exc}", f"write {name}"
                 )
 
 
@@ -358,7 +275,7 @@ class State:
     ids: list[tuple[bytes, bytes]]
 
 
-def load_state(path: str, warner: Warner) -> State | None:
+def load_state(path: str, warner: progs.Warner) -> State | None:
     """The saved state, or None if there is none (or it is unusable)."""
     try:
         with open(path, "rb") as stream:
@@ -369,12 +286,12 @@ def load_state(path: str, warner: Warner) -> State | None:
         ids = [
             (mid.encode("ascii"), name.encode("ascii"))
             for mid, name in data.get("ids", [])
-            if ID_RE.fullmatch(mid.encode("ascii")) and ACCOUNT_RE.fullmatch(name)
+            if ID_RE.fullmatch(mid.encode("ascii")) and progs.is_account_name(name)
         ]
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeError) as exc:
-        warner.warn("state", f"ignoring unusable state file {path}: {exc!r}")
+        warner.warn(f"ignoring unusable state file {path}: {exc!r}", "state")
         return None
     return State(inode, offset, ids)
 
@@ -389,56 +306,13 @@ def save_state(path: str, state: State) -> None:
         },
         separators=(",", ":"),
     ).encode()
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        write_all(fd, data + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-class Stop:
-    """Set by SIGTERM or SIGINT; wakes a sleeping wait()."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._saved: dict[int, Any] = {}
-
-    def install(self) -> None:
-        """Handle SIGTERM and SIGINT; ignore SIGHUP (the accounts file needs no signal)."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._saved[signum] = signal.signal(signum, self._handler)
-        self._saved[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-    def close(self) -> None:
-        """Restore the signal handlers and close the pipe."""
-        for signum, handler in self._saved.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        os.close(self._read)
-        os.close(self._write)
-
-    def wait(self, seconds: float) -> None:
-        """Sleep ``seconds`` or until a stop is requested."""
-        if self.requested:
-            return
-        select.select([self._read], [], [], seconds)
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._read, 64)
-
-    def _handler(self, signum: int, frame: object) -> None:
-        """Request the stop (the main loop saves the state and exits)."""
-        self.requested = True
-        with contextlib.suppress(OSError):
-            os.write(self._write, b"x")
+    progs.replace_file(path, data + b"\n")
 
 
 class Follower:
     """Reads the main log from the saved position on, across rotations."""
 
-    def __init__(self, args: argparse.Namespace, stop: Stop, warner: Warner) -> None:
+    def __init__(self, args: argparse.Namespace, stop: progs.Stop, warner: progs.Warner) -> None:
         self.mainlog: str = args.mainlog
         self.state_path: str = args.state
         self.from_start: bool = args.from_start
@@ -484,9 +358,9 @@ class Follower:
                     return
                 os.close(rotated[0])
             if current is not None:
-                self.warner.warn("start", "saved position not found: starting at the end")
+                self.warner.warn("saved position not found: starting at the end", "start")
         if current is None:
-            self.warner.warn("start", f"no {self.mainlog} yet: will read it from its start")
+            self.warner.warn(f"no {self.mainlog} yet: will read it from its start", "start")
             return
         self._use(current, 0 if self.from_start else current[1].st_size)
 
@@ -497,12 +371,12 @@ class Follower:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self.warner.warn(f"open {path}", f"cannot open {path}: {exc}")
+            self.warner.warn(f"cannot open {path}: {exc}", f"open {path}")
             return None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            self.warner.warn(f"open {path}", f"{path} is not a regular file")
+            self.warner.warn(f"{path} is not a regular file", f"open {path}")
             return None
         return fd, st
 
@@ -563,7 +437,7 @@ class Follower:
         self.partial = buf[end + 1 :]
         if len(self.partial) > MAX_LINE:
             self.partial, self.skipping = b"", True
-            self.warner.warn("long", f"dropped a line longer than {MAX_LINE} bytes")
+            self.warner.warn(f"dropped a line longer than {MAX_LINE} bytes", "long")
         if end >= 0:
             self._process(buf[:end].split(b"\n"))
 
@@ -608,7 +482,7 @@ class Follower:
         try:
             save_state(self.state_path, state)
         except OSError as exc:
-            self.warner.warn("save", f"cannot save {self.state_path}: {exc}")
+            self.warner.warn(f"cannot save {self.state_path}: {exc}", "save")
             return
         self._saved, self._ids_changed = position, False
 
@@ -623,7 +497,7 @@ class Follower:
 def group_entry(text: str) -> tuple[str, int]:
     """An argparse type: NAME=GID."""
     name, sep, gid = text.partition("=")
-    if not sep or not ACCOUNT_RE.fullmatch(name) or not gid.isdigit():
+    if not sep or not progs.is_account_name(name) or not gid.isdigit():
         raise argparse.ArgumentTypeError(f"expected NAME=GID, got {text!r}")
     return name, int(gid)
 
@@ -677,28 +551,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def locked(state_path: str, wait: bool) -> Iterator[bool]:
-    """Hold the lock next to the state file; yields False if busy and not ``wait``."""
-    directory = os.path.dirname(os.path.abspath(state_path))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(f"{state_path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
-def run(args: argparse.Namespace, stop: Stop, warner: Warner) -> int:
+def run(args: argparse.Namespace, stop: progs.Stop, warner: progs.Warner) -> int:
     """Follow the main log as ``args`` say; 0 when done or stopped."""
-    with locked(args.state, wait=not args.once) as got_lock:
+    with progs.locked(f"{args.state}.lock", wait=not args.once) as got_lock:
         if not got_lock:
-            warner.warn("lock", "another webarch-mail-log is running: nothing to do")
+            warner.warn("another webarch-mail-log is running: nothing to do", "lock")
             return 0
         follower = Follower(args, stop, warner)
         status = 0
@@ -708,7 +565,7 @@ def run(args: argparse.Namespace, stop: Stop, warner: Warner) -> int:
                 try:
                     follower.poll()
                 except OSError as exc:  # keep going: the next poll may succeed
-                    warner.warn("poll", f"error reading {args.mainlog}: {exc}")
+                    warner.warn(f"error reading {args.mainlog}: {exc}", "poll")
                     status = 1
                 if args.once or stop.requested:
                     break
@@ -719,11 +576,11 @@ def run(args: argparse.Namespace, stop: Stop, warner: Warner) -> int:
     return status
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run with the command line ``argv``; 2 on a usage error, 1 on a fatal error."""
-    args = parse_args(argv[1:])
-    warner = Warner()
-    stop = Stop()
+    args = parse_args((sys.argv if argv is None else argv)[1:])
+    warner = new_warner()
+    stop = progs.Stop()
     stop.install()
     try:
         return run(args, stop, warner)
@@ -735,4 +592,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

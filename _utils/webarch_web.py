@@ -1,0 +1,355 @@
+"""
+The account model: Apache and the sites (keys, validators, what the SLS files render).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import webarch_check as check
+import webarch_paths as paths
+from webarch_check import OPTIONAL, REQUIRED, Derived, Key
+
+#: What a site's .htaccess may hold besides the AllowOverride groups AuthConfig,
+#: Indexes and Limit (and Options=Indexes,MultiViews): enough for WordPress-style
+#: rewrites, error documents, headers and content types.  Not SetHandler,
+#: AddHandler, Action, ProxyFCGI*, php_value, Include, Options +FollowSymLinks.
+HTACCESS_DIRECTIVES = (
+    "RewriteEngine", "RewriteBase", "RewriteCond", "RewriteRule", "RewriteOptions",
+    "ErrorDocument", "Header", "RequestHeader", "AddType", "AddCharset", "AddDefaultCharset",
+    "AddEncoding", "AddLanguage", "DefaultLanguage", "AddOutputFilterByType", "FileETag",
+    "Redirect", "RedirectMatch", "RedirectPermanent", "RedirectTemp", "SetEnv", "UnsetEnv",
+    "SetEnvIf", "SetEnvIfNoCase", "BrowserMatch", "BrowserMatchNoCase",
+)  # fmt: skip
+
+#: Apache modules the web stack uses (a2enmod names) and must not use.
+APACHE_MODULES = (
+    "mpm_event", "proxy", "proxy_fcgi", "ssl", "http2", "headers", "rewrite", "expires",
+    "md", "socache_shmcb", "setenvif", "auth_basic", "authn_file", "authz_user", "alias",
+    "mime", "dir", "filter", "deflate",
+)  # fmt: skip
+
+#: Off: the other MPMs (mpm_itk too: an imported server of the old platform may
+#: have it), and the ways to run code as Apache's own user.
+APACHE_MODULES_OFF = (
+    "mpm_prefork", "mpm_worker", "mpm_itk", "cgi", "cgid", "userdir", "include", "suexec",
+)  # fmt: skip
+
+HSTS_DEFAULT = 31536000
+
+HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+
+HEADERS_SET_BY_WEBARCH = frozenset({"strict-transport-security", "x-robots-tag"})
+
+URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!&'()*+,;=:@/%-]*$")
+
+AUTH_USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+
+PASSWORD_HASH_RE = re.compile(r"^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$")
+
+ACME_DEFAULT = "https://acme-v02.api.letsencrypt.org/directory"
+
+SITE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+SITE_TYPES = ("static", "php", "wordpress", "mediawiki", "matomo")
+
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+#: ``webarch:acme``: certificates for every site through Apache's mod_md.
+ACME_KEYS = check.key_table(
+    Key(
+        "directory",
+        "URL",
+        ACME_DEFAULT,
+        "The ACME CA's directory URL (the default is Let's Encrypt's production directory).",
+    ),
+    Key(
+        "contact",
+        "email address",
+        Derived("default ``admin_email``"),
+        "The contact address given to the CA.",
+    ),
+    Key(
+        "ca_file",
+        "absolute path",
+        OPTIONAL,
+        "A CA certificate to trust for the ACME server's own HTTPS, for private or test CAs.",
+    ),
+)
+
+
+def acme(value: Any, admin_email: str | None, problems: check.Problems) -> dict:
+    """ACME settings for mod_md: the CA's directory URL, contact, extra trusted CA."""
+    path = ["webarch", "acme"]
+    data = check.mapping(value, path, problems)
+    check.check_keys(data, ACME_KEYS, path, problems)
+    get = check.with_defaults(data, ACME_KEYS).get
+    directory = check.string(get("directory"), [*path, "directory"], problems)
+    if directory is not None and (
+        check.url_problem(directory) or not check.config_text_ok(directory)
+    ):
+        problems.add([*path, "directory"], f"{check.describe(directory)} must be an http(s) URL")
+        directory = None
+    contact = (
+        check.email(data["contact"], [*path, "contact"], problems) if "contact" in data else None
+    )
+    ca_file = get("ca_file")
+    if ca_file is not None and (
+        not isinstance(ca_file, str) or not check.ABS_PATH_RE.fullmatch(ca_file) or "/." in ca_file
+    ):
+        problems.add([*path, "ca_file"], f"{check.describe(ca_file)} must be an absolute path")
+        ca_file = None
+    return {"directory": directory, "contact": contact or admin_email, "ca_file": ca_file}
+
+
+#: ``webarch:accounts:USERNAME:sites:SITE``: one site of an account.
+SITE_KEYS = check.key_table(
+    Key(
+        "server_name",
+        "host name",
+        REQUIRED,
+        "The site's main host name: fully qualified, lower case (internationalised "
+        "names in punycode, ``xn--...``), unique across all accounts and sites.",
+    ),
+    Key("aliases", "list of host names", [], "Further host names of the site, unique likewise."),
+    Key("type", check.one_of(SITE_TYPES), "php", "What the site runs."),
+    Key(
+        "docroot",
+        "relative path",
+        Derived("default: the site directory itself"),
+        "The document root relative to ``~/sites/SITE``, for example ``public``. "
+        "It can never climb out of the site directory (no ``..``, no hidden parts).",
+    ),
+    Key(
+        "suspended",
+        "true or false",
+        False,
+        'Answer every request with 503 "This site is suspended."; the files stay.',
+    ),
+    Key(
+        "hsts",
+        f"``true``, ``false`` or seconds 0-{2 * HSTS_DEFAULT}",
+        False,
+        "Send ``Strict-Transport-Security``: ``false`` (not sent), ``true`` (a max-age "
+        "of one year) or a max-age in seconds.",
+    ),
+    Key(
+        "headers",
+        "mapping",
+        {},
+        'Extra response headers, ``NAME: VALUE`` (plain ASCII, no ``" \\ $ %``). '
+        "``Strict-Transport-Security`` and ``X-Robots-Tag`` are set by the site's "
+        "own keys (``hsts``, ``robots_deny``), not here.",
+    ),
+    Key(
+        "robots_deny",
+        "true or false",
+        False,
+        "Send ``X-Robots-Tag: noindex, nofollow``: ask search engines not to index the site.",
+    ),
+    Key("redirects", "list", [], "Redirects from a URL path of the site, in order."),
+    Key(
+        "basic_auth",
+        "mapping",
+        OPTIONAL,
+        "The whole site behind HTTP basic auth.",
+    ),
+)
+
+
+def site_settings(
+    account: str, site: str, data: Any, path: list[str], problems: check.Problems
+) -> dict:
+    """Validate one site and return its normalised form."""
+    if not SITE_NAME_RE.fullmatch(site):
+        problems.add(
+            path,
+            "site name must be 1-63 lower-case letters, digits or inner hyphens",
+        )
+    data = check.mapping(data, path, problems)
+    check.check_keys(data, SITE_KEYS, path, problems)
+    get = check.with_defaults(data, SITE_KEYS).get
+    server_name = None
+    if "server_name" in data:
+        server_name = check.dns_name(data["server_name"], [*path, "server_name"], problems)
+    else:
+        problems.add([*path, "server_name"], "is required")
+    aliases_raw = get("aliases")
+    aliases: list[str] = []
+    if not isinstance(aliases_raw, list):
+        problems.add([*path, "aliases"], "must be a list of host names")
+    else:
+        for index, alias in enumerate(aliases_raw):
+            checked = check.dns_name(alias, [*path, "aliases", str(index)], problems)
+            if checked:
+                aliases.append(checked)
+    site_type = check.choice(get("type"), [*path, "type"], problems, SITE_TYPES)
+    docroot = check.relative_path(get("docroot"), [*path, "docroot"], problems)
+    root = f"{paths.HOME_BASE}/{account}/sites/{site}"
+    return {
+        "name": site,
+        "type": site_type,
+        "server_name": server_name,
+        "aliases": aliases,
+        "root": root,
+        "docroot": f"{root}/{docroot}" if docroot else root,
+        "suspended": check.boolean(get("suspended"), [*path, "suspended"], problems),
+        "robots_deny": check.boolean(get("robots_deny"), [*path, "robots_deny"], problems),
+        "hsts": _hsts(get("hsts"), [*path, "hsts"], problems),
+        "headers": _headers(get("headers"), [*path, "headers"], problems),
+        "redirects": _redirects(get("redirects"), [*path, "redirects"], problems),
+        "basic_auth": _basic_auth(get("basic_auth"), [*path, "basic_auth"], problems),
+    }
+
+
+def _hsts(value: Any, path: list[str], problems: check.Problems) -> int:
+    """HSTS: false (off), true (one year) or a max-age in seconds."""
+    if value is False:
+        return 0
+    if value is True:
+        return HSTS_DEFAULT
+    checked = check.integer(value, path, problems, 0, 2 * HSTS_DEFAULT)
+    return checked or 0
+
+
+def _headers(value: Any, path: list[str], problems: check.Problems) -> dict[str, str]:
+    """Extra response headers: NAME -> VALUE, both safe for Apache's config."""
+    headers: dict[str, str] = {}
+    for name, text in check.mapping(value, path, problems).items():
+        hpath = [*path, str(name)]
+        if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
+            problems.add(hpath, "header name must be 1-64 letters, digits or hyphens")
+            continue
+        if name.lower() in HEADERS_SET_BY_WEBARCH:
+            problems.add(hpath, "is set by webarch (use the site's own keys)")
+            continue
+        checked = check.string(text, hpath, problems, max_len=1000)
+        if checked is not None and not check.config_text_ok(checked):
+            problems.add(hpath, check.CONFIG_TEXT_MESSAGE)
+            continue
+        if checked is not None:
+            headers[name] = checked
+    return headers
+
+
+#: Each item of ``webarch:accounts:USERNAME:sites:SITE:redirects``.
+REDIRECT_KEYS = check.key_table(
+    Key("from", "URL path", REQUIRED, "The path to redirect, like ``/old/``."),
+    Key(
+        "to",
+        "URL or URL path",
+        REQUIRED,
+        "Where to: an ``http://`` or ``https://`` URL, or a path on the same site.",
+    ),
+    Key(
+        "status",
+        check.one_of(tuple(map(str, REDIRECT_STATUSES))),
+        301,
+        "The HTTP status of the redirect.",
+    ),
+)
+
+
+def _redirects(value: Any, path: list[str], problems: check.Problems) -> list[dict]:
+    """Redirects: a list of {from: /path, to: URL or /path, status: 301|302|307|308}."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.add(path, "must be a list of {from, to, status}")
+        return []
+    found = []
+    for index, item in enumerate(value):
+        rpath = [*path, str(index)]
+        item = check.mapping(item, rpath, problems)
+        check.check_keys(item, REDIRECT_KEYS, rpath, problems)
+        get = check.with_defaults(item, REDIRECT_KEYS).get
+        source = check.string(get("from"), [*rpath, "from"], problems, max_len=500)
+        if source is not None and not URL_PATH_RE.fullmatch(source):
+            problems.add(
+                [*rpath, "from"], f"{check.describe(source)} must be a URL path like /old/"
+            )
+            source = None
+        target = check.string(get("to"), [*rpath, "to"], problems, max_len=1000)
+        if target is not None and not (
+            URL_PATH_RE.fullmatch(target) or check.url_problem(target) is None
+        ):
+            problems.add([*rpath, "to"], f"{check.describe(target)} must be a URL or a URL path")
+            target = None
+        status = check.integer(get("status"), [*rpath, "status"], problems, 301, 308)
+        if status is not None and status not in REDIRECT_STATUSES:
+            problems.add([*rpath, "status"], "must be 301, 302, 303, 307 or 308")
+            status = None
+        if source and target and status:
+            found.append({"from": source, "to": target, "status": status})
+    return found
+
+
+#: ``webarch:accounts:USERNAME:sites:SITE:basic_auth``.
+BASIC_AUTH_KEYS = check.key_table(
+    Key(
+        "realm",
+        "text",
+        "Restricted",
+        'The realm the browser names when it asks (plain ASCII, no ``" \\ $ %``).',
+    ),
+    Key(
+        "users",
+        "mapping",
+        REQUIRED,
+        "``NAME: BCRYPT_HASH``, at least one (``htpasswd -nB NAME`` prints a hash). "
+        "Names are 1 to 64 letters, digits and ``. _ @ -``.",
+    ),
+)
+
+
+def _basic_auth(value: Any, path: list[str], problems: check.Problems) -> dict | None:
+    """HTTP basic auth for a whole site: a realm and users with password hashes."""
+    if value is None:
+        return None
+    data = check.mapping(value, path, problems)
+    check.check_keys(data, BASIC_AUTH_KEYS, path, problems)
+    get = check.with_defaults(data, BASIC_AUTH_KEYS).get
+    realm = check.string(get("realm"), [*path, "realm"], problems, max_len=100)
+    if realm is not None and not check.config_text_ok(realm):
+        problems.add([*path, "realm"], check.CONFIG_TEXT_MESSAGE)
+    users = {}
+    for user, hashed in check.mapping(get("users"), [*path, "users"], problems).items():
+        upath = [*path, "users", str(user)]
+        if not isinstance(user, str) or not AUTH_USER_RE.fullmatch(user):
+            problems.add(upath, "user name must be 1-64 letters, digits, . _ @ -")
+        elif not isinstance(hashed, str) or not PASSWORD_HASH_RE.fullmatch(hashed):
+            problems.add(upath, "must be a bcrypt hash ($2y$..., from htpasswd -nB USER)")
+        else:
+            users[user] = hashed
+    if not users:
+        problems.add([*path, "users"], "must name at least one user")
+    lines = [f"{user}:{hashed}" for user, hashed in sorted(users.items())]
+    return {"realm": realm, "users": users, "lines": lines}
+
+
+def log_map(present: list[dict]) -> dict:
+    """The map webarch-log-split reads (host name -> account) and the logs it rotates."""
+    logs = f"{paths.HOME_BASE}/*/logs"
+    return {
+        "path": paths.LOG_MAP_PATH,
+        "rotate_glob": f"{logs}/apache-*.log {logs}/php-*.log {logs}/mail.log",
+        "lines": [paths.LOG_MAP_HEADER]
+        + [
+            f"{name} {account['name']}"
+            for account in present
+            for site in account["sites"].values()
+            for name in [site["server_name"], *site["aliases"]]
+        ],
+    }
+
+
+def apache(server: dict) -> dict:
+    """Apache's server-wide settings: the modules on and off, what .htaccess may hold."""
+    return {
+        "modules": list(APACHE_MODULES),
+        "modules_off": [*APACHE_MODULES_OFF, f"php{server['php_version']}"],
+        "htaccess_directives": list(HTACCESS_DIRECTIVES),
+        "auth_dir": paths.APACHE_AUTH_DIR,
+        "server_name": server["hostname"] or "localhost",
+    }

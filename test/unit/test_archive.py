@@ -12,6 +12,7 @@ import re
 import socket
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -32,10 +33,13 @@ def mod() -> ModuleType:
 
 
 @pytest.fixture
-def state(mod: ModuleType) -> ModuleType:
+def state(mod: ModuleType) -> Iterator[ModuleType]:
     """The state module, wired to the execution module, not in test mode."""
+    # Salt's import hook must not see pytest's collection: imported here.
+    from saltfactories.utils.loader import LoaderModuleMock
+
     module = formula.load("_states/webarch_archive.py")
-    module.__salt__ = {
+    functions = {
         f"webarch_archive.{fn}": getattr(mod, fn)
         for fn in (
             "archive_dir_tree",
@@ -45,8 +49,8 @@ def state(mod: ModuleType) -> ModuleType:
             "remove_tree",
         )
     }
-    module.__opts__ = {"test": False}
-    return module
+    with LoaderModuleMock({module: {"__salt__": functions, "__opts__": {"test": False}}}):
+        yield module
 
 
 # --------------------------------------------------------------------------

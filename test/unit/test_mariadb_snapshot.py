@@ -22,17 +22,21 @@ ROWS = [
 
 
 @pytest.fixture
-def mod():
+def mod(monkeypatch):
+    # Salt's import hook must not see pytest's collection: imported here.
+    from saltfactories.utils.loader import LoaderModuleMock
+
     module = formula.load("_modules/webarch_mariadb.py")
-    module.__context__ = {}
-    module.calls = []
+    calls: list[str] = []
 
     def query(sql):
-        module.calls.append(sql)
+        calls.append(sql)
         return [list(r) for r in ROWS]
 
-    module._query = query
-    return module
+    monkeypatch.setattr(module, "calls", calls, raising=False)
+    monkeypatch.setattr(module, "_query", query)
+    with LoaderModuleMock({module: {"__context__": {}}}):
+        yield module
 
 
 def test_one_query_per_run_answers_every_check(mod):

@@ -10,10 +10,13 @@ import pytest
 
 @pytest.fixture
 def state():
+    # Salt's dunders as pytest-salt-factories' loader mock gives them (imported
+    # here: Salt's import hook must not see pytest's collection).
+    from saltfactories.utils.loader import LoaderModuleMock
+
     module = formula.load("_states/webarch_mount.py")
-    module.__context__ = {}
-    module.__opts__ = {"test": False}
-    return module
+    with LoaderModuleMock({module: {"__context__": {}, "__opts__": {"test": False}}}):
+        yield module
 
 
 def proc_flags() -> list[str]:

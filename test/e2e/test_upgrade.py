@@ -42,8 +42,10 @@ UPGRADE_FROM = "6f47d7a"
 #: changed it; empty it again when UPGRADE_FROM moves past that commit.
 #: Issue 14 refactored the three Python programs into modules sharing
 #: /usr/local/lib/webarch: their files change, their lib is new, and the
-#: services running them restart.  Nothing else may change (every unit, script,
-#: template, account and database stays as the old formula left it).
+#: services running them restart.  webarch-db-dump no longer deletes older dumps
+#: when a new one could not be put in place (a fix found by the refactor).
+#: Nothing else may change (every unit, template, account and database stays
+#: as the old formula left it).
 EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
     {
         "webarch-program-lib-dir",
@@ -53,6 +55,7 @@ EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
         "webarch-apache-log-split",
         "webarch-mail-log-service",
         "webarch-apache-service",
+        "webarch-db-dump-script",
     }
 )
 

@@ -176,6 +176,44 @@ def test_db_dump_dumps_every_database(built: dict, tmp_path: Path) -> None:
     assert found == expected
 
 
+def test_db_dump_keeps_older_dumps_when_the_new_one_cannot_be_put_in_place(
+    built: dict, tmp_path: Path
+) -> None:
+    """A dump that cannot get its owner is no dump: nothing older is deleted, it fails."""
+    if os.geteuid() != 0:
+        pytest.skip("webarch-db-dump dumps only into root's directories")
+    account = present(built)[0]
+    db = account["mariadb"]["present"][0]
+    map_path = tmp_path / "db-dumps"
+    map_path.write_text(f"{account['name']} {db}\n")
+    home_base = tmp_path / "home"
+    dump_dir = home_base / account["name"] / "backups" / "mariadb"
+    dump_dir.mkdir(parents=True)
+    old = dump_dir / f"{db}-20200101T000000Z.sql.gz"
+    old.write_bytes(b"old dump")
+    os.utime(old, (0, 0))  # far older than any retention
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in {**FAKE_CLIENTS, "chown": "#!/bin/sh\nexit 1\n"}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    proc = subprocess.run(
+        [str(db_dump_copy(tmp_path, map_path, home_base)), "1"],
+        env={
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "DUMPED": str(tmp_path / "dumped"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout
+    assert "not put in place; older dumps kept" in proc.stderr
+    assert sorted(p.name for p in dump_dir.iterdir()) == [old.name]
+
+
 # Where the programs find their helpers
 
 

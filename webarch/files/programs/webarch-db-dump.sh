@@ -45,9 +45,15 @@ while read -r user db _; do
     --default-character-set=utf8mb4 "$db" | gzip >"$tmp" &&
     gzip -t "$tmp" &&
     [ "$(zcat "$tmp" | tail -n 1 | cut -c 1-17)" = "-- Dump completed" ]; then
-    chown "root:$user" "$tmp" && chmod 0640 "$tmp" && mv -f "$tmp" "$out"
-    find "$dir" -maxdepth 1 -type f -name "$db-*.sql.gz" -mmin +$((days * 1440)) -delete
-    echo "webarch-db-dump: $db of $user dumped to $out"
+    # Older dumps go only once the new one is in place.
+    if chown "root:$user" "$tmp" && chmod 0640 "$tmp" && mv -f "$tmp" "$out"; then
+      find "$dir" -maxdepth 1 -type f -name "$db-*.sql.gz" -mmin +$((days * 1440)) -delete
+      echo "webarch-db-dump: $db of $user dumped to $out"
+    else
+      rm -f "$tmp"
+      echo "webarch-db-dump: dump of $db of $user not put in place; older dumps kept" >&2
+      status=1
+    fi
   else
     rm -f "$tmp"
     echo "webarch-db-dump: dump of $db of $user failed; older dumps kept" >&2

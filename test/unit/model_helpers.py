@@ -1,4 +1,4 @@
-"""Small builders for unit tests of the account model (_modules/webarch.py)."""
+"""Small builders for unit tests of the account model (_utils/webarch_model.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests of the account model's pure logic (_modules/webarch.py)."""
+"""Unit tests of the account model's pure logic (_utils/webarch_model.py and its parts)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests of the web side of the account model (_modules/webarch.py).
+"""Unit tests of the web side of the account model (_utils/webarch_web.py, webarch_php.py).
 
 The PHP-FPM pool settings of an account, a site's switches, headers,
 redirects and basic auth, the server's ACME settings and the derived data the

@@ -177,3 +177,15 @@ APACHE_UNIT_DROPIN = f"{SYSTEMD_DIR}/apache2.service.d/webarch.conf"
 #: mod_md's MDMessageCmd (webarch-md-message, run as the web server's user)
 #: leaves its stamp here; webarch-md-reload.path watches it.
 MD_STAMP_DIR = "/var/lib/webarch-md"
+
+# --------------------------------------------------------------------------
+# Matomo
+# --------------------------------------------------------------------------
+
+#: webarch's own Matomo state (root 0700): the API token and the map of
+#: site keys (ACCOUNT/SITE) to Matomo idsites.
+MATOMO_STATE_DIR = f"{STATE_DIR}/matomo"
+#: The API token the formula uses (root 0600; never on a command line).
+MATOMO_TOKEN_PATH = f"{MATOMO_STATE_DIR}/token"
+#: JSON: {"sites": {"ACCOUNT/SITE": idsite}, "users": [logins webarch created]}.
+MATOMO_IDS_PATH = f"{MATOMO_STATE_DIR}/ids.json"

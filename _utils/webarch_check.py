@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 ABS_PATH_RE = re.compile(r"^(/[A-Za-z0-9_][A-Za-z0-9._-]{0,63})+$")
@@ -119,6 +120,16 @@ def defaults(table: KeyTable) -> dict[str, Any]:
 def with_defaults(data: dict, table: KeyTable) -> dict:
     """``data`` over the constant defaults of its block."""
     return {**defaults(table), **data}
+
+
+def block(
+    value: Any, table: KeyTable, path: list[str], problems: Problems
+) -> tuple[dict, Callable[[str], Any]]:
+    """A pillar block: ``value`` as a mapping (its unknown keys reported) and a
+    getter that falls back on the table's defaults."""
+    data = mapping(value, path, problems)
+    check_keys(data, table, path, problems)
+    return data, with_defaults(data, table).get
 
 
 def one_of(choices: tuple[str, ...]) -> str:

@@ -69,9 +69,7 @@ MARIADB_KEYS = check.key_table(
 def mariadb_settings(value: Any, problems: check.Problems) -> dict:
     """Server-wide MariaDB settings: TCP on 127.0.0.1 or not, the name prefix rule, dumps."""
     path = ["webarch", "mariadb"]
-    data = check.mapping(value, path, problems)
-    check.check_keys(data, MARIADB_KEYS, path, problems)
-    get = check.with_defaults(data, MARIADB_KEYS).get
+    _, get = check.block(value, MARIADB_KEYS, path, problems)
     return {
         "listen_localhost": check.boolean(
             get("listen_localhost"), [*path, "listen_localhost"], problems
@@ -121,9 +119,7 @@ def _databases(
         if require_prefix and (not name.startswith(prefix) or name == prefix):
             problems.add(dpath, f"database name must start with {prefix!r} (the account's prefix)")
             continue
-        data = check.mapping(item, dpath, problems)
-        check.check_keys(data, DATABASE_KEYS, dpath, problems)
-        get = check.with_defaults(data, DATABASE_KEYS).get
+        _, get = check.block(item, DATABASE_KEYS, dpath, problems)
         state = check.choice(get("state"), [*dpath, "state"], problems, check.STATES)
         if state:
             found[name] = state

@@ -41,9 +41,7 @@ MAIL_KEYS = check.key_table(
 def mail_settings(value: Any, problems: check.Problems) -> dict:
     """Server-wide mail: Exim's smarthost (or direct delivery) and the default send limit."""
     path = ["webarch", "mail"]
-    data = check.mapping(value, path, problems)
-    check.check_keys(data, MAIL_KEYS, path, problems)
-    get = check.with_defaults(data, MAIL_KEYS).get
+    _, get = check.block(value, MAIL_KEYS, path, problems)
     smarthost = get("smarthost")
     if smarthost is not None:
         smarthost = _smarthost(smarthost, [*path, "smarthost"], problems)
@@ -126,9 +124,7 @@ NOTIFY_KEYS = check.key_table(
 def notify_settings(value: Any, hostname: Any, admin_email: Any, problems: check.Problems) -> dict:
     """How password notifications are written and sent (never from a request)."""
     path = ["webarch", "notify"]
-    data = check.mapping(value, path, problems)
-    check.check_keys(data, NOTIFY_KEYS, path, problems)
-    get = check.with_defaults(data, NOTIFY_KEYS).get
+    data, get = check.block(value, NOTIFY_KEYS, path, problems)
     host = hostname if isinstance(hostname, str) else None
     sender = get("from")
     signature = get("signature")
@@ -243,9 +239,7 @@ def account_notify(
     """
     path = ["webarch", "accounts", name]
     db_password = check.boolean(data["db_password"], [*path, "db_password"], problems)
-    resets = check.mapping(data.get("resets"), [*path, "resets"], problems)
-    check.check_keys(resets, RESET_KEYS, [*path, "resets"], problems)
-    get = check.with_defaults(resets, RESET_KEYS).get
+    _, get = check.block(data.get("resets"), RESET_KEYS, [*path, "resets"], problems)
     tokens = {}
     for kind in paths.NOTIFY_MARKERS:
         token = get(kind)

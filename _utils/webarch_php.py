@@ -108,9 +108,7 @@ PHP_DEFAULTS = check.defaults(PHP_KEYS)
 
 def account_php(value: Any, home: str, path: list[str], problems: check.Problems) -> dict:
     """Validate an account's PHP-FPM pool settings; return them with defaults."""
-    data = check.mapping(value, path, problems)
-    check.check_keys(data, PHP_KEYS, path, problems)
-    get = check.with_defaults(data, PHP_KEYS).get
+    _, get = check.block(value, PHP_KEYS, path, problems)
     php = {
         "pm": check.choice(get("pm"), [*path, "pm"], problems, PHP_PM),
         "max_children": check.integer(

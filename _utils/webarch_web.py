@@ -82,9 +82,7 @@ ACME_KEYS = check.key_table(
 def acme(value: Any, admin_email: str | None, problems: check.Problems) -> dict:
     """ACME settings for mod_md: the CA's directory URL, contact, extra trusted CA."""
     path = ["webarch", "acme"]
-    data = check.mapping(value, path, problems)
-    check.check_keys(data, ACME_KEYS, path, problems)
-    get = check.with_defaults(data, ACME_KEYS).get
+    data, get = check.block(value, ACME_KEYS, path, problems)
     directory = check.string(get("directory"), [*path, "directory"], problems)
     if directory is not None and (
         check.url_problem(directory) or not check.config_text_ok(directory)
@@ -167,9 +165,7 @@ def site_settings(
             path,
             "site name must be 1-63 lower-case letters, digits or inner hyphens",
         )
-    data = check.mapping(data, path, problems)
-    check.check_keys(data, SITE_KEYS, path, problems)
-    get = check.with_defaults(data, SITE_KEYS).get
+    data, get = check.block(data, SITE_KEYS, path, problems)
     server_name = None
     if "server_name" in data:
         server_name = check.dns_name(data["server_name"], [*path, "server_name"], problems)
@@ -261,9 +257,7 @@ def _redirects(value: Any, path: list[str], problems: check.Problems) -> list[di
     found = []
     for index, item in enumerate(value):
         rpath = [*path, str(index)]
-        item = check.mapping(item, rpath, problems)
-        check.check_keys(item, REDIRECT_KEYS, rpath, problems)
-        get = check.with_defaults(item, REDIRECT_KEYS).get
+        item, get = check.block(item, REDIRECT_KEYS, rpath, problems)
         source = check.string(get("from"), [*rpath, "from"], problems, max_len=500)
         if source is not None and not URL_PATH_RE.fullmatch(source):
             problems.add(
@@ -307,9 +301,7 @@ def _basic_auth(value: Any, path: list[str], problems: check.Problems) -> dict |
     """HTTP basic auth for a whole site: a realm and users with password hashes."""
     if value is None:
         return None
-    data = check.mapping(value, path, problems)
-    check.check_keys(data, BASIC_AUTH_KEYS, path, problems)
-    get = check.with_defaults(data, BASIC_AUTH_KEYS).get
+    _, get = check.block(value, BASIC_AUTH_KEYS, path, problems)
     realm = check.string(get("realm"), [*path, "realm"], problems, max_len=100)
     if realm is not None and not check.config_text_ok(realm):
         problems.add([*path, "realm"], check.CONFIG_TEXT_MESSAGE)

@@ -169,14 +169,22 @@ def _direct(decl: Declared, index: Index) -> Iterator[str]:
             continue
         if target is None:
             continue
-        if not isinstance(target, str):
-            yield f"{decl.key}: {module}: {target!r} must be a string"
-        elif module == "sls":
-            problem = index.sls_problem(target)
-            if problem:
-                yield f"{decl.key}: sls: {problem}"
-        elif not index.has(module, target, glob=decl.key != "listen"):
+        problem = _shape_problem(decl.key, module, target, index)
+        if problem:
+            yield problem
+        elif problem is None and not index.has(module, target, glob=decl.key != "listen"):
             yield _missing(decl.key, module, target)
+
+
+def _shape_problem(key: str, module: str, target: Any, index: Index) -> str | None:
+    """What is wrong with a target that is no string or an ``sls:`` one ('' if fine);
+    None when it is a state reference still to be looked up."""
+    if not isinstance(target, str):
+        return f"{key}: {module}: {target!r} must be a string"
+    if module == "sls":
+        problem = index.sls_problem(target)
+        return f"{key}: sls: {problem}" if problem else ""
+    return None
 
 
 def _missing(key: str, module: str, target: str) -> str:
@@ -195,12 +203,10 @@ def _incoming(decl: Declared, high: dict, index: Index) -> Iterator[str]:
             continue
         for module, target in item.items() if isinstance(item, dict) else []:
             module = module.split(".", 1)[0]
-            if not isinstance(target, str):
-                yield f"{decl.key}: {module}: {target!r} must be a string"
-            elif module == "sls":
-                problem = index.sls_problem(target)
+            problem = _shape_problem(decl.key, module, target, index)
+            if problem is not None:
                 if problem:
-                    yield f"{decl.key}: sls: {problem}"
+                    yield problem
             elif decl.key == "listen_in":
                 if not index.has(module, target, glob=False):
                     yield _missing(decl.key, module, target)

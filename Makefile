@@ -18,12 +18,13 @@ help:
 	@echo "make lint | unit | e2e | image | demo-shell | demo-apply | demo-pillar | demo-stop"
 
 # Host packages: debootstrap and systemd-nspawn build and boot the test hosts;
-# the tests reach them from outside with this machine's ssh, curl and openssl.
+# the tests reach them from outside with this machine's ssh, curl and openssl,
+# and look at the sites with Debian's headless Chromium driven by chromedriver.
 prereqs:
 	@missing=""; \
 	for cmd in debootstrap:debootstrap systemd-nspawn:systemd-container \
 	           ip:iproute2 nsenter:util-linux ssh:openssh-client curl:curl \
-	           openssl:openssl; do \
+	           openssl:openssl chromium:chromium chromedriver:chromium-driver; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -96,7 +97,7 @@ demo-stop:
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
-# The benchmarks of issue 8 (not part of `make test`): one line per figure, then
+# The benchmarks of issues 8 and 15 (not part of `make test`): one line per figure, then
 # ratios and PASS/MISS per target.  See bench/README.rst; each script takes --quick.
 .PHONY: bench
 bench: prereqs venv
@@ -104,3 +105,4 @@ bench: prereqs venv
 	$(PY) bench/serving.py
 	$(PY) bench/apache_fds.py
 	$(PY) bench/memory.py
+	$(PY) bench/matomo.py

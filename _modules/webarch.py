@@ -186,9 +186,7 @@ def packages(osmajorrelease: int | None = None) -> list[str]:
         # web server reaches the sites through an ACL on each home.
         "acl",
         "apache2",
-        f"php{php}-fpm",
-        f"php{php}-cli",
-        f"php{php}-mysql",
+        *webarch_php.packages(php),
     ]
     if major == 12:
         found.append("libapache2-mod-md")  # part of apache2 from Debian 13 on

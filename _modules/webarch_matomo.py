@@ -35,19 +35,18 @@ it.  Site ids are ints, logins and URLs strings.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
-import re
 import ssl
 import stat
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import webarch_fcgi as fcgi
+import webarch_matomo_api as api
 import webarch_paths as paths
 from salt.exceptions import CommandExecutionError
 
@@ -61,8 +60,6 @@ TIMEOUT = 30.0
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 #: Sub-requests per API.getBulkRequest (newer Matomo versions cap them).
 BULK_MAX = 100
-#: The most of an answer kept in an error message.
-SNIPPET = 300
 #: The roles Matomo stores per website, and what revokes them.
 ROLES = ("view", "write", "admin")
 ACCESS = (*ROLES, "noaccess")
@@ -78,21 +75,35 @@ def __virtual__() -> str:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Conn:
-    """Where Matomo is and how to reach it (``repr`` never shows the token)."""
+class _Conn(NamedTuple):
+    """Where Matomo is and how to reach it (``repr`` never shows the token).
+
+    ``socket``: the local instance's pool (FastCGI, ``endpoint`` its
+    ``https://HOST/index.php``); else the HTTP(S) ``endpoint``.
+    """
 
     endpoint: str
     token: str
     context: ssl.SSLContext | None
     timeout: float
+    socket: str = ""
+    docroot: str = ""
 
     def __repr__(self) -> str:
         return f"_Conn({self.endpoint!r})"
 
 
 def _conn(url: str, token_file: str, ca_file: str, timeout: float) -> _Conn:
-    """Check the settings and read the token."""
+    """Check the settings and read the token.
+
+    Without ``url``: this server's own instance, through its pool's socket;
+    else the ``webarch_matomo:url`` config value.
+    """
+    local = {} if url else api.read_json(paths.MATOMO_INSTANCE_PATH)
+    if local:
+        token = _read_token(token_file or TOKEN_PATH)
+        endpoint = f"https://{local['host']}/index.php"
+        return _Conn(endpoint, token, None, float(timeout), local["socket"], local["docroot"])
     url = url or __salt__["config.get"]("webarch_matomo:url", "")
     if not url:
         raise CommandExecutionError("no Matomo URL: pass url= or set webarch_matomo:url")
@@ -126,29 +137,22 @@ def _read_token(path: str) -> str:
     return token
 
 
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` without any of ``secrets`` in it."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-            text = text.replace(urllib.parse.quote_plus(secret), "***")
-    return text
-
-
-def _snippet(body: bytes) -> str:
-    """What a non-JSON answer says, in one short line (HTML tags dropped)."""
-    text = body.decode("utf-8", "replace")
-    text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
-    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
-    text = " ".join(text.split())
-    return text[:SNIPPET] + ("..." if len(text) > SNIPPET else "")
-
-
-def _matomo_error(answer: Any) -> str | None:
-    """Matomo's message when ``answer`` is its ``{"result": "error"}``."""
-    if isinstance(answer, dict) and answer.get("result") == "error":
-        return str(answer.get("message", "unknown error"))
-    return None
+def _send(conn: _Conn, form: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """POST ``form``: the HTTP status and body (FastCGI to the pool, or HTTP(S))."""
+    if conn.socket:
+        host = urllib.parse.urlsplit(conn.endpoint).netloc
+        got = fcgi.http(conn.socket, "POST", host, "/index.php", form=form,
+                        timeout=conn.timeout, document_root=conn.docroot)  # fmt: skip
+        return got.status, got.body
+    request = urllib.request.Request(
+        conn.endpoint, data=urllib.parse.urlencode(form).encode(), method="POST"
+    )
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(request, timeout=conn.timeout, context=conn.context) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read() or b""
 
 
 def _post(
@@ -158,25 +162,10 @@ def _post(
     hide = (conn.token, *secrets)
     form = [("module", "API"), ("method", method), ("format", "json"), *params]
     form.append(("token_auth", conn.token))
-    data = urllib.parse.urlencode(form).encode()
-    request = urllib.request.Request(conn.endpoint, data=data, method="POST")
-    request.add_header("Content-Type", "application/x-www-form-urlencoded")
     log.debug("Matomo %s %s", conn.endpoint, method)
     where = f"Matomo {method} at {conn.endpoint}"
     try:
-        with urllib.request.urlopen(request, timeout=conn.timeout, context=conn.context) as resp:
-            body = resp.read()
-    except urllib.error.HTTPError as exc:
-        body = exc.read() or b""
-        try:
-            message = _matomo_error(json.loads(body))
-        except ValueError:
-            message = None
-        if exc.code in (401, 403):
-            message = f"refused the token (HTTP {exc.code}): {message or _snippet(body)}"
-        else:
-            message = f"answered HTTP {exc.code}: {message or _snippet(body)}"
-        raise CommandExecutionError(_scrub(f"{where} {message}", hide)) from None
+        code, body = _send(conn, form)
     except TimeoutError:
         raise CommandExecutionError(f"{where}: no answer within {conn.timeout:g} s") from None
     except urllib.error.URLError as exc:
@@ -185,36 +174,33 @@ def _post(
             message = f"no answer within {conn.timeout:g} s"
         else:
             message = f"unreachable: {getattr(reason, 'strerror', None) or reason}"
-        raise CommandExecutionError(_scrub(f"{where}: {message}", hide)) from None
+        raise CommandExecutionError(api.scrub(f"{where}: {message}", hide)) from None
     except OSError as exc:
-        raise CommandExecutionError(_scrub(f"{where}: {exc}", hide)) from None
+        raise CommandExecutionError(api.scrub(f"{where}: {exc}", hide)) from None
+    if code >= 400:
+        try:
+            message = api.matomo_error(json.loads(body))
+        except ValueError:
+            message = None
+        if code in (401, 403):
+            message = f"refused the token (HTTP {code}): {message or api.snippet(body)}"
+        else:
+            message = f"answered HTTP {code}: {message or api.snippet(body)}"
+        raise CommandExecutionError(api.scrub(f"{where} {message}", hide))
     try:
         answer = json.loads(body)
     except ValueError:
-        snippet = _snippet(body)
-        raise CommandExecutionError(_scrub(f"{where}: not JSON: {snippet}", hide)) from None
-    message = _matomo_error(answer)
+        snippet = api.snippet(body)
+        raise CommandExecutionError(api.scrub(f"{where}: not JSON: {snippet}", hide)) from None
+    message = api.matomo_error(answer)
     if message is not None:
-        raise CommandExecutionError(_scrub(f"{where}: {message}", hide))
+        raise CommandExecutionError(api.scrub(f"{where}: {message}", hide))
     return answer
 
 
 def _call(conn: _Conn, method: str, secrets: tuple[str, ...] = (), **params: Any) -> Any:
     """One API call; list values go as ``name[]`` (Matomo's arrays)."""
-    return _post(conn, method, _form(params), secrets)
-
-
-def _form(params: dict[str, Any]) -> list[tuple[str, str]]:
-    """Matomo's form fields for ``params``."""
-    form: list[tuple[str, str]] = []
-    for name, value in params.items():
-        if isinstance(value, (list, tuple)):
-            form += [(f"{name}[]", str(v)) for v in value]
-        elif isinstance(value, bool):
-            form.append((name, "1" if value else "0"))
-        else:
-            form.append((name, str(value)))
-    return form
+    return _post(conn, method, api.form(params), secrets)
 
 
 def _bulk(conn: _Conn, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
@@ -223,7 +209,7 @@ def _bulk(conn: _Conn, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
     for start in range(0, len(calls), BULK_MAX):
         chunk = calls[start : start + BULK_MAX]
         form = [
-            (f"urls[{n}]", urllib.parse.urlencode([("method", method), *_form(params)]))
+            (f"urls[{n}]", urllib.parse.urlencode([("method", method), *api.form(params)]))
             for n, (method, params) in enumerate(chunk)
         ]
         got = _post(conn, "API.getBulkRequest", form)
@@ -232,25 +218,11 @@ def _bulk(conn: _Conn, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
                 f"Matomo API.getBulkRequest: unexpected answer {got!r:.200}"
             )
         for (method, _), answer in zip(chunk, got, strict=True):
-            message = _matomo_error(answer)
+            message = api.matomo_error(answer)
             if message is not None:
-                raise CommandExecutionError(_scrub(f"Matomo {method}: {message}", (conn.token,)))
+                raise CommandExecutionError(api.scrub(f"Matomo {method}: {message}", (conn.token,)))
             answers.append(answer)
     return answers
-
-
-def _value(answer: Any) -> Any:
-    """A scalar answer: Matomo's JSON wraps it as ``{"value": ...}``."""
-    if isinstance(answer, dict) and "value" in answer:
-        return answer["value"]
-    return answer
-
-
-def _rows(answer: Any) -> list[Any]:
-    """A list answer (PHP arrays keyed by id come as JSON objects)."""
-    if isinstance(answer, dict):
-        return list(answer.values())
-    return list(answer or [])
 
 
 def _changed() -> None:
@@ -259,34 +231,19 @@ def _changed() -> None:
         __context__.pop(key, None)
 
 
-def _urls(urls: list[str] | str) -> list[str]:
-    """URLs given as a list or a comma-separated string (CLI)."""
-    if isinstance(urls, str):
-        urls = urls.split(",")
-    found = [u.strip() for u in urls if u and u.strip()]
-    if not found:
-        raise CommandExecutionError("a Matomo website needs at least one URL")
-    return found
-
-
-def _ids(id_sites: list[int] | str | int) -> list[int]:
-    """Site ids given as a list, a comma-separated string or one int."""
-    if isinstance(id_sites, int):
-        return [id_sites]
-    if isinstance(id_sites, str):
-        id_sites = [s for s in id_sites.split(",") if s.strip()]
-    return sorted({int(i) for i in id_sites})
-
-
 # --------------------------------------------------------------------------
 # Reads
 # --------------------------------------------------------------------------
 
 #: The calls of a snapshot: one round trip.
+#: ``filter_limit=-1``: Matomo's API answers at most 100 rows otherwise.
 _READS: list[tuple[str, dict[str, Any]]] = [
-    ("UsersManager.getUsers", {}),
-    ("SitesManager.getSitesWithAdminAccess", {"fetchAliasUrls": True}),
-    *[("UsersManager.getUsersSitesFromAccess", {"access": role}) for role in ROLES],
+    ("UsersManager.getUsers", {"filter_limit": -1}),
+    ("SitesManager.getSitesWithAdminAccess", {"fetchAliasUrls": True, "filter_limit": -1}),
+    *[
+        ("UsersManager.getUsersSitesFromAccess", {"access": role, "filter_limit": -1})
+        for role in ROLES
+    ],
 ]
 
 
@@ -294,7 +251,7 @@ def _read_all(conn: _Conn) -> dict[str, Any]:
     """Users (email, superuser, access per site) and websites (name, URLs, timezone)."""
     got_users, got_sites, *by_role = _bulk(conn, _READS)
     users: dict[str, dict[str, Any]] = {}
-    for row in _rows(got_users):
+    for row in api.rows(got_users):
         superuser = row.get("superuser_access") in (True, 1, "1")
         users[row["login"]] = {"email": row.get("email", ""), "superuser": superuser, "access": {}}
     for role, held in zip(ROLES, by_role, strict=True):
@@ -302,7 +259,7 @@ def _read_all(conn: _Conn) -> dict[str, Any]:
             if login in users:
                 users[login]["access"].update({int(i): role for i in ids})
     sites: dict[int, dict[str, Any]] = {}
-    for row in _rows(got_sites):
+    for row in api.rows(got_sites):
         urls = list(row.get("alias_urls") or [row.get("main_url", "")])
         sites[int(row["idsite"])] = {
             "name": row.get("name", ""),
@@ -382,7 +339,7 @@ def version(
         salt '*' webarch_matomo.version url=https://stats.example.org
     """
     conn = _conn(url, token_file, ca_file, timeout)
-    return str(_value(_call(conn, "API.getMatomoVersion")))
+    return str(api.value(_call(conn, "API.getMatomoVersion")))
 
 
 # --------------------------------------------------------------------------
@@ -415,6 +372,58 @@ def add_user(
     _changed()
     params = {"userLogin": login, "password": password, "email": email}
     _call(conn, "UsersManager.addUser", (password,), **params)
+    return True
+
+
+def set_user_password(
+    login: str,
+    password: str,
+    confirmation: str,
+    url: str = "",
+    token_file: str = TOKEN_PATH,
+    ca_file: str = "",
+    timeout: float = TIMEOUT,
+) -> bool:
+    """
+    Give the Matomo user ``login`` a new ``password``.
+
+    Matomo wants the token owner's own password as ``confirmation`` for this.
+    Neither password is returned, logged or put in an error message.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_matomo.set_user_password alice "$(cat pw)" "$(cat su-pw)"
+    """
+    conn = _conn(url, token_file, ca_file, timeout)
+    _changed()
+    params = {"userLogin": login, "password": password, "passwordConfirmation": confirmation}
+    _call(conn, "UsersManager.updateUser", (password, confirmation), **params)
+    return True
+
+
+def set_superuser(
+    login: str,
+    confirmation: str,
+    url: str = "",
+    token_file: str = TOKEN_PATH,
+    ca_file: str = "",
+    timeout: float = TIMEOUT,
+) -> bool:
+    """
+    Make the Matomo user ``login`` a superuser (``confirmation``: the token owner's password).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_matomo.set_superuser admin "$(cat su-pw)"
+    """
+    conn = _conn(url, token_file, ca_file, timeout)
+    _changed()
+    params = {"userLogin": login, "hasSuperUserAccess": 1, "passwordConfirmation": confirmation}
+    _call(conn, "UsersManager.setSuperUserAccess", (confirmation,), **params)
     return True
 
 
@@ -460,9 +469,11 @@ def add_site(
     """
     conn = _conn(url, token_file, ca_file, timeout)
     _changed()
-    answer = _call(conn, "SitesManager.addSite", siteName=name, urls=_urls(urls), timezone=timezone)
+    answer = _call(
+        conn, "SitesManager.addSite", siteName=name, urls=api.urls(urls), timezone=timezone
+    )
     try:
-        return int(_value(answer))
+        return int(api.value(answer))
     except (TypeError, ValueError):
         raise CommandExecutionError(
             f"Matomo SitesManager.addSite: no id in {answer!r:.200}"
@@ -495,7 +506,7 @@ def update_site(
         params["siteName"] = name
     if timezone:
         params["timezone"] = timezone
-    wanted = _urls(urls) if urls is not None else []
+    wanted = api.urls(urls) if urls is not None else []
     if wanted:
         params["urls"] = wanted
     if len(params) > 1:
@@ -524,7 +535,12 @@ def set_site_urls(
         salt '*' webarch_matomo.set_site_urls 3 '[https://alice.example, https://www.alice.example]'
     """
     return update_site(
-        id_site, urls=_urls(urls), url=url, token_file=token_file, ca_file=ca_file, timeout=timeout
+        id_site,
+        urls=api.urls(urls),
+        url=url,
+        token_file=token_file,
+        ca_file=ca_file,
+        timeout=timeout,
     )
 
 
@@ -570,7 +586,7 @@ def set_access(
     """
     if access not in ACCESS:
         raise CommandExecutionError(f"access must be one of {', '.join(ACCESS)}, not {access!r}")
-    ids = _ids(id_sites)
+    ids = api.ids(id_sites)
     if not ids:
         return False
     conn = _conn(url, token_file, ca_file, timeout)

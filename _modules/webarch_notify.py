@@ -47,6 +47,8 @@ KINDS = paths.NOTIFY_KINDS
 ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PASSWORD_LENGTH = 20
 TAG = "webarch/notify"
+#: What each kind of password is for (subjects and markers).
+WHAT = {"ssh": "SSH and SFTP", "mariadb": "MariaDB", "matomo": "Matomo"}
 
 
 def __virtual__() -> str:
@@ -94,7 +96,7 @@ def _compose(
     tag = settings.get("subject_tag") or ""
     host = settings.get("ssh_host") or hostname
     name = account["name"]
-    what = "SSH and SFTP" if kind == "ssh" else "MariaDB"
+    what = WHAT[kind]
     msg = EmailMessage()
     msg["From"] = formataddr((settings.get("from_name") or "", settings["from"]))
     msg["To"] = formataddr((account.get("fullname") or name, account["email"]))
@@ -114,6 +116,17 @@ def _compose(
             f"    password: {password}",
             "",
             f"For example: ssh {name}@{host}",
+        ]
+    elif kind == "matomo":
+        lines += [
+            "here is the new password of your Matomo login, where you see the",
+            "visitor statistics of your sites:",
+            "",
+            f"    address:  {account['matomo_url'] or '(your hosting provider will tell you)'}",
+            f"    login:    {name}",
+            f"    password: {password}",
+            "",
+            f"The ids of your sites for the tracking code are in ~/{paths.MATOMO_SITES_FILE}.",
         ]
     else:
         lines += [
@@ -233,12 +246,15 @@ def _set_mariadb_password(name: str, password: str) -> None:
 def _put_in_place(name: str, kind: str, password: str) -> None:
     if kind == "ssh":
         _set_ssh_password(name, password)
+    elif kind == "matomo":
+        email = _account(name)[0]["email"]
+        __salt__["webarch_matomo_setup.set_password"](name, password, email)
     else:
         _set_mariadb_password(name, password)
 
 
 def _marker_text(kind: str, entry: dict) -> str:
-    what = "SSH password" if kind == "ssh" else "MariaDB password"
+    what = "SSH password" if kind == "ssh" else f"{WHAT[kind]} password"
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry["sent_at"]))
     return (
         f"Your {what} was sent to {entry['to']} on {when}.\n"
@@ -400,6 +416,7 @@ def send(account: str, kind: str) -> dict:
         # The password mailed is the one in force (also after an interrupted issue()).
         _put_in_place(account, kind, password)
         now = time.time()
+        data = {**data, "matomo_url": model["matomo"]["url"]}
         message = _compose(data, kind, password, settings, model["hostname"] or "localhost", now)
         _sendmail(message, settings["from"], data["email"])
         entry.update(

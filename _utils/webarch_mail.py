@@ -227,6 +227,7 @@ RESET_KEYS = check.key_table(
         "A new value asks for a new SSH password, generated and mailed once.",
     ),
     Key("mariadb", "token", "", "Likewise for a new MariaDB password."),
+    Key("matomo", "token", "", "Likewise for a new Matomo password."),
 )
 
 
@@ -256,6 +257,7 @@ def account_notify(
         problems.add(
             [*path, "db_password"], "needs the account's email: the password is sent there"
         )
+    # Matomo's kind is added by the Matomo model (it knows who gets a user).
     enabled = {"ssh": bool(ssh_password and email), "mariadb": bool(db_password and email)}
     home = f"{paths.HOME_BASE}/{name}"
     return {
@@ -264,8 +266,9 @@ def account_notify(
         "kinds": {
             kind: {"token": tokens[kind], "marker": f"{home}/{marker}"}
             for kind, marker in paths.NOTIFY_MARKERS.items()
-            if enabled[kind]
+            if enabled.get(kind)
         },
+        "tokens": tokens,
         # Passwords still waiting to be mailed: deleted with the account.
         "spool": [f"{paths.NOTIFY_SPOOL_DIR}/{name}.{kind}" for kind in paths.NOTIFY_MARKERS],
     }

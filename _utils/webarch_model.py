@@ -26,6 +26,7 @@ import webarch_layout as layout
 import webarch_mail as mail
 import webarch_paths as paths
 import webarch_php as php
+import webarch_stats_model as stats
 import webarch_web as web
 from webarch_check import OPTIONAL, Derived, Key, ModelError
 from webarch_layout import HostUsers
@@ -88,6 +89,12 @@ SERVER_KEYS = check.key_table(
         "from here, never from a request. See `Password notifications`_.",
     ),
     Key("acme", "mapping", {}, "Certificates for every site through Apache's mod_md."),
+    Key(
+        "matomo",
+        "mapping",
+        {},
+        "The server's Matomo (web analytics) and its users and websites. See `Matomo`_.",
+    ),
     Key(
         "accounts",
         "mapping",
@@ -252,6 +259,7 @@ ACCOUNT_KEYS = check.key_table(
         "The account's sites, keyed by site name: 1 to 63 lower-case letters, digits "
         "and inner hyphens, which also names the directory ``~/sites/SITE``.",
     ),
+    Key("matomo", "true or false", True, stats.SWITCH_DOC.split("; on a site")[0] + "."),
 )
 
 
@@ -315,6 +323,7 @@ def _account(
             "slow_log": paths.account_log(name, "php-slow.log"),
         },
         "sites": sites,
+        "matomo": check.boolean(data["matomo"], [*path, "matomo"], problems),
         # The account's Apache site: one file with a virtual host per site.
         "apache": {"site": paths.apache_site(name), "file": paths.apache_site_file(name)},
         "mariadb": db.account_mariadb(name, data, server, problems),
@@ -398,6 +407,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
     db.check_unique_databases(accounts, problems)
     layout.check_server_paths(server, problems)
     targets = _only(only, accounts, problems)
+    matomo = stats.matomo(pillar.get("matomo"), server, accounts, problems)
     if problems.items:
         # Group the problems by account (stable: each account's keep their order).
         raise ModelError(sorted(problems.items, key=lambda p: p.split(":", 3)[:3]))
@@ -426,6 +436,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
             a["name"] for a in present if a["notify"]["kinds"] and a["name"] in wanted
         ),
         "db_dumps": db.db_dumps(server, present),
+        "matomo": matomo,
         "absent": sorted(set(accounts) - present_names),
         # Absent accounts whose Unix user webarch made: archived, then removed.
         "remove": sorted((set(accounts) - present_names) & set(host.managed) & wanted),

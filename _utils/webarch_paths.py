@@ -70,7 +70,7 @@ MAIL_LIMITS_PATH = "/etc/exim4/webarch-mail-limits"
 #: the marker (in the account's home) that says where it went, per kind.
 NOTIFY_DIR = f"{STATE_DIR}/notify"
 NOTIFY_SPOOL_DIR = f"{NOTIFY_DIR}/spool"
-NOTIFY_MARKERS = {"ssh": ".notify_passwd", "mariadb": ".notify_mariadb"}
+NOTIFY_MARKERS = {"ssh": ".notify_passwd", "mariadb": ".notify_mariadb", "matomo": ".notify_matomo"}
 NOTIFY_KINDS = tuple(NOTIFY_MARKERS)
 
 #: Apache: webarch's server-wide conf, its port-80 site, the certificate of
@@ -189,3 +189,22 @@ MATOMO_STATE_DIR = f"{STATE_DIR}/matomo"
 MATOMO_TOKEN_PATH = f"{MATOMO_STATE_DIR}/token"
 #: JSON: {"sites": {"ACCOUNT/SITE": idsite}, "users": [logins webarch created]}.
 MATOMO_IDS_PATH = f"{MATOMO_STATE_DIR}/ids.json"
+#: The password of webarch's own Matomo superuser (root 0600): Matomo asks for
+#: it to change another user's password.
+MATOMO_PASSWORD_PATH = f"{MATOMO_STATE_DIR}/password"
+#: JSON: to whom and when the superuser's password was mailed (root 0600).
+MATOMO_SUPERUSER_LEDGER = f"{MATOMO_STATE_DIR}/superuser.json"
+#: JSON: how to reach the local instance (its pool socket, host name, script).
+MATOMO_INSTANCE_PATH = f"{MATOMO_STATE_DIR}/instance.json"
+#: JSON: the release the instance runs ({"sha256", "version"}).
+MATOMO_RELEASE_PATH = f"{MATOMO_STATE_DIR}/release.json"
+#: Where release archives are kept once verified, before unpacking.
+MATOMO_RELEASES_DIR = f"{MATOMO_STATE_DIR}/releases"
+#: Per account: the file (root-owned, readable by the account) listing its
+#: sites' Matomo ids for the tracking code.
+MATOMO_SITES_FILE = ".matomo_sites"
+
+
+def matomo_archive_unit(name: str) -> str:
+    """The systemd unit (service and timer) running core:archive for ``name``'s instance."""
+    return f"webarch-matomo-archive-{name}"

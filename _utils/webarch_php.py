@@ -245,6 +245,19 @@ def php_version(osmajorrelease: int) -> str:
         ) from None
 
 
+#: PHP extension packages (``php<version>-NAME``) beside FPM and the CLI: the
+#: MariaDB drivers, and what the site types' applications need (Matomo,
+#: MediaWiki, WordPress): xml (dom, simplexml, xmlreader/writer, xsl), mbstring,
+#: gd, curl and intl.  Each is on for FPM and the CLI (the chroots copy
+#: /etc/php/*/cli, so an account's shell has the same extensions).
+PHP_EXTENSION_PACKAGES = ("mysql", "xml", "mbstring", "gd", "curl", "intl")
+
+
+def packages(php_version: str) -> list[str]:
+    """The Debian packages of PHP ``php_version``: FPM, the CLI and the extensions."""
+    return [f"php{php_version}-{name}" for name in ("fpm", "cli", *PHP_EXTENSION_PACKAGES)]
+
+
 def fpm(php_version: str) -> dict:
     """PHP-FPM's server-wide files and service on that PHP version."""
     pools = f"{paths.fpm_dir(php_version)}/pool.d"

@@ -43,8 +43,7 @@ Snapshot (see ``webarch_matomo.snapshot``)::
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 #: The role an account's user gets on its own sites.
 VIEW = "view"
@@ -79,8 +78,7 @@ def _urls(urls: Collection[str]) -> list[str]:
     return seen
 
 
-@dataclass(frozen=True)
-class Write:
+class Write(NamedTuple):
     """One API write: ``call`` is the ``webarch_matomo`` function, ``args`` its arguments.
 
     ``site`` names the site key an ``add_site`` creates or a ``delete_site``
@@ -114,7 +112,6 @@ class Write:
         return f"{self.call} {a}"
 
 
-@dataclass
 class Plan:
     """What :py:func:`plan` found.
 
@@ -131,10 +128,11 @@ class Plan:
         Things the plan does not change and a human should know.
     """
 
-    writes: list[Write] = field(default_factory=list)
-    ids: dict[str, int] = field(default_factory=dict)
-    users: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    def __init__(self, ids: dict[str, int] | None = None) -> None:
+        self.writes: list[Write] = []
+        self.ids: dict[str, int] = dict(ids or {})
+        self.users: list[str] = []
+        self.notes: list[str] = []
 
 
 def _snapshot_sites(snapshot: Mapping[str, Any]) -> dict[int, dict[str, Any]]:

@@ -153,6 +153,14 @@ SITE_KEYS = check.key_table(
         OPTIONAL,
         "The whole site behind HTTP basic auth.",
     ),
+    Key(
+        "matomo",
+        "``true``, ``false`` or ``absent``",
+        True,
+        "A Matomo website for the site (``true``); ``false``: none (its website "
+        "and data stay, the account loses access); ``absent``: its website and "
+        "data are deleted.",
+    ),
 )
 
 
@@ -196,7 +204,16 @@ def site_settings(
         "headers": _headers(get("headers"), [*path, "headers"], problems),
         "redirects": _redirects(get("redirects"), [*path, "redirects"], problems),
         "basic_auth": _basic_auth(get("basic_auth"), [*path, "basic_auth"], problems),
+        "matomo": _matomo_switch(get("matomo"), [*path, "matomo"], problems),
     }
+
+
+def _matomo_switch(value: Any, path: list[str], problems: check.Problems) -> bool | str:
+    """A site's ``matomo`` key: True, False or "absent"."""
+    if isinstance(value, bool) or value == "absent":
+        return value
+    problems.add(path, f"{check.describe(value)} must be true, false or absent")
+    return True
 
 
 def _hsts(value: Any, path: list[str], problems: check.Problems) -> int:

@@ -30,6 +30,7 @@ import webarch_db as db  # noqa: E402
 import webarch_mail as mail  # noqa: E402
 import webarch_model as model  # noqa: E402
 import webarch_php as php  # noqa: E402
+import webarch_stats_model as stats  # noqa: E402
 import webarch_web as web  # noqa: E402
 
 README = REPO / "README.rst"
@@ -61,6 +62,8 @@ BLOCKS = (
     Block("Outgoing mail", ("mail",), mail.MAIL_KEYS),
     Block("Password mails", ("notify",), mail.NOTIFY_KEYS),
     Block("Certificates", ("acme",), web.ACME_KEYS),
+    Block("Matomo instance", ("matomo",), stats.MATOMO_KEYS),
+    Block("Matomo release", ("matomo", "archive"), stats.ARCHIVE_KEYS),
     Block("Account", ACCOUNT, model.ACCOUNT_KEYS),
     Block("Account mail", (*ACCOUNT, "mail"), mail.ACCOUNT_MAIL_KEYS),
     Block("Password resets", (*ACCOUNT, "resets"), mail.RESET_KEYS),

@@ -14,4 +14,5 @@ include:
   - .apache
   - .mariadb
   - .notify
+  - .matomo
   - .remove

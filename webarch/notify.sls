@@ -11,7 +11,10 @@ include:
   - {{ tplroot }}.users
   - {{ tplroot }}.mail
   - {{ tplroot }}.mariadb
+  - {{ tplroot }}.matomo
 
+{%- set local = webarch.matomo.local %}
+{%- set matomo_local = local and local.account in webarch.present %}
 {%- for name in webarch.notify_accounts %}
 {%-   set account = webarch.accounts[name] %}
 {%-   for kind, notify in account.notify.kinds.items() %}
@@ -29,6 +32,8 @@ webarch-{{ name }}-notify-{{ kind }}:
       - service: webarch-mail-exim-service
 {%-     if kind == 'mariadb' %}
       - mysql_user: webarch-{{ name }}-mariadb-user
+{%-     elif kind == 'matomo' and matomo_local %}
+      - webarch_matomo: webarch-matomo-configured
 {%-     endif %}
 {%-   endfor %}
 {%- endfor %}

@@ -40,6 +40,7 @@ import pytest
 import yaml
 from docutils import nodes
 from docutils.core import publish_doctree
+from e2e.conftest import MATOMO_ARCHIVE, provide_matomo
 from testhost import Host
 from testhost.saltmaster import SaltMaster
 
@@ -282,6 +283,9 @@ def host(image: Path) -> Iterator[Host]:
     with Host("wa-readme", image, formula_dir=None) as running:
         running.run(["mv", IMAGE_MINION_CONF, "/root/webarch.conf.aside"], check=True)
         running.untar(checkout_tar(REPO), CHECKOUT)
+        # Where pillar.example expects Matomo's release archive (put there by
+        # the user beforehand, as the README says).
+        provide_matomo(running)
         yield running
 
 
@@ -331,6 +335,11 @@ def masterless(host: Host, commands: list[Command]) -> Host:
     setup(host, commands)
     assert host.exists("/etc/salt/minion.d/webarch-loader.conf")
     assert host.exists("/srv/pillar/top.sls"), "the README's commands install no pillar"
+    if not MATOMO_ARCHIVE.is_file():
+        # No Matomo release on this machine: the example without its Matomo.
+        pillar = yaml.safe_load(host.read_file("/srv/pillar/webarch.sls"))
+        del pillar["webarch"]["matomo"]
+        host.write_file("/srv/pillar/webarch.sls", yaml.safe_dump(pillar), mode=0o600)
     return host
 
 

@@ -44,6 +44,9 @@ UPGRADE_FROM = "6f47d7a"
 #: /usr/local/lib/webarch: their files change, their lib is new, and the
 #: services running them restart.  webarch-db-dump no longer deletes older dumps
 #: when a new one could not be put in place (a fix found by the refactor).
+#: Issue 15 gave sites of type matomo their own Apache preset (AllowOverride
+#: None: Matomo's .htaccess files made every request answer 500): carol-stats'
+#: matomo site file changes.
 #: Nothing else may change (every unit, template, account and database stays
 #: as the old formula left it).
 EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
@@ -56,6 +59,7 @@ EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
         "webarch-mail-log-service",
         "webarch-apache-service",
         "webarch-db-dump-script",
+        "webarch-carol-stats-apache-sites",
     }
 )
 

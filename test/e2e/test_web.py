@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
+from e2e.browser import run_browser
 from e2e.helpers import apply, changed, failed, pool_socket, state_results
 from testhost import Host
 from testhost.acme import Pebble, served_certificate
@@ -222,6 +224,73 @@ def test_open_basedir_only_where_asked(web, name, account, expected):
         assert curl(web, f"https://{name}/basedir.php").stdout == expected
     finally:
         web.run(["rm", "-f", path])
+
+
+#: A login page of alice's PHP site, as a web application would have one.
+#: MARKER and PASSWORD are set per run.
+LOGIN_PHP = """<?php
+$posted = $_SERVER['REQUEST_METHOD'] === 'POST';
+$ok = $posted && hash_equals('PASSWORD', (string) ($_POST['password'] ?? ''));
+?><!doctype html>
+<html><head><title>MARKER <?= $ok ? 'dashboard' : 'login' ?></title>
+<style>body { font: 18px sans-serif; margin: 3em; background: #eef3f8; }
+h1 { color: #1f4e79; } form { background: #fff; padding: 1em; width: 20em; }
+input, button { display: block; margin: .5em 0; font-size: 1em; }</style></head>
+<body>
+<?php if ($ok): ?>
+<h1 id="dashboard">Welcome, <?= htmlspecialchars($_POST['user'] ?? '') ?></h1>
+<p id="served-by">served by <?= posix_getpwuid(posix_geteuid())['name'] ?> over
+<?= $_SERVER['SERVER_PROTOCOL'] ?></p>
+<?php else: ?>
+<h1>MARKER</h1>
+<?php if ($posted): ?><p id="error">Wrong password</p><?php endif ?>
+<form id="login" method="post">
+<label>User <input id="user" name="user"></label>
+<label>Password <input id="password" name="password" type="password"></label>
+<button type="submit">Log in</button>
+</form>
+<?php endif ?>
+</body></html>
+"""
+
+
+def test_a_browser_logs_in_to_a_php_site(web):
+    """A real browser (headless Chromium) over HTTPS: alice's PHP page renders, its
+    form posts through Apache to her pool, and each run keeps its screenshots in
+    test/artifacts/test_web-browser-login/."""
+    marker = f"Login {secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(12)
+    page = "/home/alice/sites/www/public/login.php"
+    text = LOGIN_PHP.replace("MARKER", marker).replace("PASSWORD", password)
+    web.write_file(page, text, mode=0o640)
+    web.run(["chown", "alice:www-data", page], check=True)
+    try:
+        result = run_browser(
+            web,
+            [
+                {"get": "https://www.alice.example/login.php"},
+                {"wait_for": "h1", "contains": marker},
+                {"screenshot": "login"},
+                {"fill": "#user", "value": "alice"},
+                {"fill": "#password", "value": password},
+                {"submit": "#login"},
+                {"wait_for": "#dashboard", "contains": "Welcome, alice"},
+                {"text": "#served-by", "name": "served"},
+                {"screenshot": "dashboard"},
+            ],
+            "test_web-browser-login",
+        )
+    finally:
+        web.run(["rm", "-f", page])
+    assert result.titles[0] == f"{marker} login"
+    assert result.title == f"{marker} dashboard"
+    assert result.url == "https://www.alice.example/login.php"
+    # PHP ran as alice, and the browser spoke HTTP/2 to Apache.
+    assert result.texts["served"] == "served by alice over HTTP/2.0"
+    for name in ("login", "dashboard"):
+        shot = result.screenshots[name]
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 2000
+    assert password not in (result.artifacts / "browser.json").read_text()
 
 
 def test_http2_is_negotiated(web):

@@ -18,6 +18,8 @@ from typing import Any
 
 from formula_check.problems import Problem
 
+#: The formula's own files (other sources come from the pillar).
+FORMULA_FILES = "salt://webarch/"
 #: Lines of a template error shown (Salt adds the template's source around it).
 ERROR_LINES = 12
 
@@ -87,8 +89,11 @@ def check_files(
         if (chunk["state"], chunk["fun"]) != ("file", "managed"):
             continue
         saltenv = chunk.get("__env__", "base")
+        source = chunk.get("source")
+        if source and not str(source).startswith(FORMULA_FILES):
+            continue  # the pillar's own file (Matomo's release archive): not the formula's
         try:
-            if chunk.get("source"):
+            if source:
                 message = _render_source(state.functions, chunk, saltenv)
             elif chunk.get("template") and chunk.get("contents") is not None:
                 message = _render_contents(state, chunk, saltenv)

@@ -9,21 +9,32 @@ code; control checks prove alice's own files, PHP, database, mail and the
 attack tools themselves work, so the suite fails if the services are simply
 down.  The summary line reads ``attacks=N blocked=N breaches=N leaks=N``.
 
-Two tests switch one real defence off, show that the matching attack then
+The server's Matomo runs in a third account's site (carol-stats,
+stats.coop.example).  alice attacks it too: its config.ini.php (the salt),
+webarch's root-only API token and superuser password, its database, and bob's
+statistics through Matomo's API over HTTPS with her own token (made with her
+own mailed password).  A visit tracked on bob's site carries bob's secret in
+its URL: it is in Matomo's database, its raw visit log and its reports.
+
+Three tests switch one real defence off, show that the matching attack then
 breaches, and converge again (not counted in the figures).  docs/security.rst
 lists every attack with the defence that stops it.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from e2e.helpers import RelaySink, apply, failed, pool_socket, relay_sink
+from e2e.conftest import MATOMO_ARCHIVE, MATOMO_ON_HOST, MATOMO_SHA256, provide_matomo
+from e2e.helpers import RelaySink, apply, failed, password_in, pool_socket, relay_sink
 from security.clients import (
     FCGI_PHP,
     FCGI_PY,
@@ -40,6 +51,10 @@ pytestmark = pytest.mark.e2e
 SECRET = "BOB-SECRET-7f3a"
 #: In a root-only file that alice can see but not read (setuid attacks).
 ROOT_SECRET = "ROOT-ONLY-5e1b"
+#: What no output of an attack may show: bob's and root's secrets, and (added
+#: by the ``target`` fixture, read as root) the Matomo instance's salt,
+#: webarch's Matomo API token and its superuser's password.
+SECRETS: list[str] = [SECRET, ROOT_SECRET]
 HOSTNAME = "web1.coop.example"
 #: bob's configured envelope sender: no mail of alice's may leave with it.
 BOB_SENDER = "shop@bob.example"
@@ -57,6 +72,23 @@ ESCAPE_WAIT = 70.0
 #: attacks are strict xfails (they breach) and the summary counts them.
 KNOWN_HOLES: dict[str, str] = {}
 
+#: The Matomo instance (carol-stats' site) and webarch's root-only files of it.
+STATS = "stats.coop.example"
+MATOMO_CONFIG = "/home/carol-stats/sites/matomo/config/config.ini.php"
+MATOMO_TOKEN = "/var/lib/webarch/matomo/token"
+MATOMO_PASSWORD = "/var/lib/webarch/matomo/password"
+MATOMO_IDS = "/var/lib/webarch/matomo/ids.json"
+MATOMO_DB = "carol_stats_matomo"
+#: The page of bob's visit tracked by Matomo: bob's secret in its database,
+#: raw visit log and reports.  alice's own visit: what her token may see.
+BOB_PAGE = f"https://shop.bob.example/{SECRET}-page"
+ALICE_PAGE = "https://www.alice.example/ALICE-OWN-PAGE"
+#: A browser's User-Agent for the tracked visits (not a bot's).
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+#: An attack's "path" that is a call of Matomo's API with alice's token (the
+#: form follows; @BOB_IDSITE@, @ALICE_IDSITE@, @ALICE_PASSWORD@ filled in).
+API = "matomo-api:"
+
 
 @pytest.fixture(scope="module")
 def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -68,8 +100,9 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def booted(image: Path, repo: Path) -> Iterator[Host]:
-    """The test host, booted (not converged yet)."""
+    """The test host, booted (not converged yet), with Matomo's archive if this machine has it."""
     with Host(name="wa-attack", image=image, formula_dir=repo) as host:
+        provide_matomo(host)
         yield host
 
 
@@ -80,14 +113,16 @@ def sink(booted: Host) -> RelaySink:
 
 
 def attack_pillar(key: Path, sink: RelaySink) -> dict:
-    """alice (the attacker) and bob (careless, with his own envelope sender)."""
-    return {
+    """alice (the attacker), bob (careless, with his own envelope sender) and
+    carol-stats, whose site is the server's Matomo (when this machine has its archive)."""
+    pillar: dict = {
         "webarch": {
             "hostname": HOSTNAME,
             "admin_email": "hostmaster@coop.example",
             "mail": {"smarthost": sink.exim_smarthost},
             "accounts": {
                 "alice": {
+                    "email": "alice@alice.example",
                     "ssh_keys": [key.with_suffix(".pub").read_text().strip()],
                     "databases": {"alice_app": None},
                     "sites": {"www": {"server_name": "www.alice.example"}},
@@ -103,6 +138,16 @@ def attack_pillar(key: Path, sink: RelaySink) -> dict:
             },
         }
     }
+    if MATOMO_ARCHIVE.is_file():
+        pillar["webarch"]["matomo"] = {
+            "archive": {"source": MATOMO_ON_HOST, "sha256": MATOMO_SHA256}
+        }
+        pillar["webarch"]["accounts"]["carol-stats"] = {
+            "email": "carol@stats.example",
+            "databases": {MATOMO_DB: None},
+            "sites": {"matomo": {"type": "matomo", "server_name": STATS}},
+        }
+    return pillar
 
 
 PLANT = f"""
@@ -150,7 +195,86 @@ def target(booted: Host, sink: RelaySink, key: Path) -> Host:
     for needle, path in (("U=bob", "/home/bob/logs/mail.log"), (SECRET, "/var/mail/bob"),
                          ("was sent to", "/home/bob/.notify_passwd")):  # fmt: skip
         host.run(["sh", "-c", waited.format(needle, path)], check=True)
+    if MATOMO_ARCHIVE.is_file():
+        plant_matomo(host)
     return host
+
+
+def curl(name: str) -> list[str]:
+    """curl from outside, ``name`` resolved to the host."""
+    return ["curl", "-sk", "--max-time", "60", "--resolve", f"{name}:443:127.0.0.1"]
+
+
+def plant_matomo(host: Host) -> None:
+    """Matomo's secrets (read as root) into SECRETS; a visit tracked on bob's
+    site (his secret in its URL) and one on alice's; the reports archived."""
+    salt = re.search(r'^salt = "([^"]+)"$', host.read_file(MATOMO_CONFIG), re.MULTILINE)
+    assert salt and len(salt.group(1)) >= 16, "Matomo's salt"
+    secrets = [salt.group(1)] + [host.read_file(p).strip() for p in (MATOMO_TOKEN, MATOMO_PASSWORD)]
+    assert all(len(secret) >= 16 for secret in secrets)
+    SECRETS.extend(secrets)
+    ids = json.loads(host.read_file(MATOMO_IDS))["sites"]
+    for site, url in (("bob/shop", BOB_PAGE), ("alice/www", ALICE_PAGE)):
+        hit = urllib.parse.urlencode({"idsite": ids[site], "rec": 1, "url": url,
+                                      "ua": BROWSER_UA, "send_image": 0})  # fmt: skip
+        code = host.net_run([*curl(STATS), "-o", "/dev/null", "-w", "%{http_code}",
+                             f"https://{STATS}/matomo.php?{hit}"]).stdout  # fmt: skip
+        assert code in ("200", "204"), (site, code)
+    # The archive timer's job, now: core:archive as carol-stats in her chroot.
+    job = host.run(["systemctl", "start", "webarch-matomo-archive-carol-stats.service"])
+    assert job.returncode == 0, job.stderr
+
+
+class Matomo(NamedTuple):
+    """What alice knows of Matomo: the sites' ids, her mailed password and her own token."""
+
+    ids: dict[str, int]
+    alice_password: str
+    alice_token: str
+
+    def fill(self, form: str) -> str:
+        """``form`` with the ids and alice's password filled in."""
+        for token, value in (
+            ("@BOB_IDSITE@", self.ids["bob/shop"]),
+            ("@ALICE_IDSITE@", self.ids["alice/www"]),
+            ("@ALICE_PASSWORD@", urllib.parse.quote(self.alice_password)),
+        ):
+            form = form.replace(token, str(value))
+        return form
+
+
+def api_form(method: str, **params: object) -> str:
+    """The form of one Matomo API call (the @...@ placeholders kept)."""
+    return urllib.parse.urlencode({"method": method, **params}, safe="@")
+
+
+def matomo_api(host: Host, token: str, form: str) -> str:
+    """One call of Matomo's API over HTTPS from outside, the token in the POST body; the answer."""
+    body = f"module=API&format=json&token_auth={token}&{form}"
+    out = host.net_run([*curl(STATS), "--data-binary", "@-", f"https://{STATS}/index.php"],
+                       input=body)  # fmt: skip
+    return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def matomo(target: Host, sink: RelaySink) -> Matomo | None:
+    """alice's Matomo password (from her mail) and her own token, made with it
+    (None without Matomo)."""
+    if not MATOMO_ARCHIVE.is_file():
+        return None
+    deadline = time.monotonic() + 60
+    while not (mails := [m for m in sink.messages()
+                         if "Your new Matomo password" in str(m["message"]["Subject"])
+                         and "<alice@alice.example>" in str(m["message"]["To"])]):  # fmt: skip
+        assert time.monotonic() < deadline, "no Matomo password mail to alice"
+        time.sleep(0.5)
+    password = password_in(mails[-1])
+    form = api_form("UsersManager.createAppSpecificTokenAuth", userLogin="alice",
+                    passwordConfirmation=password, description="attack")  # fmt: skip
+    made = json.loads(matomo_api(target, "anonymous", form))
+    assert isinstance(made, dict) and "value" in made, made
+    ids = json.loads(target.read_file(MATOMO_IDS))["sites"]
+    return Matomo(ids, password, str(made["value"]))
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +298,16 @@ def upload(host: Host, files: dict[str, str]) -> None:
     host.run(["chown", "-R", "alice:www-data", f"{ALICE_DOCROOT}/t"], check=True)
 
 
+def fetch(host: Host, urls: str) -> str:
+    """GET each of the space-separated ``urls`` from outside, as written (no
+    path normalising), each answer followed by its HTTP status."""
+    names = {urllib.parse.urlsplit(url).hostname for url in urls.split()}
+    resolve = [arg for name in sorted(names) for arg in ("--resolve", f"{name}:443:127.0.0.1")]
+    result = host.net_run(["curl", "-sk", "--max-time", "20", "--path-as-is", *resolve,
+                           "-w", " HTTP %{http_code}\n", *urls.split()])  # fmt: skip
+    return result.stdout + result.stderr
+
+
 def get(host: Host, path: str) -> str:
     """GET https://www.alice.example/t/PATH from outside."""
     result = host.net_run(["curl", "-sk", "--max-time", "20", "--resolve",
@@ -192,9 +326,11 @@ def php(body: str) -> dict[str, str]:
     return {"a.php": "<?php error_reporting(0); " + body}
 
 
-def breached(out: str) -> bool:
-    """Whether ``out`` holds bob's secret, the root-only secret or shows root's uid."""
-    return SECRET in out or ROOT_SECRET in out or "uid=0(" in out
+def breached(out: str, name: str = "") -> bool:
+    """Whether ``out`` holds one of SECRETS, shows root's uid, or what attack
+    ``name`` must not get (NEEDLES)."""
+    needles = (*SECRETS, "uid=0(", *NEEDLES.get(name, ()))
+    return any(needle in out for needle in needles)
 
 
 # --------------------------------------------------------------------------- attacks
@@ -240,6 +376,15 @@ SHELL_ATTACKS: dict[str, str] = {
         " echo shmop_read($m, 0, shmop_size($m));'"
     ),
     "bob's mailbox": "cat /var/mail/bob /var/spool/mail/bob /var/mail/* 2>&1",
+    "Matomo's config.ini.php from the shell": (
+        f"cat {MATOMO_CONFIG}; find / -xdev -name config.ini.php -exec cat {{}} + 2>&1"
+    ),
+    "webarch's Matomo token and password from the shell": (
+        f"cat {MATOMO_TOKEN} {MATOMO_PASSWORD} 2>&1; ls -la /var/lib/webarch 2>&1"
+    ),
+    "MariaDB as carol-stats (Matomo's database)": (
+        f"mysql -u carol-stats {MATOMO_DB} -e 'SELECT name FROM matomo_log_action'"
+    ),
 }
 
 #: What the output of an attack that runs a tool must show: the tool did run
@@ -249,7 +394,36 @@ RAN: dict[str, str] = {
     "raw FastCGI to bob's pool from the shell (php-cli)": "/run/php/webarch-",
     "setuid programs of the chroot to root": "/usr/bin/su ",
     "PHP raw FastCGI to bob's pool": "/run/php/webarch-",
+    "MariaDB as carol-stats (Matomo's database)": "Access denied for user 'carol-stats'",
+    "Matomo's config.ini.php over HTTPS": " HTTP 403",
+    "PHP as carol-stats in Matomo's database (mysqli)": "Access denied for user 'carol-stats'",
+    "PHP as carol-stats in Matomo's database (PDO)": "Access denied for user 'carol-stats'",
+    "PHP as root in Matomo's database": "Access denied for user 'root'",
+    "PHP to MariaDB over TCP": "443-open",
+    "Matomo API: bob's visits (VisitsSummary.get)": '"result":"error"',
+    "Matomo API: bob's last visits (Live.getLastVisitsDetails)": '"result":"error"',
+    "Matomo API: bob's last visits listed with alice's site": '"result":"error"',
+    "Matomo API: last visits of all sites (idSite=all)": "ALICE-OWN-PAGE",
+    "Matomo API: bob's page URLs report (Actions.getPageUrls)": '"result":"error"',
+    "Matomo API: bulk request for bob's last visits": '"result":"error"',
+    "Matomo API: bob's site in alice's site list": "www.alice.example",
+    "Matomo API: alice gives herself view access to bob's site": '"result":"error"',
 }
+
+#: What else the output of an attack must not show (beyond SECRETS): the
+#: attack got what only bob, carol-stats or root may have.
+NEEDLES: dict[str, tuple[str, ...]] = {
+    "PHP to MariaDB over TCP": ("3306-open",),
+    "Matomo API: bob's visits (VisitsSummary.get)": ("nb_visits",),
+    "Matomo API: bob's site in alice's site list": ("bob.example",),
+    "Matomo API: alice gives herself view access to bob's site": ('"success"',),
+}
+
+#: PHP that connects to MariaDB and prints the rows of ``query``, or why it was refused.
+DB_PHP = "try {{ {connect} echo 'rows: ';" \
+    " foreach ($db->query('{query}') as $row) echo current($row), ' ';" \
+    " }} catch (Throwable $e) {{ echo 'refused: ', $e->getMessage(); }}"  # fmt: skip
+MATOMO_ROWS = "SELECT name FROM matomo_log_action"
 
 WRITE_ATTACKS: dict[str, tuple[str, str]] = {
     # name: (command, path on the host that must not appear)
@@ -308,7 +482,66 @@ WEB_ATTACKS: dict[str, tuple[dict[str, str], str]] = {
          "[H=proxy:unix:@BOB_SOCKET@|fcgi://bob,"
          "E=PHP_ADMIN_VALUE:auto_prepend_file=/home/bob/sites/shop/wp-config.php]\n",
          "a.php": "<?php echo 1;"}, "a.php"),
+    # The server's Matomo (carol-stats' site), with alice's PHP and over HTTPS.
+    "PHP reads Matomo's config.ini.php": (
+        php(f"echo file_get_contents('{MATOMO_CONFIG}');"
+            " foreach (glob('/home/*/sites/*/config/*') as $f) echo file_get_contents($f);"),
+        "a.php"),
+    "PHP reads webarch's Matomo token and password": (
+        php(f"echo file_get_contents('{MATOMO_TOKEN}'), file_get_contents('{MATOMO_PASSWORD}');"),
+        "a.php"),
+    "Matomo's config.ini.php over HTTPS": ({}, " ".join(
+        f"https://{STATS}/{path}" for path in (
+            "config/config.ini.php", "/config/config.ini.php", "config//config.ini.php",
+            "CONFIG/config.ini.php", "js/../config/config.ini.php", "config/config.ini.php/",
+            "config/config.ini.php%00.js", "config/config.ini.php?module=API"))),
+    "PHP as carol-stats in Matomo's database (mysqli)": (
+        php(DB_PHP.format(connect=f"$db = new mysqli('localhost', 'carol-stats', null,"
+                                  f" '{MATOMO_DB}');", query=MATOMO_ROWS)), "a.php"),
+    "PHP as carol-stats in Matomo's database (PDO)": (
+        php(DB_PHP.format(connect="$db = new PDO('mysql:unix_socket=/run/mysqld/mysqld.sock;"
+                                  f"dbname={MATOMO_DB}', 'carol-stats', '');",
+                          query=MATOMO_ROWS)), "a.php"),
+    "PHP as root in Matomo's database": (
+        php(DB_PHP.format(connect=f"$db = new mysqli('localhost', 'root', null, '{MATOMO_DB}');",
+                          query=MATOMO_ROWS)), "a.php"),
+    "PHP to MariaDB over TCP": (
+        # The same tool reaches Apache's 443 (the control), then MariaDB's 3306.
+        php("foreach (['127.0.0.1', '[::1]'] as $a) foreach ([443, 3306] as $p)"
+            " { $s = fsockopen($a, $p, $no, $err, 5); echo $s ? \"$p-open \" : \"$p: $err \"; }"
+            + DB_PHP.format(connect="$db = new mysqli('127.0.0.1', 'carol-stats', '',"
+                                    f" '{MATOMO_DB}', 3306);", query=MATOMO_ROWS)), "a.php"),
+    # bob's statistics through Matomo's API, with alice's own token.
+    "Matomo API: bob's visits (VisitsSummary.get)": (
+        {}, API + api_form("VisitsSummary.get", idSite="@BOB_IDSITE@", period="day",
+                           date="today")),
+    "Matomo API: bob's last visits (Live.getLastVisitsDetails)": (
+        {}, API + api_form("Live.getLastVisitsDetails", idSite="@BOB_IDSITE@", period="day",
+                           date="today")),
+    "Matomo API: bob's last visits listed with alice's site": (
+        {}, API + api_form("Live.getLastVisitsDetails", idSite="@ALICE_IDSITE@,@BOB_IDSITE@",
+                           period="day", date="today")),
+    "Matomo API: last visits of all sites (idSite=all)": (
+        {}, API + api_form("Live.getLastVisitsDetails", idSite="all", period="day",
+                           date="today")),
+    "Matomo API: bob's page URLs report (Actions.getPageUrls)": (
+        {}, API + api_form("Actions.getPageUrls", idSite="@BOB_IDSITE@", period="day",
+                           date="today", flat=1)),
+    "Matomo API: bulk request for bob's last visits": (
+        {}, API + api_form("API.getBulkRequest", **{"urls[0]": api_form(
+            "Live.getLastVisitsDetails", idSite="@BOB_IDSITE@", period="day", date="today")})),
+    "Matomo API: bob's site in alice's site list": (
+        {}, API + api_form("SitesManager.getSitesWithAtLeastViewAccess")),
+    "Matomo API: alice gives herself view access to bob's site": (
+        {}, API + api_form("UsersManager.setUserAccess", userLogin="alice", access="view",
+                           idSites="@BOB_IDSITE@", passwordConfirmation="@ALICE_PASSWORD@")),
 }  # fmt: skip
+
+#: The attacks and leak checks that need the Matomo instance (skipped without its archive).
+MATOMO_ONLY = {name for name in (*SHELL_ATTACKS, *WEB_ATTACKS) if "Matomo" in name} | {
+    "the Matomo instance's files",
+    "other accounts' Matomo websites in ~/.matomo_sites",
+}
 
 
 class MailAttack(NamedTuple):
@@ -385,7 +618,7 @@ class Leak(NamedTuple):
     """A shell command whose output must not contain any of ``needles``."""
 
     command: str
-    needles: tuple[str, ...] = ("bob",)
+    needles: tuple[str, ...] = ("bob", "carol-stats")
     #: If set, the output (stripped) must be exactly this.
     exact: str | None = None
     #: Shown by the output when the command did run (a control).
@@ -415,6 +648,15 @@ LEAK_CHECKS: dict[str, Leak] = {
     "VRFY/EXPN of bob over the mail gate": Leak(
         "python3 ~/private/smtp.py probe", ran="252 Administrative prohibition"
     ),
+    "the Matomo instance's files": Leak(
+        "ls -la /home/carol-stats /home/carol-stats/sites/matomo/config /var/lib/webarch/matomo"
+        " 2>&1",
+        ("total", "config.ini.php", "ids.json", "token", "password"),
+        ran="No such file or directory",
+    ),
+    "other accounts' Matomo websites in ~/.matomo_sites": Leak(
+        "cat ~/.matomo_sites", ran="https://www.alice.example"
+    ),
 }
 
 
@@ -422,23 +664,37 @@ def _record(name: str, breach: bool, leak: bool = False) -> None:
     RESULTS[name] = ("leak" if leak else "breach") if breach else "blocked"
 
 
+def _skipped() -> set[str]:
+    """The attacks and leak checks this run skips (the Matomo ones without its archive)."""
+    return set() if MATOMO_ARCHIVE.is_file() else MATOMO_ONLY
+
+
 def _params(names: list[str]) -> list[Any]:
-    """``names`` as parameters, the known holes marked as strict xfails."""
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_HOLES[name]))
-        if name in KNOWN_HOLES
-        else name
-        for name in names
-    ]
+    """``names`` as parameters, the known holes marked as strict xfails (the
+    Matomo attacks skipped without Matomo's archive)."""
+    params = []
+    for name in names:
+        marks = []
+        if name in KNOWN_HOLES:
+            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_HOLES[name]))
+        if name in _skipped():
+            marks.append(pytest.mark.skip(reason=f"no Matomo release archive ({MATOMO_ARCHIVE})"))
+        params.append(pytest.param(name, marks=marks))
+    return params
 
 
-def web_attack(host: Host, name: str, bob_socket: str) -> str:
-    """Upload the files of WEB_ATTACKS[name] and request the page; the answer."""
+def web_attack(host: Host, name: str, bob_socket: str, matomo: Matomo | None = None) -> str:
+    """Upload the files of WEB_ATTACKS[name] and make the request; the answer."""
     files, path = WEB_ATTACKS[name]
     upload(host, {file: real(text, bob_socket) for file, text in files.items()})
     if path == "link.txt":  # alice's symlink to bob's file, requested over HTTPS
         link = f"cd {ALICE_DOCROOT}/t && ln -s /home/bob/sites/shop/wp-config.php link.txt"
         host.run(["sh", "-c", link + " && chown -h alice link.txt"], check=True)
+    if path.startswith(API):
+        assert matomo is not None
+        return matomo_api(host, matomo.alice_token, matomo.fill(path.removeprefix(API)))
+    if path.startswith("https://"):
+        return fetch(host, path)
     return get(host, path)
 
 
@@ -486,6 +742,40 @@ def test_controls_the_attack_tools_work_outside_the_chroot(target, bob_socket):
         assert f"{SECRET}-RAN" in out, out
 
 
+def test_controls_matomo_answers_and_holds_the_secrets(target, key, matomo):
+    """The secrets are where the attacks look: the superuser's token gets bob's
+    visit from the API, carol-stats gets it from the database; alice's own
+    token gets her own visit; her PHP reaches her own database (mysqli, PDO)."""
+    if matomo is None:
+        pytest.skip(f"no Matomo release archive ({MATOMO_ARCHIVE})")
+    superuser = target.read_file(MATOMO_TOKEN).strip()
+    day = {"period": "day", "date": "today"}
+    bob, alice = matomo.ids["bob/shop"], matomo.ids["alice/www"]
+    for form in (api_form("Live.getLastVisitsDetails", idSite=bob, **day),
+                 api_form("Actions.getPageUrls", idSite=bob, flat=1, **day),
+                 api_form("API.getBulkRequest", **{"urls[0]": api_form(
+                     "Live.getLastVisitsDetails", idSite=bob, **day)})):  # fmt: skip
+        assert SECRET in matomo_api(target, superuser, form), form
+    summary = json.loads(matomo_api(target, superuser, api_form("VisitsSummary.get", idSite=bob,
+                                                                **day)))  # fmt: skip
+    assert int(summary["nb_visits"]) >= 1, summary
+    sites = matomo_api(target, superuser, api_form("SitesManager.getSitesWithAtLeastViewAccess"))
+    assert "shop.bob.example" in sites and "www.alice.example" in sites
+    own = matomo_api(target, matomo.alice_token,
+                     api_form("Live.getLastVisitsDetails", idSite=alice, **day))  # fmt: skip
+    assert "ALICE-OWN-PAGE" in own and SECRET not in own, own[-2000:]
+    rows = target.run(["runuser", "-u", "carol-stats", "--", "mysql", MATOMO_DB, "-e", MATOMO_ROWS])
+    assert SECRET in rows.stdout, rows
+    login = fetch(target, f"https://{STATS}/index.php?module=Login")
+    assert "login_form_password" in login and login.endswith(" HTTP 200\n"), login[-2000:]
+    query = "SELECT v FROM mine"
+    for connect in ("$db = new mysqli('localhost', 'alice', null, 'alice_app');",
+                    "$db = new PDO('mysql:unix_socket=/run/mysqld/mysqld.sock;dbname=alice_app',"
+                    " 'alice', '');"):  # fmt: skip
+        out = _web(target, php(DB_PHP.format(connect=connect, query=query)), "a.php")
+        assert out == "rows: alice-row ", out
+
+
 @pytest.fixture(scope="module")
 def escapes(target: Host, key: Path) -> float:
     """Make every escape attempt at once; the time they were made (one shared wait)."""
@@ -505,8 +795,8 @@ def test_escape_attempts_are_made(escapes):
 @pytest.mark.parametrize("name", _params(sorted(SHELL_ATTACKS)))
 def test_shell_attack(target, key, bob_socket, name):
     out = shell(target, key, real(SHELL_ATTACKS[name], bob_socket))
-    _record(name, breached(out))
-    assert not breached(out), out[-2000:]
+    _record(name, breached(out, name))
+    assert not breached(out, name), out[-2000:]
     assert RAN.get(name, "") in out, out[-2000:]
 
 
@@ -520,10 +810,10 @@ def test_write_attack(target, key, name):
 
 
 @pytest.mark.parametrize("name", _params(sorted(WEB_ATTACKS)))
-def test_web_attack(target, bob_socket, name):
-    out = web_attack(target, name, bob_socket)
-    _record(name, breached(out))
-    assert not breached(out), out[-2000:]
+def test_web_attack(target, bob_socket, matomo, name):
+    out = web_attack(target, name, bob_socket, matomo)
+    _record(name, breached(out, name))
+    assert not breached(out, name), out[-2000:]
     assert RAN.get(name, "") in out, out[-2000:]
 
 
@@ -539,7 +829,7 @@ def test_mail_attack(target, key, sink, name):
         assert found == [], out[-2000:]
 
 
-@pytest.mark.parametrize("name", sorted(LEAK_CHECKS))
+@pytest.mark.parametrize("name", _params(sorted(LEAK_CHECKS)))
 def test_information_leak(target, key, name):
     check = LEAK_CHECKS[name]
     out = shell(target, key, check.command)
@@ -634,6 +924,8 @@ def test_summary(target, request):
         line += f" (breached: {'; '.join(breaches)})"
     request.config.webarch_attack_summary = line  # printed by conftest at the end
     groups = (SHELL_ATTACKS, WRITE_ATTACKS, WEB_ATTACKS, MAIL_ATTACKS, ESCAPE_ATTACKS)
-    if len(attacks) != sum(map(len, groups)) or len(RESULTS) - len(attacks) != len(LEAK_CHECKS):
+    skipped = _skipped()
+    expected = sum(map(len, groups)) - len(skipped - set(LEAK_CHECKS))
+    if len(attacks) != expected or len(RESULTS) - len(attacks) != len(set(LEAK_CHECKS) - skipped):
         pytest.skip(f"partial run: {line}")
     assert set(breaches) <= set(KNOWN_HOLES) and leaks == 0, line

@@ -240,4 +240,4 @@ def test_sysv_ipc_is_off_unless_asked_for(model):
 def test_the_spool_of_a_removed_account_is_where_notify_keeps_it(model, notify):
     built = model.build_model({"accounts": {"alice": {"state": "absent"}}}, host(model))
     spool = built["accounts"]["alice"]["notify"]["spool"]
-    assert spool == [notify._spool_path("alice", kind) for kind in ("ssh", "mariadb")]
+    assert spool == [notify._spool_path("alice", kind) for kind in ("ssh", "mariadb", "matomo")]

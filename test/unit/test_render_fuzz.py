@@ -181,7 +181,7 @@ APACHE_WORDS = set(
     RewriteRule ErrorDocument Redirect <Directory </Directory> Options AllowOverride
     AllowOverrideList CGIPassAuth DirectoryIndex AuthType AuthName AuthUserFile Require
     <DirectoryMatch </DirectoryMatch> <FilesMatch </FilesMatch> <Files </Files>
-    SetHandler""".split()
+    <If </If> SetHandler""".split()
 )
 FPM_LINE = re.compile(r"^(\[[a-z0-9-]+\]|[a-z_.]+(\[[A-Za-z0-9_.]+\])? = [^\n]*)$")
 

@@ -2,25 +2,15 @@
 Matomo for webarch: the API client.
 
 Every call is a POST of ``module=API&method=...&format=json&token_auth=...``
-(form-urlencoded) to the instance's ``index.php``.  The token is read from a
-root-only file (``token_file``, default
-``/var/lib/webarch/matomo/token``): it never goes on a command line, into a
-log line, a return value or an error message.  Neither does a new user's
-password.
+(form-urlencoded) to the instance's ``index.php``: over its pool's FastCGI
+socket for this server's own instance, else over HTTPS.  The token is read
+from a root-only file: it never goes on a command line, into a log line, a
+return value or an error message.  Neither does a password.
 
-Connection settings, taken by every function:
-
-url
-    The instance's base URL, ``https://stats.example.org/``; plain ``http``
-    only to the loopback (tests).  Default: the ``webarch_matomo:url``
-    config value (minion config or pillar).
-token_file
-    The root-only (no group or other permission) file holding the token.
-ca_file
-    A CA bundle to verify the instance's certificate with (default: the
-    system's).
-timeout
-    Seconds to wait for an answer.
+Connection settings, taken by every function: ``url`` (the instance's base
+URL; plain ``http`` only to the loopback; default: this server's own
+instance, else the ``webarch_matomo:url`` config value), ``token_file`` (root
+only), ``ca_file`` (to verify its certificate), ``timeout`` (seconds).
 
 Errors raise ``CommandExecutionError`` saying what Matomo answered: its
 ``{"result": "error", "message": ...}``, an HTTP status (401 for a token it
@@ -37,9 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
-import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -121,20 +109,10 @@ def _conn(url: str, token_file: str, ca_file: str, timeout: float) -> _Conn:
 
 
 def _read_token(path: str) -> str:
-    """The token in ``path``, a file no one but its owner may read."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            token = handle.read().strip()
-    except OSError as exc:
-        raise CommandExecutionError(
-            f"cannot read the Matomo token {path}: {exc.strerror}"
-        ) from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise CommandExecutionError(f"the Matomo token {path} is readable by others: chmod 600")
-    if not token or any(c.isspace() for c in token):
-        raise CommandExecutionError(f"the Matomo token {path} is empty or malformed")
-    return token
+        return api.read_token(path)
+    except ValueError as exc:
+        raise CommandExecutionError(str(exc)) from None
 
 
 def _send(conn: _Conn, form: list[tuple[str, str]]) -> tuple[int, bytes]:
@@ -424,6 +402,28 @@ def set_superuser(
     _changed()
     params = {"userLogin": login, "hasSuperUserAccess": 1, "passwordConfirmation": confirmation}
     _call(conn, "UsersManager.setSuperUserAccess", (confirmation,), **params)
+    return True
+
+
+def set_location_provider(
+    provider: str,
+    url: str = "",
+    token_file: str = TOKEN_PATH,
+    ca_file: str = "",
+    timeout: float = TIMEOUT,
+) -> bool:
+    """
+    Make ``provider`` (``geoip2php``, ``default``) Matomo's geolocation.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_matomo.set_location_provider geoip2php
+    """
+    conn = _conn(url, token_file, ca_file, timeout)
+    _changed()
+    _call(conn, "UserCountry.setLocationProvider", providerId=provider)
     return True
 
 

@@ -47,7 +47,12 @@ log = logging.getLogger(__name__)
 #: The installer's table prefix (Matomo's default).
 TABLE_PREFIX = "matomo_"
 PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-_PLAN = "webarch_matomo_setup.plan"
+#: Dropped with the API client's snapshot by any write (same key prefix).
+_PLAN = "webarch_matomo.snapshot.plan"
+#: Matomo's geolocation with a GeoIP2 database (its plugin GeoIp2), and the
+#: name the settings give it.
+GEOIP_PROVIDER = "geoip2php"
+PROVIDER = "location_provider"
 #: ``[General]`` settings webarch owns (trusted_hosts is added per instance).
 GENERAL = {
     "force_ssl": "1",
@@ -333,7 +338,21 @@ def settings() -> dict[str, Any]:
     local = _local()
     general = _config(local).get("General", {})
     want: dict[str, Any] = {**GENERAL, "trusted_hosts": list(local["trusted_hosts"])}
-    return {key: value for key, value in want.items() if general.get(key) != value}
+    differ = {key: value for key, value in want.items() if general.get(key) != value}
+    if local["geoip"] and _ready() and _provider() != GEOIP_PROVIDER:
+        differ[PROVIDER] = GEOIP_PROVIDER
+    return differ
+
+
+def _provider() -> str:
+    """Matomo's geolocation provider: an option in its database (no API reads it)."""
+    sql = (
+        f"SELECT option_value FROM {TABLE_PREFIX}option "
+        "WHERE option_name = 'usercountry.location_provider'"
+    )
+    argv = ["mariadb", f"--socket={paths.MARIADB_SOCKET}", "--user=root", "--batch",
+            "--skip-column-names", "-e", sql, _local()["database"]]  # fmt: skip
+    return _run(argv, "reading Matomo's location provider", 60).strip() or "default"
 
 
 def configure() -> dict[str, Any]:
@@ -349,8 +368,12 @@ def configure() -> dict[str, Any]:
     differ = settings()
     if not differ:
         return {"changed": {}}
-    assignments = [f"General.{key}={json.dumps(value)}" for key, value in sorted(differ.items())]
-    console("config:set", *assignments)
+    config = {key: value for key, value in differ.items() if key != PROVIDER}
+    if config:
+        assignments = [f"General.{k}={json.dumps(v)}" for k, v in sorted(config.items())]
+        console("config:set", *assignments)
+    if PROVIDER in differ:
+        __salt__["webarch_matomo.set_location_provider"](GEOIP_PROVIDER)
     left = settings()
     if left:
         raise CommandExecutionError(f"Matomo kept other values for: {', '.join(sorted(left))}")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import stat
 import urllib.parse
 from typing import Any
 
@@ -118,3 +120,18 @@ def read_json(path: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def read_token(path: str) -> str:
+    """The token in ``path``, a file no one but its owner may read (ValueError: why not)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            token = handle.read().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the Matomo token {path}: {exc.strerror}") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise ValueError(f"the Matomo token {path} is readable by others: chmod 600")
+    if not token or any(c.isspace() for c in token):
+        raise ValueError(f"the Matomo token {path} is empty or malformed")
+    return token

@@ -33,6 +33,13 @@ API_LOGIN = "webarch"
 #: account's Matomo user is ever one of them.
 RESERVED_LOGINS = frozenset({"admin", "administrator", "hostmaster", "webmaster"})
 RESET_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
+#: The names Matomo's GeoIP2 provider looks for in misc/ (plugins/GeoIp2).
+GEOIP_NAME_RE = re.compile(
+    r"^(GeoIP2-City(-Africa|-Asia-Pacific|-Europe|-North-America|-South-America)?"
+    r"|GeoIP2-(Country|Enterprise)|GeoLite2-(City|Country)"
+    r"|DBIP-(City|City-Lite|Country|Country-Lite|Enterprise)"
+    r"|dbip-(city|country)-lite-[0-9]{4}-[0-9]{2})\.mmdb$"
+)
 
 #: ``webarch:matomo``.
 MATOMO_KEYS = check.key_table(
@@ -92,6 +99,14 @@ MATOMO_KEYS = check.key_table(
         "token",
         "",
         "A new value (a date, a counter) has a new superuser password generated and mailed.",
+    ),
+    Key(
+        "geoip_db",
+        "absolute path",
+        OPTIONAL,
+        "A GeoIP2, GeoLite2 or DB-IP ``.mmdb`` database on the minion, named as Matomo "
+        "looks for it (``GeoLite2-City.mmdb``, ``DBIP-City-Lite.mmdb``, ...): copied into "
+        "the instance's ``misc/`` and made its geolocation. Matomo never downloads one.",
     ),
     Key(
         "archive_minutes",
@@ -184,6 +199,21 @@ def _superuser(get: Any, server: dict, problems: check.Problems) -> dict | None:
     if not server["admin_email"]:
         return None
     return {"login": login, "email": server["admin_email"], "reset": reset}
+
+
+def _geoip(value: Any, local: dict, problems: check.Problems) -> dict | None:
+    """Where the GeoIP database comes from and goes (the instance's misc/), or None."""
+    if value is None:
+        return None
+    name = value.rsplit("/", 1)[-1] if isinstance(value, str) else ""
+    path = ["webarch", "matomo", "geoip_db"]
+    if not isinstance(value, str) or not check.ABS_PATH_RE.fullmatch(value):
+        problems.add(path, f"{check.describe(value)} is not an absolute path")
+    elif not GEOIP_NAME_RE.fullmatch(name):
+        known = "GeoLite2-City.mmdb, DBIP-City-Lite.mmdb, GeoIP2-City.mmdb, ..."
+        problems.add(path, f"{name!r} is not a name Matomo looks for ({known})")
+    misc = f"{local['docroot']}/misc"
+    return {"source": value, "dir": misc, "path": f"{misc}/{name}"}
 
 
 def _local(account: dict, site: dict, data: dict, server: dict, problems: check.Problems) -> dict:
@@ -281,6 +311,7 @@ def matomo(value: Any, server: dict, accounts: dict[str, dict], problems: check.
     local = _local(*found, data, server, problems) if found and enabled and value else None
     if local:
         local["superuser"] = _superuser(get, server, problems)
+        local["geoip"] = _geoip(get("geoip_db"), local, problems)
     on = bool(enabled and (local or url))
     skip = f"{local['account']}/{local['site']}" if local else ""
     wanted = _wanted(accounts, timezone, skip) if on else {}

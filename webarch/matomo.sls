@@ -71,11 +71,37 @@ webarch-matomo-installed:
       - service: webarch-fpm-service
       - mysql_grants: webarch-{{ local.account }}-db-{{ local.database }}-grant
 
+{%-   if local.geoip %}
+
+# Matomo never downloads a GeoIP database: the pillar's copy, in its misc/.
+webarch-matomo-geoip-dir:
+  file.directory:
+    - name: {{ local.geoip.dir }}
+    - user: {{ local.account }}
+    - group: {{ webarch.web_user }}
+    - mode: '2750'
+    - require:
+      - webarch_matomo: webarch-matomo-installed
+
+webarch-matomo-geoip:
+  file.managed:
+    - name: {{ local.geoip.path }}
+    - source: {{ local.geoip.source }}
+    - user: {{ local.account }}
+    - group: {{ webarch.web_user }}
+    - mode: '0640'
+    - require:
+      - file: webarch-matomo-geoip-dir
+{%-   endif %}
+
 webarch-matomo-configured:
   webarch_matomo.configured:
     - name: {{ local.docroot }}
     - require:
       - webarch_matomo: webarch-matomo-installed
+{%-   if local.geoip %}
+      - file: webarch-matomo-geoip
+{%-   endif %}
 
 {%-   if local.superuser %}
 

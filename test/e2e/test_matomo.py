@@ -65,10 +65,35 @@ def sink(host: Host) -> RelaySink:
     return relay_sink(host)
 
 
+#: A GeoLite2-City database made for the test: the host's loopback is in Paris.
+GEOIP_ON_HOST = "/srv/matomo/GeoLite2-City.mmdb"
+
+
 @pytest.fixture(scope="module")
-def base(example_pillar: dict, sink: RelaySink) -> dict:
+def geoip_db(host: Host, tmp_path_factory: pytest.TempPathFactory) -> str:
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=4, database_type="GeoLite2-City", languages=["en"])
+    writer.insert_network(IPSet(["127.0.0.0/8"]), {
+        "city": {"names": {"en": "Paris"}},
+        "country": {"iso_code": "FR", "names": {"en": "France"}},
+        "continent": {"code": "EU", "names": {"en": "Europe"}},
+        "location": {"latitude": 48.8566, "longitude": 2.3522},
+    })  # fmt: skip
+    path = tmp_path_factory.mktemp("geoip") / "GeoLite2-City.mmdb"
+    writer.to_db_file(str(path))
+    with path.open("rb") as data:
+        subprocess.run(host.nsenter_command(["sh", "-c", f"cat > {GEOIP_ON_HOST}"]),
+                       stdin=data, check=True)  # fmt: skip
+    return GEOIP_ON_HOST
+
+
+@pytest.fixture(scope="module")
+def base(example_pillar: dict, sink: RelaySink, geoip_db: str) -> dict:
     pillar = copy.deepcopy(example_pillar)
     pillar["webarch"]["mail"] = {"smarthost": sink.exim_smarthost}
+    pillar["webarch"]["matomo"]["geoip_db"] = geoip_db
     return pillar
 
 
@@ -229,6 +254,11 @@ def test_a_hit_on_each_site_shows_in_the_reports_after_the_archive_timer_job(hos
         got = api(host, alice, "VisitsSummary.get", idSite=ids[f"alice/{site}"], period="day",
                   date="today")  # fmt: skip
         assert isinstance(got, dict) and int(got.get("nb_visits", 0)) >= 1, (site, got)
+    # Located by the pillar's GeoIP database (Matomo downloads none).
+    visits = api(host, alice, "Live.getLastVisitsDetails", idSite=ids["alice/www"],
+                 period="day", date="today")  # fmt: skip
+    assert isinstance(visits, list) and visits, visits
+    assert (visits[0]["countryCode"], visits[0]["city"]) == ("fr", "Paris"), visits[0]
 
 
 def test_the_superuser_logs_in_with_the_mailed_password(host, first, sink):

@@ -611,3 +611,33 @@ def test_two_matomo_users_cannot_share_an_address(model):
     pillar["accounts"]["bob"]["matomo"] = False
     pillar["accounts"]["carol-stats"]["matomo"] = False
     assert problems(model, pillar) == []
+
+
+def test_a_geoip_database_goes_into_the_instances_misc(model):
+    local = build(model, base(geoip_db="/srv/geo/GeoLite2-City.mmdb"))["matomo"]["local"]
+    assert local["geoip"] == {
+        "source": "/srv/geo/GeoLite2-City.mmdb",
+        "dir": "/home/carol-stats/sites/matomo/misc",
+        "path": "/home/carol-stats/sites/matomo/misc/GeoLite2-City.mmdb",
+    }
+    assert build(model, base())["matomo"]["local"]["geoip"] is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("geo/GeoLite2-City.mmdb", "'geo/GeoLite2-City.mmdb' is not an absolute path"),
+        ("/srv/geo/city.mmdb", "'city.mmdb' is not a name Matomo looks for"),
+        (["/srv/x"], "['/srv/x'] is not an absolute path"),
+    ],
+)
+def test_a_geoip_database_must_be_named_as_matomo_looks_for_it(model, value, problem):
+    got = problems(model, base(geoip_db=value))
+    assert len(got) == 1 and got[0].startswith(f"webarch:matomo:geoip_db: {problem}"), got
+
+
+@pytest.mark.parametrize(
+    "name", ["DBIP-City-Lite.mmdb", "dbip-city-lite-2026-12.mmdb", "GeoIP2-Country.mmdb"]
+)
+def test_matomos_geoip_names_are_taken(model, name):
+    assert problems(model, base(geoip_db=f"/srv/geo/{name}")) == []

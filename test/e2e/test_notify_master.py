@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from e2e.conftest import MATOMO_ARCHIVE, MATOMO_ON_HOST, MATOMO_SHA256
 from e2e.helpers import (
     RelaySink,
     changed,
@@ -173,3 +174,50 @@ def test_no_password_on_the_bus_in_the_job_cache_logs_or_output(master, sink):
     assert files_containing(master.host, {"webarch/notify/alice"}, "/var/log", "/var/cache/salt")
     paths = ("/var/log", "/var/cache/salt", "/var/lib/webarch", "/etc", "/home")
     assert files_containing(master.host, passwords, *paths) == []
+
+
+def test_matomo_passwords_through_the_reactor_leave_no_trace(master, sink):
+    """Matomo on (the archive copied into the host): alice's Matomo password goes
+    through the reactor, the superuser's is mailed by the run; neither, nor the
+    API token, is on the bus, in the job cache, the logs or the output."""
+    if not MATOMO_ARCHIVE.is_file():
+        pytest.skip(f"no Matomo release archive ({MATOMO_ARCHIVE})")
+    data = pillar(sink, ssh="relay-down")
+    data["webarch"]["admin_email"] = "hostmaster@coop.example"
+    data["webarch"]["matomo"] = {"archive": {"source": MATOMO_ON_HOST, "sha256": MATOMO_SHA256}}
+    data["webarch"]["accounts"]["carol-stats"] = {
+        "email": "carol@stats.example",
+        "databases": {"carol_stats_matomo": None},
+        "sites": {"matomo": {"type": "matomo", "server_name": "stats.coop.example"}},
+    }
+    master.host.set_pillar(data)
+    ret = master.call("state.apply", "webarch")
+    OUTPUTS.append(json.dumps(ret))
+    assert failed({"local": ret}) == {}
+    _tag, event = master.wait_for_event("webarch/notify/alice/matomo", timeout=60)
+    assert (event["data"]["account"], event["data"]["kind"]) == ("alice", "matomo")
+    for _ in range(150):
+        mails = [m for m in sink.messages() if "Your new Matomo" in str(m["message"]["Subject"])]
+        if len(mails) >= 3:  # alice, carol-stats (reactor), the superuser (the run)
+            break
+        master.host.run(["sleep", "0.2"])
+    assert {m["rcpt_tos"][0] for m in mails} == {
+        "alice@alice.example", "carol@stats.example", "hostmaster@coop.example"}  # fmt: skip
+    secrets = {password_in(m) for m in mails}
+    secrets |= {master.host.read_file(f"/var/lib/webarch/matomo/{f}").strip()
+                for f in ("token", "password")}  # fmt: skip
+    assert len(secrets) == 5
+    records = {
+        "event bus": master.events_text(),
+        "job cache": master.job_cache_text(),
+        "master and minion logs": master.logs_text(),
+        "state output": "\n".join(OUTPUTS),
+        "journal": master.host.run(["journalctl", "--no-pager", "-o", "cat"]).stdout,
+    }
+    assert "webarch/notify/alice/matomo" in records["event bus"]
+    for where, text in records.items():
+        for secret in secrets:
+            assert secret not in text, f"a Matomo secret is in the {where}"
+    paths = ("/var/log", "/var/cache/salt", "/var/lib/webarch", "/etc", "/home")
+    found = files_containing(master.host, secrets, *paths)
+    assert sorted(found) == ["/var/lib/webarch/matomo/password", "/var/lib/webarch/matomo/token"]

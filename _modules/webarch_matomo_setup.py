@@ -258,8 +258,16 @@ def install() -> dict[str, Any]:
         raise CommandExecutionError(f"no Matomo files in {local['docroot']}: unpack first")
     if now["installed"]:
         return {"installed": False, "comment": "Matomo is installed already"}
+    tables = _sql(f"SHOW TABLES LIKE '{TABLE_PREFIX}%'").split()
+    if tables:
+        # Its data are the users' history: never installed over.
+        raise CommandExecutionError(
+            f"database {local['database']} holds a Matomo already ({len(tables)} tables) but "
+            f"{local['config']} says it is not installed: webarch does not install over it "
+            "(restore config.ini.php, or drop the tables of an installation that never finished)"
+        )
     if os.path.exists(local["config"]):
-        # An installation that stopped half way: start it again from scratch.
+        # An installation that stopped before making its tables: start again.
         os.unlink(local["config"])
     password = _password()
     _write_private(paths.MATOMO_PASSWORD_PATH, password + "\n")
@@ -350,9 +358,14 @@ def _provider() -> str:
         f"SELECT option_value FROM {TABLE_PREFIX}option "
         "WHERE option_name = 'usercountry.location_provider'"
     )
+    return _sql(sql).strip() or "default"
+
+
+def _sql(sql: str) -> str:
+    """Run ``sql`` as MariaDB's root in the instance's database; its tab-separated rows."""
     argv = ["mariadb", f"--socket={paths.MARIADB_SOCKET}", "--user=root", "--batch",
             "--skip-column-names", "-e", sql, _local()["database"]]  # fmt: skip
-    return _run(argv, "reading Matomo's location provider", 60).strip() or "default"
+    return _run(argv, f"MariaDB: {sql.split()[0]} in Matomo's database", 60)
 
 
 def configure() -> dict[str, Any]:

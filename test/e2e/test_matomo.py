@@ -375,6 +375,20 @@ def test_pillar_changes_are_followed_and_data_kept(host, base, first, sink):
     assert changed(again) == {}, "a second run changed something"
 
 
+def test_a_lost_config_is_never_installed_over(host, base, first):
+    assert failed(run(host, base)) == {}  # back to pillar.example after the tests above
+    host.run(["mv", CONFIG, "/root/config.ini.php"], check=True)
+    try:
+        ret = run(host, base)
+        bad = failed(ret)
+        assert INSTALLED in bad and all("matomo" in key for key in bad), bad
+        assert "holds a Matomo already" in bad[INSTALLED]
+        assert not host.exists(CONFIG), "the installer ran over the instance's data"
+    finally:
+        host.run(["mv", "/root/config.ini.php", CONFIG], check=True)
+    assert changed(run(host, base)) == {}
+
+
 def test_matomo_down_fails_only_its_states_and_the_next_run_catches_up(host, base, first):
     pillar = copy.deepcopy(base)
     socket = pool_socket(host, "carol-stats")

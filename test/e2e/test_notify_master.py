@@ -152,18 +152,23 @@ def test_relay_down_then_up_delivers_exactly_one(master, sink):
     assert len(sink.messages()) == before + 1
 
 
-def test_no_password_on_the_bus_in_the_job_cache_logs_or_output(master, sink):
-    passwords = {
-        password_in(m) for m in sink.messages() if "Your new" in str(m["message"]["Subject"])
-    }
-    assert len(passwords) == 4
-    records = {
+def salt_records(master: SaltMaster) -> dict[str, str]:
+    """Every record Salt keeps, by where: the bus, the job cache, logs, output, journal."""
+    return {
         "event bus": master.events_text(),
         "job cache": master.job_cache_text(),
         "master and minion logs": master.logs_text(),
         "state output": "\n".join(OUTPUTS),
         "journal": master.host.run(["journalctl", "--no-pager", "-o", "cat"]).stdout,
     }
+
+
+def test_no_password_on_the_bus_in_the_job_cache_logs_or_output(master, sink):
+    passwords = {
+        password_in(m) for m in sink.messages() if "Your new" in str(m["message"]["Subject"])
+    }
+    assert len(passwords) == 4
+    records = salt_records(master)
     # The searches do see the notifications' traces.
     assert "webarch/notify/alice/ssh" in records["event bus"]
     assert "webarch_notify.send" in records["job cache"]
@@ -207,13 +212,7 @@ def test_matomo_passwords_through_the_reactor_leave_no_trace(master, sink):
     secrets |= {master.host.read_file(f"/var/lib/webarch/matomo/{f}").strip()
                 for f in ("token", "password")}  # fmt: skip
     assert len(secrets) == 5
-    records = {
-        "event bus": master.events_text(),
-        "job cache": master.job_cache_text(),
-        "master and minion logs": master.logs_text(),
-        "state output": "\n".join(OUTPUTS),
-        "journal": master.host.run(["journalctl", "--no-pager", "-o", "cat"]).stdout,
-    }
+    records = salt_records(master)
     assert "webarch/notify/alice/matomo" in records["event bus"]
     for where, text in records.items():
         for secret in secrets:

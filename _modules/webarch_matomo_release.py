@@ -7,7 +7,8 @@ site, the instance's ``config/config.ini.php`` (and plugins the new release
 does not have) copied in, the directories swapped, then Matomo's own
 ``core:update`` run and PHP-FPM reloaded (its opcache knows the old code).
 The old files are kept beside the site (``.matomo-VERSION-TIME``, hidden:
-Apache never serves them); the database and
+Apache never serves them), for a rollback: the one previous release only, older
+ones are removed (:py:func:`prune`); the database and
 its data are never touched but by ``core:update``.  Every file operation in
 the account's site runs as the account (``setpriv``); the archive's SHA-256
 is checked before anything is unpacked.
@@ -32,6 +33,10 @@ from salt.exceptions import CommandExecutionError
 __virtualname__ = "webarch_matomo_release"
 
 VERSION_RE = re.compile(r"const VERSION = '([^']+)'")
+#: A version in the name of a kept release (empty: the old files had no core/Version.php).
+RELEASE_VERSION = r"(?:\d+(?:\.\d+)*(?:-[0-9A-Za-z.]+)?)?"
+#: How many previous releases an upgrade keeps beside the site (for a rollback).
+KEEP = 1
 
 
 def __virtual__() -> str:
@@ -47,9 +52,12 @@ def _local() -> dict:
 
 def _verify(archive: str, sha256: str) -> None:
     digest = hashlib.sha256()
-    with open(archive, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(archive, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise CommandExecutionError(f"{archive}: {exc.strerror}: not unpacked") from None
     if digest.hexdigest() != sha256:
         raise CommandExecutionError(
             f"{archive}: SHA-256 {digest.hexdigest()} is not the pillar's {sha256}: not unpacked"
@@ -81,12 +89,15 @@ def _extract(local: dict, archive: str, target: str) -> None:
 
 def _archive_version(archive: str) -> str:
     """The Matomo version inside ``archive`` (its core/Version.php)."""
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith("/core/Version.php"):
-                found = VERSION_RE.search(tar.extractfile(member).read().decode())  # type: ignore[union-attr]
-                if found:
-                    return found.group(1)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                if member.isfile() and member.name.endswith("/core/Version.php"):
+                    found = VERSION_RE.search(tar.extractfile(member).read().decode())  # type: ignore[union-attr]
+                    if found:
+                        return found.group(1)
+    except (OSError, tarfile.TarError) as exc:
+        raise CommandExecutionError(f"{archive}: not a readable release archive: {exc}") from None
     raise CommandExecutionError(f"{archive}: no core/Version.php: not a Matomo release")
 
 
@@ -129,7 +140,9 @@ def due(archive: str, sha256: str) -> str:
     The version ``archive`` would upgrade the installed instance to ('' when none).
 
     The same release (by SHA-256, or the same version in another archive) is no
-    upgrade.
+    upgrade.  Another release whose archive is not fetched yet (a ``test=True``
+    run before the first with it) is an upgrade to a version not known yet:
+    ``the release SHA256[:16] (not fetched yet)``.
 
     CLI Example:
 
@@ -141,6 +154,8 @@ def due(archive: str, sha256: str) -> str:
     if recorded.get("sha256") == sha256:
         # Swapped in, but core:update did not finish: it is still due.
         return "" if recorded.get("updated", True) else str(recorded.get("version"))
+    if not os.path.exists(archive):
+        return f"the release {sha256[:16]} (not fetched yet)"
     wanted = _archive_version(archive)
     installed = __salt__["webarch_matomo_setup.status"]()["version"]
     if _key(wanted) < _key(installed):
@@ -158,7 +173,10 @@ def _key(version: str) -> tuple[int, ...]:
 
 def upgrade(archive: str, sha256: str) -> dict[str, Any]:
     """
-    Swap in the release ``archive`` and run Matomo's ``core:update``; the old files are kept.
+    Swap in the release ``archive`` and run Matomo's ``core:update``.
+
+    The old files are kept beside the site (``.NAME-VERSION-TIME``); older
+    releases kept by earlier upgrades are removed: one previous release stays.
 
     CLI Example:
 
@@ -183,7 +201,15 @@ def upgrade(archive: str, sha256: str) -> dict[str, Any]:
         raise CommandExecutionError(f"Matomo upgraded, but {fpm} did not reload")
     _record(sha256, wanted)
     where = f"; the old files are in {kept}" if kept else ""
-    return {"upgraded": True, "comment": f"Matomo {old_version} -> {wanted}{where}"}
+    try:
+        removed = _prune(local)
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"Matomo {old_version} -> {wanted}{where}, but {exc}") from None
+    return {
+        "upgraded": True,
+        "removed": removed,
+        "comment": f"Matomo {old_version} -> {wanted}{where}",
+    }
 
 
 def _swap(local: dict, archive: str, old_version: str) -> str:
@@ -203,3 +229,78 @@ def _swap(local: dict, archive: str, old_version: str) -> str:
     os.rename(docroot, kept)
     os.rename(new, docroot)
     return kept
+
+
+def _stale(entries: list[str], name: str, keep: int = KEEP) -> list[str]:
+    """
+    The release trees among ``entries`` (names in the site's parent directory)
+    beyond the ``keep`` newest, oldest first: what a prune removes.
+
+    Only names an upgrade gives (``.NAME-VERSION-YYYYmmddHHMMSS``, ``NAME``
+    the site's directory, ``VERSION`` Matomo's) count; the newest is the
+    latest timestamp.
+    """
+    pattern = re.compile(rf"\.{re.escape(name)}-(?P<version>{RELEASE_VERSION})-(?P<time>\d{{14}})")
+    found = []
+    for entry in entries:
+        match = pattern.fullmatch(entry)
+        if match:
+            found.append((match["time"], _key(match["version"] or "0"), entry))
+    found.sort()
+    return [entry for _, _, entry in found[: max(len(found) - max(keep, 0), 0)]]
+
+
+def _old_trees(local: dict, keep: int) -> list[str]:
+    """The paths of the release trees beside the site a prune keeping ``keep`` removes."""
+    parent, name = os.path.split(local["docroot"].rstrip("/"))
+    try:
+        with os.scandir(parent) as found:
+            trees = [e.name for e in found if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+    return [f"{parent}/{entry}" for entry in _stale(trees, name, keep)]
+
+
+def _prune(local: dict) -> list[str]:
+    """Remove the release trees beyond the newest :data:`KEEP` (as the account); their paths."""
+    removed = []
+    for path in _old_trees(local, KEEP):
+        try:
+            _as_account(local, ["rm", "-rf", "--one-file-system", "--", path])
+        except CommandExecutionError as exc:
+            raise CommandExecutionError(f"the old release {path} was not removed: {exc}") from None
+        removed.append(path)
+    return removed
+
+
+def old_releases(swap: bool = False) -> list[str]:
+    """
+    The old release trees beside the site that a prune removes (all but the newest).
+
+    ``swap``: as after an upgrade that swaps in new files (its old files are
+    then the newest kept, so every tree there now goes).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_matomo_release.old_releases
+        salt '*' webarch_matomo_release.old_releases swap=True
+    """
+    return _old_trees(_local(), KEEP - 1 if swap else KEEP)
+
+
+def prune() -> dict[str, Any]:
+    """
+    Remove the old release trees beside the site but the newest (the rollback material).
+
+    Run as the instance's account; an upgrade prunes by itself.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_matomo_release.prune
+    """
+    removed = _prune(_local())
+    return {"removed": removed, "comment": f"removed {', '.join(removed)}" if removed else ""}

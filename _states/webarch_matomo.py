@@ -61,7 +61,9 @@ def installed(name: str, archive: str, sha256: str) -> dict[str, Any]:
         Its SHA-256, checked again before unpacking.
 
     An installed instance is never installed again; its files are only
-    replaced by an upgrade.
+    replaced by an upgrade.  Of the release trees upgrades leave beside the
+    site, the newest (the previous release, for a rollback) is kept, older
+    ones are removed.
     """
     ret = _ret(name)
     try:
@@ -69,35 +71,53 @@ def installed(name: str, archive: str, sha256: str) -> dict[str, Any]:
         todo = [step for step, done in (("unpack", now["files"]), ("install", now["installed"]),
                                         ("token", now["token"])) if not done]  # fmt: skip
         upgrade = "" if todo else __salt__["webarch_matomo_release.due"](archive, sha256)
+        # An upgrade that swaps the files keeps the current ones: all older trees go.
+        swap = bool(upgrade) and upgrade != now["version"]
+        old = [] if todo else __salt__["webarch_matomo_release.old_releases"](swap=swap)
     except CommandExecutionError as exc:
         ret["result"] = False
         ret["comment"] = str(exc)
         return ret
     if upgrade:
         todo = [f"upgrade to {upgrade}"]
-    if not todo:
+    if not todo and not old:
         ret["comment"] = f"Matomo {now['version']} is installed"
         return ret
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = f"Matomo would be: {', '.join(todo)}"
-        ret["changes"] = {"matomo": todo}
+        said = [f"Matomo would be: {', '.join(todo)}"] if todo else []
+        if old:
+            said.append(f"old releases would be removed: {', '.join(old)}")
+        ret["comment"] = "; ".join(said)
+        ret["changes"] = {"matomo": todo} if todo else {}
+        if old:
+            ret["changes"]["removed"] = old
         return ret
+    removed: list[str] = []
     try:
         if upgrade:
-            __salt__["webarch_matomo_release.upgrade"](archive, sha256)
+            removed = __salt__["webarch_matomo_release.upgrade"](archive, sha256).get("removed", [])
+        elif old:
+            removed = __salt__["webarch_matomo_release.prune"]()["removed"]
         if "unpack" in todo:
             __salt__["webarch_matomo_release.unpack"](archive, sha256)
         if "install" in todo:
             __salt__["webarch_matomo_setup.install"]()
-        __salt__["webarch_matomo_setup.token"]()
+        if todo:
+            __salt__["webarch_matomo_setup.token"]()
     except CommandExecutionError as exc:
         ret["result"] = False
         ret["comment"] = str(exc)
         return ret
-    after = __salt__["webarch_matomo_setup.status"]()
-    ret["changes"] = {"matomo": todo, "version": after["version"]}
-    ret["comment"] = f"Matomo {after['version']} " + ("upgraded" if upgrade else "installed")
+    said = []
+    if todo:
+        after = __salt__["webarch_matomo_setup.status"]()
+        ret["changes"] = {"matomo": todo, "version": after["version"]}
+        said.append(f"Matomo {after['version']} " + ("upgraded" if upgrade else "installed"))
+    if removed:
+        ret["changes"]["removed"] = removed
+        said.append(f"old releases removed: {', '.join(removed)}")
+    ret["comment"] = "; ".join(said) or f"Matomo {now['version']} is installed"
     return ret
 
 

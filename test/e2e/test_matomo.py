@@ -39,7 +39,8 @@ pytestmark = pytest.mark.e2e
 STATS = "stats.coop.example"
 CURL = ["curl", "-sk", "--max-time", "60", "--resolve", f"{STATS}:443:127.0.0.1"]
 TOKEN_FILE = "/var/lib/webarch/matomo/token"
-CONFIG = "/home/carol-stats/sites/matomo/config/config.ini.php"
+SITES = "/home/carol-stats/sites"
+CONFIG = f"{SITES}/matomo/config/config.ini.php"
 INSTALLED = "webarch_matomo_|-webarch-matomo-installed_|-/home/carol-stats/sites/matomo_|-installed"
 API_PASSWORD_FILE = "/var/lib/webarch/matomo/password"
 #: The accounts' addresses (pillar.example's, and dave's added by a test).
@@ -412,6 +413,94 @@ def test_matomo_down_fails_only_its_states_and_the_next_run_catches_up(host, bas
     assert shop in changed(ret)
 
 
+#: MariaDB's service state: held down, it is the one cause of the run's failures.
+MARIADB_SERVICE = "service_|-webarch-mariadb-service_|-mariadb_|-running"
+
+
+def needs_the_database(key: str) -> bool:
+    """Whether a state needs MariaDB: its service, its users, databases and grants
+    (saltext-mysql, webarch_mariadb), the MariaDB password mails (they set the
+    password in MariaDB), and Matomo's (its data are in MariaDB)."""
+    return (
+        key == MARIADB_SERVICE
+        or key.startswith(("mysql_", "webarch_mariadb_", "webarch_matomo_"))
+        or "-notify-mariadb_" in key
+        or "-notify-matomo_" in key
+        or "_|-webarch-matomo-geoip" in key
+        or "_|-webarch-matomo-archive-timer_|-" in key
+    )
+
+
+def test_matomo_database_down_fails_only_what_needs_it_and_the_next_run_catches_up(
+    host, base, first
+):
+    pillar = copy.deepcopy(base)
+    pillar["webarch"]["accounts"]["alice"]["sites"]["docs"] = {"server_name": "docs.alice.example"}
+    # MariaDB stopped and held down (masked): the run's service state cannot start it
+    # again, as when it fails to start.  The pillar wants a new site (a Matomo write).
+    host.run(["systemctl", "mask", "--runtime", "--now", "mariadb"], check=True)
+    try:
+        assert host.run(["systemctl", "is-active", "mariadb"]).stdout.strip() != "active"
+        ret = run(host, pillar)
+    finally:
+        host.run(["systemctl", "unmask", "--runtime", "mariadb"], check=True)
+    results, bad = state_results(ret), failed(ret)
+    print(f"\nFIGURE MariaDB down: {len(bad)} of {len(results)} states failed")
+    # The one cause, with systemd's answer; every other failure is a requisite of it
+    # (nothing tried the database, nothing crashed).
+    assert "mariadb.service" in bad.get(MARIADB_SERVICE, ""), bad.get(MARIADB_SERVICE)
+    assert "masked" in bad[MARIADB_SERVICE]
+    others = {k: v for k, v in bad.items() if k != MARIADB_SERVICE}
+    assert all(v.startswith("One or more requisite failed") for v in others.values()), others
+    # Exactly what needs the database failed: MariaDB's own states and Matomo's (their
+    # cause named); everything else (Apache, PHP, chroots, mail, files) converged.
+    assert sorted(k for k in bad if not needs_the_database(k)) == []
+    assert sorted(k for k in results if needs_the_database(k) and k not in bad) == []
+    assert "-db-carol_stats_matomo-grant" in bad[INSTALLED], bad[INSTALLED]
+    docs = "webarch_matomo_|-webarch-alice-matomo-site-docs_|-alice/docs_|-site_present"
+    assert docs in bad
+    assert "docs.alice.example" in host.read_file("/etc/apache2/sites-available/webarch-alice.conf")
+    # MariaDB back: the next run converges Matomo, the one after changes nothing.
+    assert host.run(["systemctl", "start", "mariadb"]).returncode == 0
+    ret = run(host, pillar)
+    assert failed(ret) == {}
+    assert docs in changed(ret)
+    ids = json.loads(host.read_file("/var/lib/webarch/matomo/ids.json"))["sites"]
+    assert "alice/docs" in ids
+    assert changed(run(host, pillar)) == {}
+
+
+def test_matomo_refused_by_its_database_fails_only_its_states_with_matomos_answer(
+    host, base, first
+):
+    pillar = copy.deepcopy(base)
+    pillar["webarch"]["accounts"]["alice"]["sites"]["www"]["aliases"].append("news.alice.example")
+    # MariaDB runs (its states converge) but refuses Matomo's login: Matomo itself
+    # answers, with an error; the pillar wants a new alias (a Matomo write).
+    lock = "ALTER USER `carol-stats`@localhost ACCOUNT {}"
+    host.run(["mariadb", "-e", lock.format("LOCK")], check=True)
+    try:
+        ret = run(host, pillar)
+    finally:
+        host.run(["mariadb", "-e", lock.format("UNLOCK")], check=True)
+    bad = failed(ret)
+    assert bad and all(k.startswith("webarch_matomo_") for k in bad), sorted(bad)
+    www = "webarch_matomo_|-webarch-alice-matomo-site-www_|-alice/www_|-site_present"
+
+    def matomos_answer(comment: str) -> bool:
+        return "answered HTTP 500: " in comment and "Database access denied" in comment
+
+    assert matomos_answer(bad[www]), bad[www]
+    # Each state that asked Matomo says what it answered; the others, which of those failed.
+    assert all(matomos_answer(v) or v.startswith("One or more requisite failed")
+               for v in bad.values()), bad  # fmt: skip
+    # Matomo's login back: the next run writes the alias, the one after changes nothing.
+    ret = run(host, pillar)
+    assert failed(ret) == {}
+    assert www in changed(ret)
+    assert changed(run(host, pillar)) == {}
+
+
 def repacked(tmp: Path, version: str) -> Path:
     """The test release as version ``version`` (only core/Version.php differs): what a
     new pinned release looks like to the formula, and to core:update."""
@@ -442,17 +531,41 @@ def test_a_new_pinned_release_is_an_upgrade_that_keeps_config_and_data(
     digest = hashlib.sha256(release.read_bytes()).hexdigest()
     pillar = copy.deepcopy(base)
     pillar["webarch"]["matomo"]["archive"] = {"source": on_host, "sha256": digest}
+    # What an upgrade before the last one left beside the site (and the account's
+    # own hidden directory, which is no release).
+    older, notes = f"{SITES}/.matomo-5.0.1-20240101000000", f"{SITES}/.matomo-notes"
+    host.run(["runuser", "-u", "carol-stats", "--", "mkdir", "-p", f"{older}/tmp", notes],
+             check=True)  # fmt: skip
+    # test=True says what the upgrade will remove (its archive not fetched yet, the
+    # version is not known), and removes nothing.
+    host.set_pillar(pillar)
+    dry = host.salt_call(["state.apply", "webarch", "test=True"])
+    OUTPUTS.append(json.dumps(dry))
+    assert {k: v["comment"] for k, v in state_results(dry).items() if v["result"] is False} == {}
+    assert matomo_states(dry)[INSTALLED]["changes"] == {
+        "matomo": [f"upgrade to the release {digest[:16]} (not fetched yet)"],
+        "removed": [older],
+    }, matomo_states(dry)[INSTALLED]
+    assert host.exists(older)
     ret = run(host, pillar)
     assert failed(ret) == {}
     installed = matomo_states(ret)[INSTALLED]
     assert installed["changes"]["matomo"] == ["upgrade to 5.0.3"], installed
+    assert installed["changes"]["removed"] == [older], installed
     assert api(host, token, "API.getMatomoVersion") == {"value": "5.0.3"}
     # The same instance: its config (salt), websites, users and logins.
     assert f'salt = "{salt_before}"' in host.read_file(CONFIG)
     assert api(host, token, "SitesManager.getAllSitesId") == sites_before
     assert login_token(host, "alice", matomo_password(sink, "alice"))
-    kept = host.run(["sh", "-c", "ls -d /home/carol-stats/sites/.matomo-5.0.2-*"]).stdout.split()
-    assert len(kept) == 1 and host.exists(f"{kept[0]}/config/config.ini.php")
+    # Kept beside the site: the previous release (5.0.2's files, for a rollback) only.
+    kept = host.run(["sh", "-c", f"ls -d {SITES}/.matomo-*"]).stdout.split()
+    previous = [k for k in kept if k.startswith(f"{SITES}/.matomo-5.0.2-")]
+    assert sorted(kept) == sorted([*previous, notes]) and len(previous) == 1, kept
+    assert host.exists(f"{previous[0]}/config/config.ini.php")
+    # ... which the account can remove at the next upgrade (the prune runs as it).
+    theirs = ["find", previous[0], "(", "!", "-user", "carol-stats", "-o", "-type", "d",
+              "!", "-perm", "-u+wx", ")", "-print"]  # fmt: skip
+    assert host.run(theirs, check=True).stdout == ""
     assert changed(run(host, pillar)) == {}
     # Back to the older release: refused, with why; nothing else fails.
     ret = run(host, base)

@@ -34,7 +34,9 @@ class FakeSetup:
             "status": {"files": True, "installed": True, "token": True, "version": "5.0.2"},
             "release.unpack": {"unpacked": True},
             "release.due": "",
-            "release.upgrade": {"upgraded": True},
+            "release.upgrade": {"upgraded": True, "removed": []},
+            "release.old_releases": [],
+            "release.prune": {"removed": []},
             "install": {"installed": True},
             "token": {"created": True},
             "settings": {},
@@ -103,7 +105,8 @@ def test_installed_nothing_to_do(states):
         "comment": "Matomo 5.0.2 is installed",
         "changes": {},
     }
-    assert fake.names() == ["status", "release.due"]
+    assert fake.names() == ["status", "release.due", "release.old_releases"]
+    assert fake.calls[-1] == ("release.old_releases", (), {"swap": False})
 
 
 def test_installed_test_mode_lists_the_steps(states):
@@ -683,3 +686,78 @@ def test_installed_a_new_release_is_an_upgrade(states):
     assert fake.calls[-3:-1] == [("release.upgrade", (ARCHIVE, SHA), {}), ("token", (), {})]
     assert ret["result"] is True and ret["comment"] == "Matomo 5.0.3 upgraded"
     assert ret["changes"] == {"matomo": ["upgrade to 5.0.3"], "version": "5.0.3"}
+
+
+SITES = "/home/carol-stats/sites"
+OLDER = f"{SITES}/.matomo-5.0.1-20240101000000"
+PREVIOUS = f"{SITES}/.matomo-5.0.2-20250101090000"
+
+
+def test_installed_an_upgrade_predicts_and_reports_the_old_releases_it_removes(states):
+    mod, fake = states
+    fake.answers["release.due"] = "5.0.3"
+    # The swap keeps the current files: every older tree there goes.
+    fake.answers["release.old_releases"] = lambda swap: [OLDER, PREVIOUS] if swap else [OLDER]
+    mod.__opts__["test"] = True
+    ret = mod.installed(DOCROOT, ARCHIVE, SHA)
+    assert fake.calls[-1] == ("release.old_releases", (), {"swap": True})
+    assert ret["result"] is None
+    assert ret["changes"] == {"matomo": ["upgrade to 5.0.3"], "removed": [OLDER, PREVIOUS]}
+    assert ret["comment"] == (
+        f"Matomo would be: upgrade to 5.0.3; old releases would be removed: {OLDER}, {PREVIOUS}"
+    )
+    assert "release.upgrade" not in fake.names() and "release.prune" not in fake.names()
+    mod.__opts__["test"] = False
+    ready = {"files": True, "installed": True, "token": True}
+    statuses = iter([{**ready, "version": "5.0.2"}, {**ready, "version": "5.0.3"}])
+    fake.answers["status"] = lambda: next(statuses)
+    fake.answers["release.upgrade"] = {"upgraded": True, "removed": [OLDER, PREVIOUS]}
+    ret = mod.installed(DOCROOT, ARCHIVE, SHA)
+    assert "release.prune" not in fake.names(), "the upgrade prunes by itself"
+    assert ret["result"] is True
+    assert ret["changes"] == {
+        "matomo": ["upgrade to 5.0.3"],
+        "version": "5.0.3",
+        "removed": [OLDER, PREVIOUS],
+    }
+    assert ret["comment"] == f"Matomo 5.0.3 upgraded; old releases removed: {OLDER}, {PREVIOUS}"
+
+
+def test_installed_an_unfinished_upgrade_swaps_nothing_and_keeps_the_previous_release(states):
+    mod, fake = states
+    # Swapped in before, core:update did not finish: the files are 5.0.3 already.
+    fake.answers["status"] = {"files": True, "installed": True, "token": True, "version": "5.0.3"}
+    fake.answers["release.due"] = "5.0.3"
+    mod.__opts__["test"] = True
+    mod.installed(DOCROOT, ARCHIVE, SHA)
+    assert fake.calls[-1] == ("release.old_releases", (), {"swap": False})
+
+
+def test_installed_old_releases_left_over_are_removed_without_an_upgrade(states):
+    mod, fake = states
+    fake.answers["release.old_releases"] = [OLDER]
+    mod.__opts__["test"] = True
+    ret = mod.installed(DOCROOT, ARCHIVE, SHA)
+    assert ret["result"] is None
+    assert ret["changes"] == {"removed": [OLDER]}
+    assert ret["comment"] == f"old releases would be removed: {OLDER}"
+    assert "release.prune" not in fake.names()
+    mod.__opts__["test"] = False
+    fake.answers["release.prune"] = {"removed": [OLDER]}
+    ret = mod.installed(DOCROOT, ARCHIVE, SHA)
+    assert ret == {
+        "name": DOCROOT,
+        "result": True,
+        "comment": f"old releases removed: {OLDER}",
+        "changes": {"removed": [OLDER]},
+    }
+    assert "release.upgrade" not in fake.names() and "token" not in fake.names()
+
+
+def test_installed_an_old_release_that_cannot_be_removed_fails_the_state(states):
+    mod, fake = states
+    fake.answers["release.old_releases"] = [OLDER]
+    fake.answers["release.prune"] = fake.error(f"the old release {OLDER} was not removed: EPERM")
+    ret = mod.installed(DOCROOT, ARCHIVE, SHA)
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"] == f"the old release {OLDER} was not removed: EPERM"

@@ -49,6 +49,7 @@ TABLE_PREFIX = "matomo_"
 PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 #: Dropped with the API client's snapshot by any write (same key prefix).
 _PLAN = "webarch_matomo.snapshot.plan"
+_PLAN_FAILED = "webarch_matomo.snapshot.failed"
 #: Matomo's geolocation with a GeoIP2 database (its plugin GeoIp2), and the
 #: name the settings give it.
 GEOIP_PROVIDER = "geoip2php"
@@ -427,6 +428,8 @@ def _ready() -> bool:
 
 def _plan() -> stats.Plan:
     """The plan for this run (kept until a write)."""
+    if _PLAN_FAILED in __context__:  # Matomo failed this run: every state says so, asked once
+        raise CommandExecutionError(__context__[_PLAN_FAILED])
     if _PLAN not in __context__:
         matomo = _matomo()
         stored = _stored()
@@ -434,7 +437,11 @@ def _plan() -> stats.Plan:
             # Not installed yet (a test=True run on a new server): all to add.
             snap: dict[str, Any] = {"users": {}, "sites": {}}
         else:
-            snap = __salt__["webarch_matomo.snapshot"](**_client_args())
+            try:
+                snap = __salt__["webarch_matomo.snapshot"](**_client_args())
+            except CommandExecutionError as exc:
+                __context__[_PLAN_FAILED] = str(exc)
+                raise
         __context__[_PLAN] = stats.plan(
             matomo["wanted"], snap, stored["sites"], stored["users"], matomo["timezone"]
         )

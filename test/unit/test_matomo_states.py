@@ -16,6 +16,7 @@ from typing import Any
 import formula
 import pytest
 import webarch_stats as stats
+from salt.exceptions import CommandExecutionError
 from unit import test_matomo_plan as plan_tests
 
 # --------------------------------------------------------------------------
@@ -520,6 +521,20 @@ def test_no_change_means_no_write_and_one_snapshot_per_run(setup):
     assert setup.matomo.snapshots == 1, "the plan is kept in __context__ for the run"
     assert setup.matomo.writes == []
     assert setup.stored() == {"sites": IDS, "users": ["alice", "bob"]}, "ids.json untouched"
+
+
+def test_a_matomo_that_failed_is_asked_once_per_run(setup):
+    """Down or hanging: the first state waits for it, the others fail at once, same answer."""
+
+    def down(**_: Any) -> dict:
+        setup.matomo.snapshots += 1
+        raise CommandExecutionError("Matomo answered HTTP 500: Database access denied")
+
+    setup.mod.__salt__["webarch_matomo.snapshot"] = down
+    for kind, name in [("site", "alice/www"), ("user", "alice"), ("all", "")]:
+        with pytest.raises(CommandExecutionError, match="Database access denied"):
+            setup.mod.sync(kind, name)
+    assert setup.matomo.snapshots == 1
 
 
 def test_plan_lists_each_states_writes(setup):

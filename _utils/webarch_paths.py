@@ -174,6 +174,13 @@ PROGRAM_LIB_DIR = "/usr/local/lib/webarch"
 SYSTEMD_DIR = "/etc/systemd/system"
 #: webarch's drop-in for Debian's apache2.service.
 APACHE_UNIT_DROPIN = f"{SYSTEMD_DIR}/apache2.service.d/webarch.conf"
+#: Programs an account may run by name in its chroot (first on the chroots' PATH;
+#: the chroots see the host's /usr).
+ACCOUNT_PROGRAM_DIR = "/usr/local/bin"
+#: webarch-htaccess-check --report: its systemd unit (service and timer) and its
+#: memo of the .htaccess files already reported (JSON, root 0600).
+HTACCESS_REPORT_UNIT = "webarch-htaccess-report"
+HTACCESS_REPORT_MEMO = f"{STATE_DIR}/htaccess-report.json"
 #: mod_md's MDMessageCmd (webarch-md-message, run as the web server's user)
 #: leaves its stamp here; webarch-md-reload.path watches it.
 MD_STAMP_DIR = "/var/lib/webarch-md"

@@ -32,7 +32,8 @@ PHP_KEYS_SET_BY_WEBARCH = frozenset(
         "session.save_path", "sys_temp_dir", "sendmail_path", "mail.log", "doc_root",
         "user_dir", "extension", "zend_extension", "extension_dir", "auto_prepend_file",
         "auto_append_file", "include_path", "allow_url_include", "expose_php",
-        "mysqli.default_socket", "pdo_mysql.default_socket",
+        "mysqli.default_socket", "pdo_mysql.default_socket", "user_ini.filename",
+        "user_ini.cache_ttl",
     }
 )  # fmt: skip
 
@@ -54,12 +55,18 @@ PHP_KEYS = check.key_table(
         "With ``ondemand``: how long an idle process is kept.",
     ),
     Key("memory_limit", "size 16M-4G", "256M", "PHP's ``memory_limit``."),
-    Key("upload_max_filesize", "size 1M-2G", "32M", "The largest file an upload may hold."),
+    Key(
+        "upload_max_filesize",
+        "size 1M-2G",
+        "32M",
+        "The largest file an upload may hold, by default: the account may change it for a "
+        "directory in a ``.user.ini`` file, up to ``post_max_size``.",
+    ),
     Key(
         "post_max_size",
         "size 1M-2G",
         "32M",
-        "The largest request body; at least ``upload_max_filesize``.",
+        "The largest request body (the account cannot raise it); at least ``upload_max_filesize``.",
     ),
     Key("max_execution_time", "seconds 1-3600", 60, "PHP's ``max_execution_time``."),
     Key(

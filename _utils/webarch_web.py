@@ -8,32 +8,32 @@ import re
 from typing import Any
 
 import webarch_check as check
+import webarch_htaccess as htaccess
 import webarch_paths as paths
 from webarch_check import OPTIONAL, REQUIRED, Derived, Key
 
-#: What a site's .htaccess may hold besides the AllowOverride groups AuthConfig,
-#: Indexes and Limit (and Options=Indexes,MultiViews): enough for WordPress-style
-#: rewrites, error documents, headers and content types.  Not SetHandler,
-#: AddHandler, Action, ProxyFCGI*, php_value, Include, Options +FollowSymLinks.
-HTACCESS_DIRECTIVES = (
-    "RewriteEngine", "RewriteBase", "RewriteCond", "RewriteRule", "RewriteOptions",
-    "ErrorDocument", "Header", "RequestHeader", "AddType", "AddCharset", "AddDefaultCharset",
-    "AddEncoding", "AddLanguage", "DefaultLanguage", "AddOutputFilterByType", "FileETag",
-    "Redirect", "RedirectMatch", "RedirectPermanent", "RedirectTemp", "SetEnv", "UnsetEnv",
-    "SetEnvIf", "SetEnvIfNoCase", "BrowserMatch", "BrowserMatchNoCase",
-)  # fmt: skip
+#: What a site's .htaccess may hold besides the AllowOverride groups (see
+#: webarch_htaccess, the policy, and README.rst's ".htaccess files").
+HTACCESS_DIRECTIVES = htaccess.LISTED
 
 #: Apache modules the web stack uses (a2enmod names) and must not use.
 APACHE_MODULES = (
     "mpm_event", "proxy", "proxy_fcgi", "ssl", "http2", "headers", "rewrite", "expires",
     "md", "socache_shmcb", "setenvif", "auth_basic", "authn_file", "authz_user", "alias",
     "mime", "dir", "filter", "deflate",
+    # What the .htaccess policy relies on: Order/Deny and Require ip known (an
+    # unknown directive is ignored, never a protection silently lost), SetEnv,
+    # Options Indexes and MultiViews.
+    "access_compat", "authz_host", "env", "autoindex", "negotiation",
 )  # fmt: skip
 
 #: Off: the other MPMs (mpm_itk too: an imported server of the old platform may
-#: have it), and the ways to run code as Apache's own user.
+#: have it), the ways to run code as Apache's own user, and mod_status.
 APACHE_MODULES_OFF = (
     "mpm_prefork", "mpm_worker", "mpm_itk", "cgi", "cgid", "userdir", "include", "suexec",
+    # A .htaccess can name any handler (AddType server-status .txt, or a
+    # RewriteRule's [H=server-status]): the server's status page is no account's.
+    "status",
 )  # fmt: skip
 
 HSTS_DEFAULT = 31536000
@@ -359,6 +359,7 @@ def apache(server: dict) -> dict:
         "modules": list(APACHE_MODULES),
         "modules_off": [*APACHE_MODULES_OFF, f"php{server['php_version']}"],
         "htaccess_directives": list(HTACCESS_DIRECTIVES),
+        "allow_override": htaccess.ALLOW_OVERRIDE,
         "auth_dir": paths.APACHE_AUTH_DIR,
         "server_name": server["hostname"] or "localhost",
     }

@@ -210,6 +210,7 @@ webarch-{{ name }}-apache-sites:
     - context:
         account: {{ account | json }}
         override_list: {{ apache.htaccess_directives | json }}
+        allow_override: {{ apache.allow_override | json }}
         auth_dir: {{ apache.auth_dir }}
         paths: {{ webarch.paths | json }}
     - require:

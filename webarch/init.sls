@@ -12,6 +12,7 @@ include:
   - .ssh
   - .php
   - .apache
+  - .htaccess
   - .mariadb
   - .notify
   - .matomo

@@ -3,8 +3,10 @@
 # The helper modules of webarch's Python programs (webarch-mail-gate,
 # webarch-mail-log, webarch-log-split): each program puts this directory first
 # on sys.path and imports webarch_progs (their shared helpers) and
-# webarch_paths (the formula's paths and names) from it.  The services that
-# run a program watch webarch-program-lib as well as the program.
+# webarch_paths (the formula's paths and names) from it, webarch-log-split and
+# webarch-htaccess-check also webarch_htaccess (the .htaccess policy and its
+# checker).  The services that run a program watch webarch-program-lib as
+# well as the program.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch with context %}
 {%- set lib = webarch.paths.program_lib_dir %}
@@ -23,6 +25,8 @@ webarch-program-lib:
         - source: salt://{{ tplroot }}/files/programs/webarch_progs.py
       - {{ lib }}/webarch_paths.py:
         - source: salt://_utils/webarch_paths.py
+      - {{ lib }}/webarch_htaccess.py:
+        - source: salt://_utils/webarch_htaccess.py
     - user: root
     - group: root
     - mode: '0644'

@@ -34,3 +34,16 @@ def host(image: Path, repo: Path, request: pytest.FixtureRequest) -> Iterator[Ho
 def example_pillar(repo: Path) -> dict:
     """pillar.example as the test hosts converge it (see testhost.matomo.example_pillar)."""
     return example_for_hosts(yaml.safe_load((repo / "pillar.example").read_text()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.webarch_summaries = []  # figures a test wants in the run's output (also in CI)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    for text in getattr(config, "webarch_summaries", []):
+        terminalreporter.write_sep("-", "webarch figures")
+        for line in text.splitlines():
+            terminalreporter.write_line(line)

@@ -16,6 +16,11 @@ statistics through Matomo's API over HTTPS with her own token (made with her
 own mailed password).  A visit tracked on bob's site carries bob's secret in
 its URL: it is in Matomo's database, its raw visit log and its reports.
 
+The attacks through what alice's .htaccess and .user.ini files may hold (handlers
+and types towards bob's pool, tricks to show her PHP source to a visitor, PHP
+settings against the pool's php_admin_* ones) are in attacks_htaccess.py; no web
+answer may show alice's PHP source (SOURCE_MARK, in a comment of her pages).
+
 Three tests switch one real defence off, show that the matching attack then
 breaches, and converge again (not counted in the figures).  docs/security.rst
 lists every attack with the defence that stops it.
@@ -23,6 +28,8 @@ lists every attack with the defence that stops it.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 import subprocess
@@ -35,6 +42,8 @@ from typing import Any, NamedTuple
 import pytest
 from e2e.conftest import MATOMO_ARCHIVE, MATOMO_ON_HOST, MATOMO_SHA256, provide_matomo
 from e2e.helpers import RelaySink, apply, failed, password_in, pool_socket, relay_sink
+from security import attacks_htaccess
+from security.attacks_htaccess import PAGES, SOURCE_MARK
 from security.clients import (
     FCGI_PHP,
     FCGI_PY,
@@ -326,10 +335,34 @@ def php(body: str) -> dict[str, str]:
     return {"a.php": "<?php error_reporting(0); " + body}
 
 
+def pages(host: Host, paths: str) -> str:
+    """GET each of alice's pages https://www.alice.example/t/PATH (space-separated)
+    from outside as a browser would (gzip accepted), each answer decoded (a gzip
+    body unpacked, bytes that are no UTF-8 replaced) and followed by its HTTP status."""
+    script = (
+        'curl -sk --max-time 20 --resolve "$1" -H "Accept-Encoding: gzip"'
+        ' -w "%{stderr}%{http_code}" "$2" | base64 -w0'
+    )
+    answers = []
+    for path in paths.split():
+        url = f"https://www.alice.example/t/{path}"
+        result = host.net_run(["sh", "-c", script, "sh", "www.alice.example:443:127.0.0.1", url])
+        body = base64.b64decode(result.stdout)
+        while body.startswith(b"\x1f\x8b"):  # gzip (mod_deflate, or twice)
+            try:
+                body = gzip.decompress(body)
+            except (OSError, EOFError):
+                break
+        answers.append(f"{body.decode(errors='replace')} HTTP {result.stderr}\n")
+    return "".join(answers)
+
+
 def breached(out: str, name: str = "") -> bool:
     """Whether ``out`` holds one of SECRETS, shows root's uid, or what attack
-    ``name`` must not get (NEEDLES)."""
+    ``name`` must not get (NEEDLES); a web answer also alice's PHP source."""
     needles = (*SECRETS, "uid=0(", *NEEDLES.get(name, ()))
+    if name in WEB_ATTACKS:
+        needles += (SOURCE_MARK,)
     return any(needle in out for needle in needles)
 
 
@@ -408,6 +441,7 @@ RAN: dict[str, str] = {
     "Matomo API: bulk request for bob's last visits": '"result":"error"',
     "Matomo API: bob's site in alice's site list": "www.alice.example",
     "Matomo API: alice gives herself view access to bob's site": '"result":"error"',
+    **attacks_htaccess.RAN,
 }
 
 #: What else the output of an attack must not show (beyond SECRETS): the
@@ -417,6 +451,7 @@ NEEDLES: dict[str, tuple[str, ...]] = {
     "Matomo API: bob's visits (VisitsSummary.get)": ("nb_visits",),
     "Matomo API: bob's site in alice's site list": ("bob.example",),
     "Matomo API: alice gives herself view access to bob's site": ('"success"',),
+    **attacks_htaccess.NEEDLES,
 }
 
 #: PHP that connects to MariaDB and prints the rows of ``query``, or why it was refused.
@@ -535,6 +570,8 @@ WEB_ATTACKS: dict[str, tuple[dict[str, str], str]] = {
     "Matomo API: alice gives herself view access to bob's site": (
         {}, API + api_form("UsersManager.setUserAccess", userLogin="alice", access="view",
                            idSites="@BOB_IDSITE@", passwordConfirmation="@ALICE_PASSWORD@")),
+    # What .htaccess and .user.ini files may now hold (attacks_htaccess.py).
+    **attacks_htaccess.ATTACKS,
 }  # fmt: skip
 
 #: The attacks and leak checks that need the Matomo instance (skipped without its archive).
@@ -693,6 +730,8 @@ def web_attack(host: Host, name: str, bob_socket: str, matomo: Matomo | None = N
     if path.startswith(API):
         assert matomo is not None
         return matomo_api(host, matomo.alice_token, matomo.fill(path.removeprefix(API)))
+    if path.startswith(PAGES):
+        return pages(host, path.removeprefix(PAGES))
     if path.startswith("https://"):
         return fetch(host, path)
     return get(host, path)

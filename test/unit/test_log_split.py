@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,8 @@ class Tree:
     home: Path
     fallback: Path
     map: Path
+    #: The command that starts the .htaccess report: none unless a test sets one.
+    report_command: str = ""
 
     def env(self) -> dict[str, str]:
         """The environment that points the script at this tree."""
@@ -42,6 +45,7 @@ class Tree:
             WEBARCH_LOG_MAP=str(self.map),
             WEBARCH_LOG_HOME_BASE=str(self.home),
             WEBARCH_LOG_FALLBACK_DIR=str(self.fallback),
+            WEBARCH_LOG_REPORT_COMMAND=self.report_command,
         )
 
     def add_account(self, account: str) -> Path:
@@ -338,12 +342,27 @@ def test_first_field(line: bytes, field: bytes) -> None:
 
 
 def test_defaults_are_the_formulas_paths(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WEBARCH_LOG_MAP", "WEBARCH_LOG_HOME_BASE", "WEBARCH_LOG_FALLBACK_DIR"):
+    for name in (
+        "WEBARCH_LOG_MAP",
+        "WEBARCH_LOG_HOME_BASE",
+        "WEBARCH_LOG_FALLBACK_DIR",
+        "WEBARCH_LOG_REPORT_COMMAND",
+    ):
         monkeypatch.delenv(name, raising=False)
     config = webarch_log_split.Config.from_env("error")
     assert (config.map_path, config.home_base) == (paths.LOG_MAP_PATH, paths.HOME_BASE)
     assert config.account_path("alice") == f"{paths.HOME_BASE}/alice/logs/apache-error.log"
     assert config.fallback_path() == "/var/log/apache2/webarch-other-error.log"
+    assert config.report_command == (
+        "systemctl",
+        "start",
+        "--no-block",
+        f"{paths.HTACCESS_REPORT_UNIT}.service",
+    )
+    monkeypatch.setenv("WEBARCH_LOG_REPORT_COMMAND", "sh -c 'echo a b'")
+    assert webarch_log_split.Config.from_env("error").report_command == ("sh", "-c", "echo a b")
+    monkeypatch.setenv("WEBARCH_LOG_REPORT_COMMAND", "")
+    assert webarch_log_split.Config.from_env("error").report_command == ()
 
 
 def test_usage_error() -> None:
@@ -371,3 +390,146 @@ def test_throughput(tree: Tree) -> None:
     elapsed = time.perf_counter() - began
     print(f"\nwebarch-log-split: {n} lines in {elapsed:.2f} s = {n / elapsed:,.0f} lines/s")
     assert sum(len(read(tree.log(a)).splitlines()) for a in accounts) == n
+
+
+# .htaccess files: hints after refusals, ignored-line warnings, the report
+
+#: Apache's lines, as measured on a test host (issue 22).
+REFUSAL = (
+    b"www.alice.example [2026-12-05 05:41:51.545426] [core:alert] [pid 3192:tid 1396] "
+    b"[client 127.0.0.1:36164] /home/alice/sites/www/public/ht-11/.htaccess: "
+    b"Option FollowSymlinks not allowed here\n"
+)
+HINT = (
+    b"www.alice.example webarch: /home/alice/sites/www/public/ht-11/.htaccess: "
+    b"Options FollowSymlinks is refused here: "
+    + webarch_log_split.htaccess.REFUSED_OPTIONS["followsymlinks"].encode()
+    + b"\n"
+)
+IGNORED_PHP = (
+    b" [2026-12-05 05:37:39.518417] [core:warn] [pid 2421:tid 139689637791424] [client "
+    b"AH02296: Unknown directive php_flag perhaps misspelled or defined by a module not "
+    b"included in the server configuration\n"
+)
+IGNORED_HANDLER = (
+    b" [2026-12-05 05:37:36.876943] [core:warn] [pid 2421:tid 139689570518720] [client "
+    b"AH02295: AddHandler in .htaccess forbidden by AllowOverride\n"
+)
+
+
+def test_refusal_gets_a_hint_once_per_interval(tree: Tree) -> None:
+    other = REFUSAL.replace(b"ht-11", b"ht-13")
+    removetype = REFUSAL.replace(b"Option FollowSymlinks not allowed", b"RemoveType not allowed")
+    run(tree, REFUSAL + REFUSAL + other + removetype + REFUSAL, kind="error")
+    assert read(tree.log("alice", "error")) == (
+        REFUSAL
+        + HINT
+        + REFUSAL
+        + other
+        + HINT.replace(b"ht-11", b"ht-13")
+        + removetype
+        + b"www.alice.example webarch: /home/alice/sites/www/public/ht-11/.htaccess: "
+        b"RemoveType is refused here\n" + REFUSAL
+    )
+    assert not tree.other("error").exists()
+
+
+def test_no_hints_in_access_logs_nor_for_lines_of_no_account(tree: Tree) -> None:
+    access_line = b"alice.example " + REFUSAL.split(b" ", 1)[1]
+    run(tree, access_line, kind="access")
+    assert read(tree.log("alice")) == access_line
+    stray = REFUSAL.replace(b"www.alice.example", b"unknown.example")
+    run(tree, stray, kind="error")
+    assert read(tree.other("error")) == stray
+
+
+def test_ignored_lines_are_written_once_per_interval_and_counted(tree: Tree) -> None:
+    lines = IGNORED_PHP * 3 + IGNORED_HANDLER + IGNORED_PHP + IGNORED_HANDLER
+    run(tree, lines, kind="error")
+    other = read(tree.other("error")).splitlines(keepends=True)
+    assert other[:2] == [IGNORED_PHP, IGNORED_HANDLER]
+    assert len(other) == 4
+    assert re.fullmatch(
+        rb" \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}\] \[webarch:notice\] \[pid \d+\] "
+        rb'webarch-log-split: 3 more of "AH02296: Unknown directive php_flag perhaps misspelled '
+        rb'or defined by a module not included in the server configuration" not written in '
+        rb"60 s \(webarch-htaccess-report writes them into the accounts' logs\)\n",
+        other[2],
+    ), other[2]
+    assert b'1 more of "AH02295: AddHandler in .htaccess forbidden by AllowOverride"' in other[3]
+
+
+def test_ignored_lines_start_the_report_at_most_once(tree: Tree) -> None:
+    started = tree.fallback.parent / "started"
+    tree.report_command = f"sh -c 'echo started >>{started}'"
+    run(tree, IGNORED_PHP + IGNORED_HANDLER * 2 + REFUSAL + IGNORED_PHP, kind="error")
+    deadline = time.monotonic() + 10
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert started.read_text() == "started\n"
+    run(tree, access("alice.example", 1), kind="access")  # never from access logs
+    time.sleep(0.2)
+    assert started.read_text() == "started\n"
+
+
+@pytest.mark.parametrize(
+    "command", ["/nonexistent/systemctl start x", "false", "sleep 30", "'unbalanced"]
+)
+def test_a_failing_report_changes_nothing(tree: Tree, command: str) -> None:
+    tree.report_command = command
+    proc = start(tree, kind="error")
+    try:
+        feed(proc, IGNORED_PHP)
+        wait_for(tree.other("error"), IGNORED_PHP)
+        time.sleep(0.3)
+        feed(proc, REFUSAL)
+        wait_for(tree.log("alice", "error"), REFUSAL + HINT)
+    finally:
+        finish(proc)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (IGNORED_PHP, IGNORED_PHP[IGNORED_PHP.index(b"AH02296") : -1]),
+        (IGNORED_HANDLER, b"AH02295: AddHandler in .htaccess forbidden by AllowOverride"),
+        (REFUSAL, None),
+        (b" x AH02295: " + b"y" * 1000 + b"\n", b"AH02295: " + b"y" * 247),
+    ],
+)
+def test_ignored_message(line: bytes, message: bytes | None) -> None:
+    assert webarch_log_split.ignored_message(line) == message
+
+
+def test_hint_logic_in_process() -> None:
+    extra = webarch_log_split.Htaccess((), webarch_log_split.new_warner())
+    assert extra.hint(REFUSAL, 0.0) == HINT
+    assert extra.hint(REFUSAL, 59.9) is None
+    assert extra.hint(REFUSAL, 60.0) == HINT
+    assert extra.hint(access("www.alice.example", 1), 0.0) is None
+    assert extra.keep(access("x", 1), 0.0)
+    assert extra.keep(IGNORED_PHP, 0.0)
+    assert not extra.keep(IGNORED_PHP, 30.0)
+    assert extra.due(30.0) == []
+    assert len(extra.due(61.0)) == 1  # the count, once the interval is over
+    assert extra.keep(IGNORED_PHP, 61.0)
+    assert extra.due(62.0, final=True) == []
+
+
+def test_a_start_put_off_is_made_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webarch_log_split, "HINT_INTERVAL", 1.0)
+    started = tmp_path / "started"
+    command = ("sh", "-c", f"echo started >>{started}")
+    extra = webarch_log_split.Htaccess(command, webarch_log_split.new_warner())
+    try:
+        now = time.monotonic()
+        for _ in range(5):  # the first starts it, the others put off one start
+            extra.keep(IGNORED_PHP, now)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and read(started).count(b"started") < 2:
+            time.sleep(0.05)
+        time.sleep(1.5)
+        assert read(started) == b"started\n" * 2
+    finally:
+        extra.close()

@@ -28,6 +28,7 @@ def render(model, sites: dict) -> str:
     return ENV.get_template("apache-account.conf.jinja").render(
         account=built["accounts"]["alice"],
         override_list=built["apache"]["htaccess_directives"],
+        allow_override=built["apache"]["allow_override"],
         auth_dir=built["apache"]["auth_dir"],
         paths=built["paths"],
     )
@@ -92,7 +93,7 @@ def test_matomo_reads_no_htaccess(model):
 def test_other_types_keep_the_htaccess_policy(model, kind):
     text = render(model, {"www": {"type": kind, "server_name": "www.alice.example"}})
     directory = section(text, '<Directory "/home/alice/sites/www">')
-    assert "AllowOverride AuthConfig Indexes Limit Options=Indexes,MultiViews\n" in directory
+    assert f"        AllowOverride {webarch_web.htaccess.ALLOW_OVERRIDE}\n" in directory
     listed = " ".join(webarch_web.HTACCESS_DIRECTIVES)
     assert f"        AllowOverrideList {listed}\n" in directory
     assert "AllowOverride None" not in directory

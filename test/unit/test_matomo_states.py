@@ -16,7 +16,6 @@ from typing import Any
 import formula
 import pytest
 import webarch_stats as stats
-from salt.exceptions import CommandExecutionError
 from unit import test_matomo_plan as plan_tests
 
 # --------------------------------------------------------------------------
@@ -528,11 +527,11 @@ def test_a_matomo_that_failed_is_asked_once_per_run(setup):
 
     def down(**_: Any) -> dict:
         setup.matomo.snapshots += 1
-        raise CommandExecutionError("Matomo answered HTTP 500: Database access denied")
+        raise setup.mod.CommandExecutionError("Matomo answered HTTP 500: Database access denied")
 
     setup.mod.__salt__["webarch_matomo.snapshot"] = down
     for kind, name in [("site", "alice/www"), ("user", "alice"), ("all", "")]:
-        with pytest.raises(CommandExecutionError, match="Database access denied"):
+        with pytest.raises(setup.mod.CommandExecutionError, match="Database access denied"):
             setup.mod.sync(kind, name)
     assert setup.matomo.snapshots == 1
 

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import webarch_htaccess_check
 import webarch_log_split
 import webarch_mail_gate
 import webarch_mail_log
@@ -74,6 +75,14 @@ def test_log_split_finds_every_site(built: dict, tmp_path: Path) -> None:
     for vhost, account in expected.items():
         line = vhost.upper() + b' 192.0.2.1 - - [05/Dec/2026:00:00:00 +0000] "GET / HTTP/1.1"\n'
         assert log_map.account(webarch_log_split.first_field(line)) == account
+
+
+def test_htaccess_report_finds_every_account_with_a_site(built: dict) -> None:
+    expected = sorted({account for account in expected_sites(built).values()})
+    assert webarch_htaccess_check.accounts_of_map(map_file(built, "log_map")) == expected
+    assert webarch_htaccess_check.Config().map_path == built["log_map"]["path"]
+    for account in present(built):
+        assert account["home"] == f"{webarch_htaccess_check.Config().home_base}/{account['name']}"
 
 
 def test_log_split_reads_the_models_map(built: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,7 +226,9 @@ def test_db_dump_keeps_older_dumps_when_the_new_one_cannot_be_put_in_place(
 # Where the programs find their helpers
 
 
-@pytest.mark.parametrize("module", [webarch_log_split, webarch_mail_gate, webarch_mail_log])
+@pytest.mark.parametrize(
+    "module", [webarch_log_split, webarch_mail_gate, webarch_mail_log, webarch_htaccess_check]
+)
 def test_programs_import_their_helpers_from_the_installed_dir(module: object) -> None:
     assert module.LIB_DIR == paths.PROGRAM_LIB_DIR  # type: ignore[attr-defined]
 
@@ -243,6 +254,14 @@ SYSTEMD = PROGRAMS.parent / "systemd"
             SYSTEMD / "webarch-md-reload.service",
             f"ExecStart=/bin/rm -f {paths.MD_STAMP_DIR}/renewed",
         ),
+        (
+            SYSTEMD / "webarch-htaccess-report.service",
+            f"ExecStart={paths.PROGRAM_DIR}/webarch-htaccess-check --report",
+        ),
+        (
+            SYSTEMD / "webarch-htaccess-report.service",
+            f"ReadWritePaths={paths.HOME_BASE} {paths.STATE_DIR}",
+        ),
         (PROGRAMS / "webarch-md-message.sh", f"  renewed) touch {paths.MD_STAMP_DIR}/renewed ;;"),
         (PROGRAMS / "webarch-db-dump.sh", f"map={paths.DB_DUMP_MAP_PATH}"),
     ],
@@ -250,3 +269,9 @@ SYSTEMD = PROGRAMS.parent / "systemd"
 )
 def test_static_files_name_the_formulas_paths(path: Path, line: str) -> None:
     assert line in path.read_text().splitlines()
+
+
+def test_the_htaccess_report_units_are_the_ones_webarch_log_split_starts() -> None:
+    for suffix in ("service", "timer"):
+        assert (SYSTEMD / f"{paths.HTACCESS_REPORT_UNIT}.{suffix}").is_file()
+    assert f"{paths.HTACCESS_REPORT_UNIT}.service" in webarch_log_split.REPORT_COMMAND

@@ -161,6 +161,7 @@ def render_all(model: ModuleType, built: dict) -> dict[str, str]:
         rendered[f"apache {name}"] = ENV.get_template("apache-account.conf.jinja").render(
             account=account,
             override_list=built["apache"]["htaccess_directives"],
+            allow_override=built["apache"]["allow_override"],
             auth_dir=built["apache"]["auth_dir"],
             paths=built["paths"],
         )

@@ -17,6 +17,7 @@ import pwd
 from collections.abc import Callable
 from typing import Any
 
+import webarch_apps
 import webarch_check as check
 import webarch_layout as layout
 import webarch_model
@@ -150,6 +151,24 @@ def validate(pillar: dict | None = None) -> dict:
     except check.UnsupportedRelease as exc:
         raise CommandExecutionError(str(exc)) from None
     return {"valid": True, "problems": []}
+
+
+def app_packages(osmajorrelease: int | None = None) -> list[str]:
+    """
+    Return every Debian package an application site may need on this (or that)
+    release (the state installs only those of the sites in pillar).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch.app_packages
+    """
+    major = int(osmajorrelease if osmajorrelease is not None else __grains__["osmajorrelease"])
+    found: list[str] = []
+    for by_release in webarch_apps.DEBIAN_PACKAGES.values():
+        found += [p for p in by_release.get(major, ()) if p not in found]
+    return found
 
 
 def packages(osmajorrelease: int | None = None) -> list[str]:

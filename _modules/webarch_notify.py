@@ -49,6 +49,19 @@ PASSWORD_LENGTH = 20
 TAG = "webarch/notify"
 #: What each kind of password is for (subjects and markers).
 WHAT = {"ssh": "SSH and SFTP", "mariadb": "MariaDB", "matomo": "Matomo"}
+#: A site's application admin (kind ``app-SITE``, see webarch_apps.notify_kind).
+APP_KIND_RE = re.compile(r"^app-[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+APP_NAMES = {"wordpress": "WordPress", "mediawiki": "MediaWiki"}
+#: Where an application's admin logs in, below its URL.
+APP_LOGIN = {"wordpress": "/wp-login.php", "mediawiki": "/index.php?title=Special:UserLogin"}
+
+
+def _what(kind: str, account: dict) -> str:
+    """What the password of ``kind`` is for (subjects and markers)."""
+    if APP_KIND_RE.fullmatch(kind):
+        app = account.get("apps", {}).get(kind[4:], {})
+        return f"{APP_NAMES.get(app.get('kind', ''), 'application')} admin ({app.get('url', '')})"
+    return WHAT[kind]
 
 
 def __virtual__() -> str:
@@ -96,7 +109,7 @@ def _compose(
     tag = settings.get("subject_tag") or ""
     host = settings.get("ssh_host") or hostname
     name = account["name"]
-    what = WHAT[kind]
+    what = _what(kind, account)
     msg = EmailMessage()
     msg["From"] = formataddr((settings.get("from_name") or "", settings["from"]))
     msg["To"] = formataddr((account.get("fullname") or name, account["email"]))
@@ -127,6 +140,15 @@ def _compose(
             f"    password: {password}",
             "",
             f"The ids of your sites for the tracking code are in ~/{paths.MATOMO_SITES_FILE}.",
+        ]
+    elif APP_KIND_RE.fullmatch(kind):
+        app = account["apps"][kind[4:]]
+        lines += [
+            f"here is the new password of the admin user of {app['url']}:",
+            "",
+            f"    address:  {app['url']}{APP_LOGIN[app['kind']]}",
+            f"    login:    {name}",
+            f"    password: {password}",
         ]
     else:
         lines += [
@@ -200,7 +222,8 @@ def _write_ledger(ledger: dict) -> None:
 
 
 def _spool_path(account: str, kind: str) -> str:
-    if kind not in KINDS or "/" in account or account.startswith("."):
+    known = kind in KINDS or APP_KIND_RE.fullmatch(kind)
+    if not known or "/" in account or account.startswith("."):
         raise CommandExecutionError(f"no such notification: {account!r} {kind!r}")
     return paths.notify_spool(account, kind)
 
@@ -246,6 +269,8 @@ def _set_mariadb_password(name: str, password: str) -> None:
 def _put_in_place(name: str, kind: str, password: str) -> None:
     if kind == "ssh":
         _set_ssh_password(name, password)
+    elif APP_KIND_RE.fullmatch(kind):
+        __salt__["webarch_app.set_password"](name, kind[4:], password)
     elif kind == "matomo":
         email = _account(name)[0]["email"]
         __salt__["webarch_matomo_setup.set_password"](name, password, email)
@@ -254,7 +279,7 @@ def _put_in_place(name: str, kind: str, password: str) -> None:
 
 
 def _marker_text(kind: str, entry: dict) -> str:
-    what = "SSH password" if kind == "ssh" else f"{WHAT[kind]} password"
+    what = "SSH password" if kind == "ssh" else f"{WHAT.get(kind, 'application admin')} password"
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry["sent_at"]))
     return (
         f"Your {what} was sent to {entry['to']} on {when}.\n"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import webarch_apps as apps
 import webarch_check as check
 import webarch_db as db
 import webarch_layout as layout
@@ -403,6 +404,11 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
     present = [a for a in accounts.values() if a["state"] == "present"]
     for account in present:
         layout.check_host_clashes(account, host, reserved, problems)
+        apps.check_account(account, ["webarch", "accounts", account["name"]], problems)
+        account["apps"] = apps.account_apps(
+            account, osmajorrelease, f"/usr/bin/php{server['php_version']}"
+        )
+        apps.add_notify_kinds(account)
     _check_unique(accounts, problems)
     db.check_unique_databases(accounts, problems)
     layout.check_server_paths(server, problems)
@@ -437,6 +443,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         ),
         "db_dumps": db.db_dumps(server, present),
         "matomo": matomo,
+        "app_packages": apps.debian_packages(accounts),
         "absent": sorted(set(accounts) - present_names),
         # Absent accounts whose Unix user webarch made: archived, then removed.
         "remove": sorted((set(accounts) - present_names) & set(host.managed) & wanted),

@@ -36,6 +36,8 @@ STATE_DIR = "/var/lib/webarch"
 #: here is never touched by webarch.
 REGISTRY_PATH = f"{STATE_DIR}/managed-accounts"
 REGISTRY_HEADER = "# Accounts created or taken over by webarch (managed by Salt)."
+#: What webarch did of each site's application (root 0600 JSON per site).
+APPS_DIR = f"{STATE_DIR}/apps"
 
 #: Map files the model writes for the programs (one line per entry).
 CONFIG_DIR = "/etc/webarch"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import webarch_apps as apps
 import webarch_check as check
 import webarch_htaccess as htaccess
 import webarch_paths as paths
@@ -154,6 +155,13 @@ SITE_KEYS = check.key_table(
         "The whole site behind HTTP basic auth.",
     ),
     Key(
+        "app",
+        "mapping",
+        OPTIONAL,
+        "A ``wordpress`` or ``mediawiki`` site: the application, installed by the "
+        "formula into the empty site (see `Applications`_).",
+    ),
+    Key(
         "matomo",
         "``true``, ``false`` or ``absent``",
         True,
@@ -205,6 +213,7 @@ def site_settings(
         "redirects": _redirects(get("redirects"), [*path, "redirects"], problems),
         "basic_auth": _basic_auth(get("basic_auth"), [*path, "basic_auth"], problems),
         "matomo": _matomo_switch(get("matomo"), [*path, "matomo"], problems),
+        "app": apps.site_app(site_type, data.get("app"), server_name, [*path, "app"], problems),
     }
 
 

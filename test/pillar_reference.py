@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "_utils"))
 
+import webarch_apps as apps  # noqa: E402
 import webarch_check as check  # noqa: E402
 import webarch_db as db  # noqa: E402
 import webarch_mail as mail  # noqa: E402
@@ -77,6 +78,7 @@ BLOCKS = (
         "each item of ``accounts:USERNAME:sites:SITE:redirects``",
     ),
     Block("Basic auth", (*SITE, "basic_auth"), web.BASIC_AUTH_KEYS),
+    Block("Application", (*SITE, "app"), apps.APP_KEYS),
 )
 
 

@@ -89,6 +89,17 @@ webarch-apache-debian-vhosts-log:
     - require:
       - pkg: webarch-packages
 
+{%- if webarch.app_packages %}
+
+# Debian's mediawiki package enables an alias /mediawiki on every virtual host
+# (its own shared copy, AllowOverride All): the sites have their own copies.
+webarch-apache-debian-mediawiki-conf:
+  apache_conf.disabled:
+    - name: mediawiki
+    - require:
+      - pkg: webarch-app-packages
+{%- endif %}
+
 webarch-logrotate:
   file.managed:
     - name: {{ webarch.paths.logrotate_conf }}
@@ -302,6 +313,9 @@ webarch-apache-service:
                    'file: webarch-apache-webarch', 'apache_conf: webarch-apache-webarch',
                    'file: webarch-apache-000-webarch', 'apache_site: webarch-apache-000-webarch',
                    'file: webarch-apache-log-split', 'file: webarch-program-lib'] %}
+{%- if webarch.app_packages %}
+{%-   do watched.append('apache_conf: webarch-apache-debian-mediawiki-conf') %}
+{%- endif %}
 {%- for name in webarch.present %}
 {%-   do watched.extend(['file: webarch-' ~ name ~ '-apache-sites',
                          'apache_site: webarch-' ~ name ~ '-apache-sites']) %}

@@ -14,6 +14,7 @@ include:
   - .apache
   - .htaccess
   - .mariadb
+  - .apps
   - .notify
   - .matomo
   - .remove

@@ -12,6 +12,7 @@ include:
   - {{ tplroot }}.mail
   - {{ tplroot }}.mariadb
   - {{ tplroot }}.matomo
+  - {{ tplroot }}.apps
 
 {%- set local = webarch.matomo.local %}
 {%- set matomo_local = local and local.account in webarch.present %}
@@ -34,6 +35,8 @@ webarch-{{ name }}-notify-{{ kind }}:
       - mysql_user: webarch-{{ name }}-mariadb-user
 {%-     elif kind == 'matomo' and matomo_local %}
       - webarch_matomo: webarch-matomo-configured
+{%-     elif kind.startswith('app-') %}
+      - webarch_app: webarch-{{ name }}-{{ kind }}
 {%-     endif %}
 {%-   endfor %}
 {%- endfor %}

@@ -64,6 +64,11 @@ ROOT_SECRET = "ROOT-ONLY-5e1b"
 #: by the ``target`` fixture, read as root) the Matomo instance's salt,
 #: webarch's Matomo API token and its superuser's password.
 SECRETS: list[str] = [SECRET, ROOT_SECRET]
+#: bob's applications, installed by the formula (issue 16).
+BOB_BLOG = "blog.bob.example"
+BOB_WIKI = "wiki.bob.example"
+BOB_WP_CONFIG = "/home/bob/sites/blog/wp-config.php"
+BOB_LOCAL_SETTINGS = "/home/bob/sites/wiki/LocalSettings.php"
 HOSTNAME = "web1.coop.example"
 #: bob's configured envelope sender: no mail of alice's may leave with it.
 BOB_SENDER = "shop@bob.example"
@@ -141,8 +146,21 @@ def attack_pillar(key: Path, sink: RelaySink) -> dict:
                     "ssh_password": True,
                     "db_password": True,
                     "mail": {"sender": BOB_SENDER},
-                    "databases": {"bob_shop": None},
-                    "sites": {"shop": {"type": "wordpress", "server_name": "shop.bob.example"}},
+                    "databases": {"bob_shop": None, "bob_blog": None, "bob_wiki": None},
+                    "sites": {
+                        "shop": {"type": "wordpress", "server_name": "shop.bob.example"},
+                        # Installed by the formula: their configs hold bob's keys.
+                        "blog": {
+                            "type": "wordpress",
+                            "server_name": BOB_BLOG,
+                            "app": {"database": "bob_blog"},
+                        },
+                        "wiki": {
+                            "type": "mediawiki",
+                            "server_name": BOB_WIKI,
+                            "app": {"database": "bob_wiki"},
+                        },
+                    },
                 },
             },
         }
@@ -204,9 +222,19 @@ def target(booted: Host, sink: RelaySink, key: Path) -> Host:
     for needle, path in (("U=bob", "/home/bob/logs/mail.log"), (SECRET, "/var/mail/bob"),
                          ("was sent to", "/home/bob/.notify_passwd")):  # fmt: skip
         host.run(["sh", "-c", waited.format(needle, path)], check=True)
+    plant_apps(host)
     if MATOMO_ARCHIVE.is_file():
         plant_matomo(host)
     return host
+
+
+def plant_apps(host: Host) -> None:
+    """The keys of bob's formula-installed WordPress and MediaWiki (read as root)
+    into SECRETS: no attack may show them."""
+    keys = re.findall(r"define\(\s*'AUTH_KEY',\s*'([^']{32,})'", host.read_file(BOB_WP_CONFIG))
+    wiki = re.findall(r'\$wgSecretKey\s*=\s*"([0-9a-f]{32,})"', host.read_file(BOB_LOCAL_SETTINGS))
+    assert keys and wiki, "bob's application keys"
+    SECRETS.extend([keys[0], wiki[0]])
 
 
 def curl(name: str) -> list[str]:
@@ -370,6 +398,7 @@ def breached(out: str, name: str = "") -> bool:
 
 SHELL_ATTACKS: dict[str, str] = {
     "direct path to bob's config": "cat /home/bob/sites/shop/wp-config.php",
+    "bob's formula-installed app configs": f"cat {BOB_WP_CONFIG} {BOB_LOCAL_SETTINGS}",
     "bob's home listing": "ls -la /home/bob /home/bob/private",
     "bob's private file": "cat /home/bob/private/notes.txt",
     "/proc/*/root of others": "cat /proc/*/root/home/bob/sites/shop/wp-config.php",
@@ -517,6 +546,16 @@ WEB_ATTACKS: dict[str, tuple[dict[str, str], str]] = {
          "[H=proxy:unix:@BOB_SOCKET@|fcgi://bob,"
          "E=PHP_ADMIN_VALUE:auto_prepend_file=/home/bob/sites/shop/wp-config.php]\n",
          "a.php": "<?php echo 1;"}, "a.php"),
+    # bob's formula-installed applications: their configs hold his keys.
+    "PHP reads bob's wp-config.php and LocalSettings.php": (
+        php(f"echo file_get_contents('{BOB_WP_CONFIG}'), file_get_contents('{BOB_LOCAL_SETTINGS}');"
+            " foreach (glob('/home/*/sites/*/{wp-config,LocalSettings}.php', GLOB_BRACE) as $f)"
+            " echo file_get_contents($f);"), "a.php"),
+    "bob's wp-config.php and LocalSettings.php over HTTPS": ({}, " ".join(
+        [f"https://{BOB_BLOG}/{path}" for path in ("wp-config.php", "wp-config.php.bak",
+                                                   "wp-config.php~", "WP-CONFIG.PHP")]
+        + [f"https://{BOB_WIKI}/{path}" for path in ("LocalSettings.php", "mw-config/",
+                                                     "wiki/LocalSettings.php")])),
     # The server's Matomo (carol-stats' site), with alice's PHP and over HTTPS.
     "PHP reads Matomo's config.ini.php": (
         php(f"echo file_get_contents('{MATOMO_CONFIG}');"

@@ -147,7 +147,10 @@ def formula_packages(release: str, formula_dir: Path = config.DEFAULT_FORMULA_DI
     if func is None:
         log.warning("%s has no packages(osmajorrelease) function; no formula packages", path)
         return []
-    return [str(p) for p in func(config.osmajorrelease(release))]
+    # The applications' packages too: test hosts have no network to install them.
+    apps = getattr(module, "app_packages", lambda _major: [])
+    major = config.osmajorrelease(release)
+    return [str(p) for p in [*func(major), *apps(major)]]
 
 
 def image_packages(release: str, formula_dir: Path = config.DEFAULT_FORMULA_DIR) -> list[str]:

@@ -9,7 +9,7 @@
 {%- set payload = data.get('data', {}) %}
 {%- set account = payload.get('account', '') | string %}
 {%- set kind = payload.get('kind', '') | string %}
-{%- if account | regex_match('^([a-z0-9-]{1,64})$') and kind | regex_match('^([a-z]{1,16})$') %}
+{%- if account | regex_match('^([a-z0-9-]{1,64})$') and kind | regex_match('^(ssh|mariadb|matomo|app-[a-z0-9-]{1,63})$') %}
 ---
 webarch-notify-{{ account }}-{{ kind }}:
   local.webarch_notify.send:

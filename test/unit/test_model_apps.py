@@ -1,0 +1,115 @@
+"""The account model's applications (_utils/webarch_apps.py): the sites' app blocks."""
+
+from __future__ import annotations
+
+import pytest
+from unit.model_helpers import host, problems
+
+SHA = "a" * 64
+
+
+def pillar(app: object, site_type: str = "wordpress", **account: object) -> dict:
+    """alice with database alice_wp and site www (``site_type``) holding ``app``."""
+    return {
+        "accounts": {
+            "alice": {
+                "email": "alice@alice.example",
+                "databases": {"alice_wp": None, "alice_old": {"state": "absent"}},
+                "sites": {
+                    "www": {"server_name": "www.alice.example", "type": site_type, "app": app}
+                },
+                **account,
+            }
+        }
+    }
+
+
+def build(model, data: dict, release: int = 12) -> dict:
+    return model.build_model(data, host(model), release)
+
+
+def test_example_pillar_installs_wordpress_and_mediawiki(model, example_pillar):
+    built = build(model, example_pillar["webarch"])
+    apps = built["accounts"]["alice"]["apps"]
+    assert sorted(apps) == ["wiki", "www"]
+    www, wiki = apps["www"], apps["wiki"]
+    assert (www["kind"], www["database"], www["title"]) == ("wordpress", "alice_wp", "Alice's blog")
+    assert www["source"] == {"kind": "debian"}
+    assert www["docroot"] == "/home/alice/sites/www/public"
+    assert www["url"] == "https://www.alice.example"
+    assert www["tree"] == "/usr/share/wordpress"
+    assert www["ledger"] == "/var/lib/webarch/apps/alice-www.json"
+    assert (wiki["kind"], wiki["database"], wiki["tree"]) == (
+        "mediawiki", "alice_wiki", "/var/lib/mediawiki"
+    )  # fmt: skip
+    assert built["app_packages"] == [
+        "php", "mediawiki", "wordpress", "wordpress-theme-twentytwentythree"
+    ]  # fmt: skip
+    kinds = built["accounts"]["alice"]["notify"]["kinds"]
+    assert kinds["app-www"] == {"token": "", "marker": "/home/alice/.notify_app-www"}
+    assert "app-wiki" in kinds
+    assert built["accounts"]["bob"]["apps"] == {}
+
+
+def test_debian_13_takes_its_own_theme(model, example_pillar):
+    built = build(model, example_pillar["webarch"], 13)
+    assert "wordpress-theme-twentytwentyfive" in built["app_packages"]
+    assert built["accounts"]["alice"]["apps"]["www"]["php"] == "/usr/bin/php8.4"
+
+
+def test_defaults(model):
+    app = build(model, pillar({"database": "alice_wp"}))["accounts"]["alice"]["apps"]["www"]
+    assert app["title"] == "www.alice.example"
+    assert app["source"] == {"kind": "debian"}
+    assert app["reset"] == ""
+
+
+def test_an_archive_source_and_a_reset_token(model):
+    source = {"source": "salt://apps/wordpress-6.8.tar.gz", "sha256": SHA}
+    data = pillar({"database": "alice_wp", "reset": 3, "source": source})
+    built = build(model, data)
+    app = built["accounts"]["alice"]["apps"]["www"]
+    assert app["source"] == {"kind": "archive", "source": "salt://apps/wordpress-6.8.tar.gz",
+                             "sha256": SHA}  # fmt: skip
+    assert built["accounts"]["alice"]["notify"]["kinds"]["app-www"]["token"] == "3"
+    assert built["app_packages"] == [], "an archive needs no Debian package"
+
+
+def test_no_app_block_no_app(model):
+    data = pillar(None)
+    data["accounts"]["alice"]["sites"]["www"].pop("app")
+    assert build(model, data)["accounts"]["alice"]["apps"] == {}
+
+
+P = "webarch:accounts:alice:sites:www:app"
+
+
+@pytest.mark.parametrize(
+    ("app", "site_type", "expected"),
+    [
+        ({"database": "alice_wp"}, "php",
+         f"{P}: only a site of type wordpress or mediawiki has an application"),
+        ({}, "wordpress", f"{P}:database: is required: which of the account's databases"),
+        ({"database": "alice_old"}, "wordpress",
+         f"{P}:database: 'alice_old' is not one of the account's present databases (alice_wp)"),
+        ({"database": "bob_shop"}, "mediawiki",
+         f"{P}:database: 'bob_shop' is not one of the account's present databases (alice_wp)"),
+        ({"database": "alice_wp", "source": "upstream"}, "wordpress",
+         f"{P}:source: 'upstream' must be debian or {{source: ..., sha256: ...}}"),
+        ({"database": "alice_wp", "reset": "no spaces"}, "wordpress",
+         f"{P}:reset: 'no spaces' must be 1-64 letters, digits or . _ : + -"),
+        ({"database": "alice_wp", "title": "two\nlines"}, "wordpress", f"{P}:title:"),
+        ({"database": "alice_wp", "bogus": 1}, "wordpress", f"{P}:bogus:"),
+    ],
+)  # fmt: skip
+def test_mistakes_are_named_by_their_pillar_path(model, app, site_type, expected):
+    found = problems(model, pillar(app, site_type))
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_an_app_needs_the_accounts_email(model):
+    data = pillar({"database": "alice_wp"})
+    del data["accounts"]["alice"]["email"]
+    assert f"{P}: needs the account's email: the admin password is sent there" in problems(
+        model, data
+    )

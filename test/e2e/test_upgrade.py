@@ -47,10 +47,27 @@ UPGRADE_FROM = "6f47d7a"
 #: Issue 15 gave sites of type matomo their own Apache preset (AllowOverride
 #: None: Matomo's .htaccess files made every request answer 500): carol-stats'
 #: matomo site file changes.
+#: Issue 22 (.htaccess policy): every account's Apache file (AllowOverride
+#: Nonfatal=All, the /../ guard) and PHP-FPM pool (upload_max_filesize for
+#: .user.ini) change, mod_status goes off (Apache restarts), webarch.conf's
+#: comment changes, and webarch-htaccess-check with its report units is new.
 #: Nothing else may change (every unit, template, account and database stays
 #: as the old formula left it).
 EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
     {
+        "webarch-alice-apache-sites",
+        "webarch-bob-apache-sites",
+        "webarch-alice-fpm-pool",
+        "webarch-bob-fpm-pool",
+        "webarch-carol-stats-fpm-pool",
+        "webarch-fpm-service",
+        "webarch-apache-module-off-status",
+        "webarch-apache-restart-for-modules",
+        "webarch-apache-webarch",
+        "webarch-htaccess-check",
+        "webarch-htaccess-check-link",
+        "webarch-htaccess-report-timer",
+        "webarch-htaccess-report-units",
         "webarch-program-lib-dir",
         "webarch-program-lib",
         "webarch-mail-webarch-mail-gate-script",

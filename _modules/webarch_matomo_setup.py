@@ -27,13 +27,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pwd
 import re
 import secrets
-import subprocess
 import tempfile
 from typing import Any
 
+import webarch_apprun as apprun
 import webarch_fcgi as fcgi
 import webarch_matomo_api as api
 import webarch_paths as paths
@@ -114,25 +113,17 @@ def _read_private(path: str) -> str:
 
 def _ids(account: str) -> tuple[int, int]:
     try:
-        entry = pwd.getpwnam(account)
-    except KeyError:
-        raise CommandExecutionError(f"no Unix user {account}") from None
-    return entry.pw_uid, entry.pw_gid
+        return apprun.ids(account)
+    except apprun.RunError as exc:
+        raise CommandExecutionError(str(exc)) from None
 
 
-def _run(argv: list[str], what: str, timeout: float = 600.0, **kwargs: Any) -> str:
+def _run(argv: list[str], what: str, timeout: float = 600.0, env: dict | None = None) -> str:
     """Run ``argv``; its standard output, or an error with the end of its standard error."""
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, **kwargs)
-    except subprocess.TimeoutExpired:
-        raise CommandExecutionError(f"{what}: no end within {timeout:g} s") from None
-    except OSError as exc:
-        raise CommandExecutionError(f"{what}: {argv[0]}: {exc.strerror}") from None
-    out = proc.stdout.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        err = (proc.stderr.decode("utf-8", "replace") or out).strip()[-600:]
-        raise CommandExecutionError(f"{what} failed (exit {proc.returncode}): {err}")
-    return out
+        return apprun.run(argv, what, timeout, env=env)
+    except apprun.RunError as exc:
+        raise CommandExecutionError(str(exc)) from None
 
 
 def _config(local: dict) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import webarch_check as check
+import webarch_db as db
 import webarch_paths as paths
 import webarch_stats_model as stats_model
 from webarch_check import REQUIRED, Derived, Key
@@ -198,6 +199,35 @@ def add_notify_kinds(account: dict) -> None:
         }
         notify["tokens"][kind] = app["reset"]
         notify["spool"].append(paths.notify_spool(account["name"], kind))
+
+
+def removed_sites(account: str, home: str, sites: list[dict], archive_dir: str) -> list[dict]:
+    """What removing each of ``account``'s sites switched to absent takes: the tree
+    to archive (as ``ACCOUNT.SITE``), the application's database to dump first, and
+    the files of its application that go with it (ledger, marker, spooled password)."""
+    removed = []
+    for site in sites:
+        name = site["name"]
+        app = site.get("app") or {}
+        kind = notify_kind(name)
+        removed.append(
+            {
+                "name": name,
+                "root": site["root"],
+                "archive_name": f"{account}.{name}",
+                "archive_dir": archive_dir,
+                "dump_dir": db.dump_dir(archive_dir),
+                # Root's, in the root-owned home: the site is moved there first.
+                "stage_dir": f"{home}/.webarch-removing",
+                "databases": [app["database"]] if app.get("database") else [],
+                "leftovers": [
+                    f"{paths.APPS_DIR}/{account}-{name}.json",
+                    f"{home}/.notify_{kind}",
+                    paths.notify_spool(account, kind),
+                ],
+            }
+        )
+    return removed
 
 
 def debian_packages(accounts: dict[str, dict]) -> list[str]:

@@ -203,11 +203,16 @@ def check_unique_databases(accounts: dict[str, dict], problems: check.Problems) 
                 )
 
 
+def dump_dir(archive_dir: str) -> str:
+    """Where the dumps of dropped and removed databases go."""
+    return f"{archive_dir}/databases"
+
+
 def db_dumps(server: dict, present: list[dict]) -> dict:
     """The nightly dumps: the map webarch-db-dump reads, where dropped databases go."""
     return {
         "path": paths.DB_DUMP_MAP_PATH,
-        "archive_dir": f"{server['archive_dir']}/databases",
+        "archive_dir": dump_dir(server["archive_dir"]),
         "lines": [paths.DB_DUMP_MAP_HEADER]
         + [f"{a['name']} {name}" for a in present for name in a["mariadb"]["present"]],
     }

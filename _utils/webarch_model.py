@@ -290,12 +290,13 @@ def _account(
     email = check.email(data["email"], [*path, "email"], problems) if "email" in data else None
     ssh_password = check.boolean(data["ssh_password"], [*path, "ssh_password"], problems)
     sites_raw = check.mapping(data["sites"], [*path, "sites"], problems)
-    sites = {
+    every_site = {
         str(site): web.site_settings(
             name, str(site), site_data, [*path, "sites", str(site)], problems
         )
         for site, site_data in sorted(sites_raw.items(), key=lambda kv: str(kv[0]))
     }
+    sites = {k: v for k, v in every_site.items() if v["state"] != "absent"}
     return {
         "name": name,
         "state": state,
@@ -324,6 +325,13 @@ def _account(
             "slow_log": paths.account_log(name, "php-slow.log"),
         },
         "sites": sites,
+        # Sites switched to absent: archived (files and database), then deleted.
+        "sites_removed": apps.removed_sites(
+            name,
+            paths.home(name),
+            [v for v in every_site.values() if v["state"] == "absent"],
+            server["archive_dir"],
+        ),
         "matomo": check.boolean(data["matomo"], [*path, "matomo"], problems),
         # The account's Apache site: one file with a virtual host per site.
         "apache": {"site": paths.apache_site(name), "file": paths.apache_site_file(name)},

@@ -111,6 +111,19 @@ SITE_KEYS = check.key_table(
         "The site's main host name: fully qualified, lower case (internationalised "
         "names in punycode, ``xn--...``), unique across all accounts and sites.",
     ),
+    Key(
+        "state",
+        check.one_of(check.STATES),
+        "present",
+        "Switching a site to ``absent`` takes it out of the account's Apache site, then "
+        "archives its directory ``~/sites/SITE`` to ``archive_dir`` "
+        "(``USER.SITE-YYYYmmddTHHMMSSZ.tar.gz``, verified against the tree) after a "
+        "verified dump of its application's database (``databases/DB-....sql.gz``), and "
+        "only then deletes the directory. The database itself stays as its own "
+        "``databases`` entry says, and so does the site's Matomo website (as with "
+        "``matomo: false``). A site left out of the pillar loses its virtual host but "
+        "keeps its files.",
+    ),
     Key("aliases", "list of host names", [], "Further host names of the site, unique likewise."),
     Key("type", check.one_of(SITE_TYPES), "php", "What the site runs."),
     Key(
@@ -201,6 +214,7 @@ def site_settings(
     root = f"{paths.HOME_BASE}/{account}/sites/{site}"
     return {
         "name": site,
+        "state": check.choice(get("state"), [*path, "state"], problems, check.STATES),
         "type": site_type,
         "server_name": server_name,
         "aliases": aliases,

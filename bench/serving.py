@@ -1,7 +1,8 @@
 """Benchmark 3 of issue 8: requests per second, the formula's stack against the legacy ones.
 
-On one test host (the bench image: the test image plus mod_php, mpm-itk and WordPress,
-see ``benchimage.py``), with the same account, files, database and TLS certificate,
+On one test host (the bench image: the test image, which has Debian's WordPress among
+the formula's packages, plus mod_php and mpm-itk, see ``benchimage.py``), with the
+same account, files, database and TLS certificate,
 three Apache instances, each with its own configuration, port and systemd unit (so
 that the CPU of each is counted apart):
 
@@ -33,8 +34,37 @@ copy-on-write faults, exit_mmap): 5.5 to 7.6 ms of host CPU per request with a n
 connection per request, against 0.4 to 0.8 ms for prefork and the new stack.
 
 Three pages, each over HTTPS: a static file (``static`` site), a PHP hello-world
-(``www`` site) and WordPress's front page (Debian's WordPress copied into the ``wp``
-site, installed into the account's database).  ``wrk`` (HTTP/1.1) runs on the host,
+(``www`` site) and WordPress's front page (``wp`` site).
+
+WordPress is the formula's own install (issue 16), not the bench's: the ``wp`` site
+has an ``app`` block (Debian's WordPress, the account's database ``user001_db0``,
+title ``Bench``; the account has an email, for the admin password the formula mails),
+so the first converge copies WordPress into the empty site as the account in its
+chroot, writes its wp-config.php and runs WordPress's install headless (the
+``wordpress_install`` line: version, steps, the state's and the converge's seconds,
+the configuration's ``DB_HOST`` and mode).  The legacy stacks serve that same tree
+as it is.  Its wp-config.php (0600, the account's; www-data cannot read it) is read
+by mod_php running as the account (mpm-itk after its switch, prefork throughout), and
+its database settings hold outside the chroot as inside: ``DB_HOST`` is
+``localhost:/run/mysqld/mysqld.sock``, the same path in both, and with ``DB_PASSWORD``
+empty MariaDB's unix_socket knows the account by the uid PHP runs as.  One thing does
+not hold: the home URL is the formula's ``https://wp.user001.example``, and with a
+legacy port in ``Host`` (curl's and wrk's default, ``wp.user001.example:8443``)
+WordPress's canonical redirect answers the front page with a 301 to port 443 (the new
+stack), which wrk counts as a success.  So every request carries the site's name
+without a port as its ``Host`` header, on every stack and page (``-H "Host: ..."``;
+the URL, hence the TLS SNI, names the site too): what a visitor of the site on port
+443 sends; the ports only tell the three stacks apart.  The three stacks then answer
+the front page with the same bytes.  ``check_pages`` proves it before measuring:
+every page answers 200 with its text on every stack (WordPress: its "Hello world!"
+post and the title, no redirect, no installer), PHP reports the account's uid, and a
+second of wrk on the WordPress page leaves only 200s in each legacy stack's access
+log.  The formula's install keeps WordPress's own cron (``DISABLE_WP_CRON`` unset): a
+page view may start ``wp-cron.php`` on the site's URL (the new stack; WordPress's lock
+allows one a minute), as in production; the site names are in ``/etc/hosts`` before
+the first converge, so that the chroot has them too.
+
+``wrk`` (HTTP/1.1) runs on the host,
 against each stack in turn, the order rotated every round (new itk prefork, itk prefork
 new, ...) so that all see the same noise; the median of the rounds counts.  ``h2load``
 adds HTTP/2 on the new stack, compared with the legacy stacks' wrk medians (HTTP/2 is
@@ -83,6 +113,7 @@ import time
 from benchimage import PHP_VERSIONS, ensure_bench_image
 from common import (
     Host,
+    SaltRun,
     apply_webarch,
     base_arguments,
     bench_account,
@@ -111,6 +142,11 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "wordpress": (f"wp.{ACCOUNT}.example", "/", "Hello world!"),
 }
 
+#: WordPress: the ``wp`` site's application, installed by the formula (its title, and
+#: its state's id in the converge).
+WP_TITLE = "Bench"
+WP_STATE = f"webarch-{ACCOUNT}-app-wp"
+
 #: WordPress (tens of requests/s here) is measured up to this many connections.
 SLOW_PAGE_CONNECTIONS = 32
 
@@ -131,28 +167,6 @@ STATIC_PAGE = (
 )
 
 HELLO_PHP = '<?php\necho "Hello, world!\\n";\n'
-
-WP_CONFIG = """<?php
-/* Bench WordPress: the account's database through MariaDB's socket, as the account
-   (unix_socket: no password).  Home and site URLs follow the request, so that all
-   stacks (ports 443, 8443 and 8444) serve the same install without redirects. */
-define('DB_NAME', '{db}');
-define('DB_USER', '{user}');
-define('DB_PASSWORD', '');
-define('DB_HOST', 'localhost');
-define('DB_CHARSET', 'utf8mb4');
-define('DB_COLLATE', '');
-define('WP_HOME', 'https://' . $_SERVER['HTTP_HOST']);
-define('WP_SITEURL', 'https://' . $_SERVER['HTTP_HOST']);
-define('DISABLE_WP_CRON', true);
-define('AUTOMATIC_UPDATER_DISABLED', true);
-define('WP_HTTP_BLOCK_EXTERNAL', true);
-{salts}
-$table_prefix = 'wp_';
-define('WP_DEBUG', false);
-if (!defined('ABSPATH')) {{ define('ABSPATH', __DIR__ . '/'); }}
-require_once ABSPATH . 'wp-settings.php';
-"""
 
 #: Debian 12's default modules of a fresh apache2 install (its mpm aside).
 DEBIAN_MODULES: tuple[str, ...] = (
@@ -367,15 +381,28 @@ print(json.dumps(cpu))
 
 
 def bench_pillar(max_children: int | None = None) -> dict:
-    """The account: a PHP and a static site (bench defaults) plus a WordPress site.
+    """The account: a PHP and a static site (bench defaults) plus a WordPress site that
+    the formula installs (``app``: Debian's WordPress, the account's database
+    ``user001_db0``; the admin's password is mailed, so the account has an email and
+    the mails a sender).
 
     ``max_children`` widens the account's pool (default: the formula's default).
     """
     account = bench_account(ACCOUNT)
-    account["sites"]["wp"] = {"type": "wordpress", "server_name": f"wp.{ACCOUNT}.example"}
+    account["email"] = f"{ACCOUNT}@example.org"
+    account["sites"]["wp"] = {
+        "type": "wordpress",
+        "server_name": PAGES["wordpress"][0],
+        "app": {"database": f"{ACCOUNT}_db0", "title": WP_TITLE, "source": "debian"},
+    }
     if max_children:
         account["php"] = {"max_children": max_children}
-    return {"webarch": {"accounts": {ACCOUNT: account}}}
+    return {
+        "webarch": {
+            "notify": {"from": "hostmaster@example.org"},
+            "accounts": {ACCOUNT: account},
+        }
+    }
 
 
 def docroot(site: str) -> str:
@@ -384,51 +411,48 @@ def docroot(site: str) -> str:
 
 
 def put_content(host: Host) -> None:
-    """Static page, PHP hello-world and WordPress (copied from Debian's package)."""
+    """The static page and the PHP hello-world (WordPress is the formula's install)."""
     host.write_file(f"{docroot('static')}/page.html", STATIC_PAGE, mode=0o640)
     host.write_file(f"{docroot('www')}/hello.php", HELLO_PHP, mode=0o640)
-    salts = "\n".join(
-        f"define('{key}', '{hash((key, time.time())) & 0xFFFFFFFFFFFF:x}-bench');"
-        for key in (
-            "AUTH_KEY",
-            "SECURE_AUTH_KEY",
-            "LOGGED_IN_KEY",
-            "NONCE_KEY",
-            "AUTH_SALT",
-            "SECURE_AUTH_SALT",
-            "LOGGED_IN_SALT",
-            "NONCE_SALT",
-        )
-    )
-    wp = docroot("wp")
-    sh(host, f"cp -rL /usr/share/wordpress/. {wp}/ && rm -f {wp}/wp-config.php")
-    config = WP_CONFIG.format(db=f"{ACCOUNT}_db0", user=ACCOUNT, salts=salts)
-    host.write_file(f"{wp}/wp-config.php", config, mode=0o640)
     sh(
         host,
-        f"chown -R {ACCOUNT}:www-data {docroot('static')} {docroot('www')} {wp}"
-        f" && find {wp} -type d -exec chmod 2750 {{}} +"
-        f" && find {wp} -type f -exec chmod 0640 {{}} +"
+        f"chown -R {ACCOUNT}:www-data {docroot('static')} {docroot('www')}"
         f" && chmod 0640 {docroot('static')}/page.html {docroot('www')}/hello.php",
     )
+
+
+def resolve_site_names(host: Host) -> None:
+    """The sites' names on the host's loopback (in /etc/hosts before the first converge,
+    so that the account's chroot gets them too: WordPress's cron calls its own URL)."""
     hosts = " ".join(name for name, _, _ in PAGES.values())
     sh(host, f"echo '127.0.0.1 {hosts}' >> /etc/hosts")
 
 
-def install_wordpress(host: Host) -> None:
-    """Run WordPress's installer through the new stack (one POST), as a visitor would."""
-    name = PAGES["wordpress"][0]
-    form = (
-        "weblog_title=Bench&user_name=bench&admin_password=Bench-pass-1234"
-        "&admin_password2=Bench-pass-1234&pw_weak=1&admin_email=bench%40example.org"
-        "&blog_public=0&Submit=Install"
+def wordpress_installed(host: Host, run: SaltRun) -> None:
+    """Print the formula's install of WordPress (its state in the first converge); fail
+    unless that converge installed it (copy, configure, install) and the formula's
+    wp-config.php is what the legacy stacks read: 0600, the account's, no password."""
+    state = next(
+        (v for k, v in run.raw.items() if k.startswith(f"webarch_app_|-{WP_STATE}_|-")), None
     )
-    out = sh(
-        host,
-        f"curl -sk -o /dev/null -w '%{{http_code}}' --data '{form}'"
-        f" 'https://{name}/wp-admin/install.php?step=2'",
+    changes = (state or {}).get("changes") or {}
+    if "install" not in changes.get("steps", []):
+        raise RuntimeError(f"the formula did not install WordPress: {state}")
+    config = f"{docroot('wp')}/wp-config.php"
+    mode = sh(host, f"stat -c '%U %a' {config}").split()
+    text = host.read_file(config)
+    if mode != [ACCOUNT, "600"] or not re.search(r"define\( 'DB_PASSWORD', '' \);", text):
+        raise RuntimeError(f"{config}: {mode}, not the formula's 0600 configuration")
+    db_host = re.search(r"define\( 'DB_HOST', '([^']*)' \);", text)
+    figure(
+        "wordpress_install",
+        version=changes.get("version"),
+        steps="+".join(changes["steps"]),
+        install_s=round(float(state.get("duration", 0.0)) / 1000, 2),
+        converge_s=round(run.seconds, 1),
+        db_host=db_host.group(1) if db_host else "?",
+        config_mode="+".join(mode),
     )
-    progress(f"WordPress installer answered {out}")
 
 
 def start_legacy(host: Host, stack: str, php: str) -> None:
@@ -475,10 +499,21 @@ def start_legacy(host: Host, stack: str, php: str) -> None:
 
 
 def url(page: str, stack: str) -> str:
-    """The URL of ``page`` on ``stack`` (one of STACKS)."""
+    """The URL of ``page`` on ``stack`` (one of STACKS): the stack's port."""
     name, path, _ = PAGES[page]
     port = PORTS[stack]
     return f"https://{name}{'' if port == 443 else f':{port}'}{path}"
+
+
+def host_header(page: str) -> list[str]:
+    """The ``Host`` header every request of ``page`` carries, on every stack: the site's
+    name without a port, as a visitor of the site on port 443 sends it.
+
+    WordPress's home URL is the formula's ``https://`` + server_name: with the legacy
+    ports in ``Host`` (curl's and wrk's default) its canonical redirect answers the
+    front page with a 301 to port 443, and wrk counts a 3xx as a success.
+    """
+    return ["-H", f"Host: {PAGES[page][0]}"]
 
 
 WHO_PHP = """<?php
@@ -491,23 +526,38 @@ echo $uid, ' ', $user ? $user['name'] : '?', ' ', php_sapi_name(), ' ',
 
 
 def check_pages(host: Host) -> None:
-    """Every page answers 200 with its text on every stack, and PHP runs as the account."""
+    """Every page answers 200 with its text on every stack (WordPress: the formula's
+    install, its front page, not a redirect or the installer), PHP runs as the account,
+    and wrk's requests get the front page itself from the legacy stacks."""
     for page, (_, _, text) in PAGES.items():
         for stack in STACKS:
-            proc = host.run(["curl", "-sk", "-w", "\n%{http_code}", url(page, stack)])
-            body, _, code = proc.stdout.rpartition("\n")
+            cmd = ["curl", "-sk", *host_header(page), "-w", "\n%{http_code}", url(page, stack)]
+            body, _, code = host.run(cmd).stdout.rpartition("\n")
             if code != "200" or text not in body:
                 raise RuntimeError(f"{stack} {page}: HTTP {code}\n{body[-2000:]}")
+            if page == "wordpress" and (WP_TITLE not in body or "install.php" in body):
+                raise RuntimeError(f"{stack}: not the installed WordPress\n{body[-2000:]}")
     uid = sh(host, f"id -u {ACCOUNT}").strip()
     host.write_file(f"{docroot('www')}/who.php", WHO_PHP, mode=0o644)
     for stack in STACKS:
-        name = PAGES["php_hello"][0]
-        port = "" if PORTS[stack] == 443 else f":{PORTS[stack]}"
-        answer = host.run(["curl", "-sk", f"https://{name}{port}/who.php"]).stdout
+        who = url("php_hello", stack).replace(PAGES["php_hello"][1], "/who.php")
+        answer = host.run(["curl", "-sk", *host_header("php_hello"), who]).stdout
         progress(f"{stack} stack runs PHP as: {answer}")
         if answer.split(" ")[0] != uid:
             raise RuntimeError(f"{stack} stack does not run PHP as {ACCOUNT} (uid {uid}): {answer}")
     sh(host, f"rm -f {docroot('www')}/who.php")
+    # wrk hides 3xx answers (it counts only "Non-2xx or 3xx"): the legacy stacks' own
+    # logs show what a second of wrk on the WordPress page got.
+    name = PAGES["wordpress"][0]
+    for stack in LEGACIES:
+        log = f"/var/log/apache2-{stack}/{name}-access.log"
+        sh(host, f": > {log}")
+        wrk(host, url("wordpress", stack), 1, 1, page="wordpress")
+        codes = sh(host, f"awk '{{print $9}}' {log} | sort | uniq -c").split()
+        statuses = dict(zip(codes[1::2], (int(n) for n in codes[::2]), strict=True))
+        progress(f"{stack} WordPress front page to wrk, HTTP statuses: {statuses}")
+        if set(statuses) != {"200"}:
+            raise RuntimeError(f"{stack}: wrk got {statuses} from the WordPress front page")
 
 
 def cpu_seconds(host: Host) -> dict[str, float]:
@@ -537,16 +587,24 @@ def cpu_line(host: Host, before: dict[str, float], requests: float, **labels: ob
 
 
 def wrk(
-    host: Host, target_url: str, seconds: int, connections: int, close: bool = False
+    host: Host,
+    target_url: str,
+    seconds: int,
+    connections: int,
+    close: bool = False,
+    *,
+    page: str,
 ) -> dict[str, float]:
     """One wrk run (2 threads); requests/s, mean latency (ms), non-2xx and socket errors.
 
-    ``close`` sends ``Connection: close``: the server closes each connection after its
-    answer and wrk opens a new one (TCP and TLS handshake) for every request.
+    ``page`` gives the Host header (see host_header).  ``close`` sends ``Connection:
+    close``: the server closes each connection after its answer and wrk opens a new one
+    (TCP and TLS handshake) for every request.
     (Socket errors are mostly timeouts of connections a stack did not serve within
     wrk's 2 s: at more connections than prefork has processes.)
     """
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s"]
+    cmd = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
+    cmd += host_header(page)
     if close:
         cmd += ["-H", "Connection: close"]
     out = host.run([*cmd, target_url], timeout=seconds + 60, check=True).stdout
@@ -608,12 +666,13 @@ def measure(
         if page == "wordpress" and conns > SLOW_PAGE_CONNECTIONS:
             continue  # tens of requests/s: most of the connections would only time out
         for stack in STACKS:
-            wrk(host, url(page, stack), 2, conns, close)  # warm-up (opcache, pool, children)
+            # Warm-up (opcache, pool, children).
+            wrk(host, url(page, stack), 2, conns, close, page=page)
         for round_ in range(rounds):
             shift = round_ % len(STACKS)
             for stack in STACKS[shift:] + STACKS[:shift]:
                 before = cpu_seconds(host)
-                result = wrk(host, url(page, stack), seconds, conns, close)
+                result = wrk(host, url(page, stack), seconds, conns, close, page=page)
                 results.setdefault((scenario, page, conns, stack), []).append(result["rps"])
                 progress(
                     f"{scenario} {page} c={conns} {stack} #{round_ + 1}: {result['rps']:.0f} rps"
@@ -671,10 +730,10 @@ def main() -> int:
         "wb-serving", image=image, release=args.release, formula=args.formula, keep=args.keep
     ) as host:
         host.set_pillar(bench_pillar())
-        progress("converging the formula")
-        apply_webarch(host)
+        resolve_site_names(host)
+        progress("converging the formula (it installs WordPress into the wp site)")
+        wordpress_installed(host, apply_webarch(host))
         put_content(host)
-        install_wordpress(host)
         for stack in LEGACIES:
             start_legacy(host, stack, php)
         check_pages(host)

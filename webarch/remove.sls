@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
 # Accounts switched to absent: stop their processes, unmount their chroot,
-# archive their home (verified), then delete the user.  Nothing is lost.
+# archive their home (verified), then delete the user.  Sites switched to
+# absent: out of Apache first, then their application's database dumped and
+# their tree archived (both verified), then the tree deleted.  Nothing is lost.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 ---
@@ -9,6 +11,7 @@ include:
   - {{ tplroot }}.registry
   - {{ tplroot }}.php
   - {{ tplroot }}.apache
+  - {{ tplroot }}.mariadb
 
 {%- for name in webarch.remove %}
 {%-   set account = webarch.accounts[name] %}
@@ -96,4 +99,33 @@ webarch-{{ name }}-unregister:
     - require:
       - group: webarch-{{ name }}-remove-group
       - file: webarch-registry
+{%- endfor %}
+
+{%- for name in webarch.present %}
+{%-   set account = webarch.accounts[name] %}
+{%-   for site in account.sites_removed %}
+
+webarch-{{ name }}-site-{{ site.name }}-archived:
+  webarch_archive.tree_archived:
+    - name: {{ site.archive_name }}
+    - path: {{ site.root }}
+    - archive_dir: {{ site.archive_dir }}
+    - databases: {{ site.databases | json }}
+    - dump_dir: {{ site.dump_dir }}
+    - stage_dir: {{ site.stage_dir }}
+    - require:
+      # Apache serves the account's site file without it first.
+      - service: webarch-apache-service
+      - service: webarch-mariadb-service
+{%-     for dbname in site.databases if dbname in account.mariadb.absent %}
+    - require_in:
+      - webarch_mariadb: webarch-{{ name }}-db-{{ dbname }}-absent
+{%-     endfor %}
+
+webarch-{{ name }}-site-{{ site.name }}-leftovers:
+  file.absent:
+    - names: {{ site.leftovers | json }}
+    - require:
+      - webarch_archive: webarch-{{ name }}-site-{{ site.name }}-archived
+{%-   endfor %}
 {%- endfor %}

@@ -14,14 +14,25 @@ Step format (a list of dicts, each with exactly one action key; see browser.py):
     {"get": URL}                         load a page (waits for its load event; fails on
                                          Chromium's error page: refused, TLS error...)
     {"fill": CSS, "value": TEXT}         type TEXT into the (cleared) field
+    {"fill": CSS, "template": TEXT}      the same with TEXT's {NAME}s replaced by texts kept
+                                         by earlier "text" steps ({{ and }}: literal braces)
+    {"upload": CSS, "file": PATH}        choose the file PATH (absolute, on this machine) in
+                                         the file input CSS (which may be hidden)
+    {"select": CSS, "option": TEXT}      choose the option shown as TEXT in the <select> CSS
     {"click": CSS}                       click the element once clickable
     {"submit": CSS or None}              submit the form of CSS (None: of the last filled field)
     {"wait_for": CSS, "contains": TEXT}  wait until CSS is visible (and its text contains TEXT)
     {"text": CSS, "name": NAME}          the visible text of CSS, kept under NAME (default CSS)
+    {"text": CSS, "attribute": ATTR, "name": NAME}
+                                         instead the attribute (or property) ATTR of CSS,
+                                         e.g. a link's href or a field's value; CSS need
+                                         not be visible
     {"screenshot": NAME}                 save ARTIFACTS_DIR/NAME.png
 
 Every step but screenshot takes "timeout" (seconds, default 10) for its element
-to appear (for "get": for the page to load, default 30).
+to appear (for "get": for the page to load, default 30).  A "fill" value (maybe
+a password) is masked in the run's record; a "template" is shown as it is: never
+put a secret in one.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import os
 import re
 import shutil
 import signal
+import string
 import sys
 import tempfile
 import time
@@ -47,11 +59,13 @@ GET_TIMEOUT = 30.0
 #: action -> the other keys its step may have ("timeout" aside).
 ACTIONS: dict[str, frozenset[str]] = {
     "get": frozenset(),
-    "fill": frozenset({"value"}),
+    "fill": frozenset({"value", "template"}),
+    "upload": frozenset({"file"}),
+    "select": frozenset({"option"}),
     "click": frozenset(),
     "submit": frozenset(),
     "wait_for": frozenset({"contains"}),
-    "text": frozenset({"name"}),
+    "text": frozenset({"name", "attribute"}),
     "screenshot": frozenset(),
 }
 #: The document's URL, and the error code Chromium's own error page shows.
@@ -73,11 +87,24 @@ def action_of(step: Mapping[str, Any]) -> str:
     return next(key for key in step if key in ACTIONS)
 
 
+def template_names(template: str) -> list[str]:
+    """The {NAME}s of a "fill" template; ValueError unless each is a plain identifier."""
+    names = []
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(f"{{{name}}}: a name of letters, digits and '_' (no ! or :)")
+        names.append(name)
+    return names
+
+
 def check_steps(steps: Any) -> list[str]:
     """The problems of a step list (empty if it is fine)."""
     if not isinstance(steps, list) or not steps:
         return ["steps: a non-empty list of dicts"]
     problems = []
+    kept: set[str] = set()  # names of the texts kept so far, for "fill" templates
     for index, step in enumerate(steps):
         where = f"step {index}"
         if not isinstance(step, dict):
@@ -101,13 +128,32 @@ def check_steps(steps: Any) -> list[str]:
             problems.append(f"{where}: a file name of letters, digits, '.', '_', '-'")
         elif action == "submit" and not (arg is None or isinstance(arg, str)):
             problems.append(f"{where}: a CSS selector or None")
-        elif action in ("fill", "click", "wait_for", "text") and not (isinstance(arg, str) and arg):
+        elif action in ("fill", "upload", "select", "click", "wait_for", "text") and not (
+            isinstance(arg, str) and arg
+        ):
             problems.append(f"{where}: a CSS selector")
-        for key in ("value", "contains", "name"):
+        for key in ("value", "template", "contains", "name", "attribute", "file", "option"):
             if key in step and not isinstance(step[key], str):
                 problems.append(f"{where}: {key!r} is a string")
-        if action == "fill" and "value" not in step:
-            problems.append(f"{where}: 'value' (a string) to type")
+        if action == "fill" and ("value" in step) == ("template" in step):
+            problems.append(f"{where}: either 'value' (a string) to type or a 'template'")
+        if isinstance(step.get("template"), str):
+            try:
+                unknown = sorted(set(template_names(step["template"])) - kept)
+            except ValueError as exc:
+                problems.append(f"{where}: template {exc}")
+            else:
+                if unknown:
+                    problems.append(f"{where}: template names {unknown}: kept by no earlier text")
+        path = step.get("file")
+        if action == "upload" and not (isinstance(path, str) and os.path.isabs(path)):
+            problems.append(f"{where}: 'file', the absolute path of the file to choose")
+        if action == "select" and not (isinstance(step.get("option"), str) and step["option"]):
+            problems.append(f"{where}: 'option', the text of the option to choose")
+        if "attribute" in step and not (isinstance(step["attribute"], str) and step["attribute"]):
+            problems.append(f"{where}: 'attribute' names an attribute")
+        if action == "text":
+            kept.add(step["name"] if isinstance(step.get("name"), str) else str(arg))
         if "timeout" in step and not (
             isinstance(step["timeout"], int | float) and step["timeout"] > 0
         ):
@@ -166,6 +212,7 @@ class Run:
 
         self.artifacts = artifacts
         self.last_filled: str | None = None
+        self.texts: dict[str, str] = {}  # what "text" steps kept, for "fill" templates
         # chromedriver's output, without --log-path: that log would hold every
         # command, the typed password too.  Its own session, so that Chromium and
         # all its helpers can be ended with it (stop()).
@@ -237,9 +284,39 @@ class Run:
                 ec.visibility_of_element_located((By.CSS_SELECTOR, arg)),
                 f"no visible field {arg!r}",
             )
+            text = step["value"] if "value" in step else step["template"].format_map(self.texts)
             field.clear()
-            field.send_keys(step["value"])
+            field.send_keys(text)
             self.last_filled = arg
+        elif action == "upload":
+            path = step["file"]
+            if not os.path.isfile(path):
+                raise StepError(f"no file {path} to upload")
+            field = element(
+                ec.presence_of_element_located((By.CSS_SELECTOR, arg)), f"no file input {arg!r}"
+            )
+            if field.tag_name.lower() != "input" or (field.get_attribute("type") or "") != "file":
+                raise StepError(f"{arg!r} is no <input type=file>")
+            # A file input takes the path as its keys (hidden or not: W3C's
+            # strictFileInteractability is off by default).
+            field.send_keys(path)
+        elif action == "select":
+            from selenium.common.exceptions import NoSuchElementException
+            from selenium.webdriver.support.ui import Select
+
+            found = element(
+                ec.visibility_of_element_located((By.CSS_SELECTOR, arg)), f"no visible {arg!r}"
+            )
+            if found.tag_name.lower() != "select":
+                raise StepError(f"{arg!r} is no <select>")
+            menu = Select(found)
+            try:
+                menu.select_by_visible_text(step["option"])
+            except NoSuchElementException:
+                shown = [option.text for option in menu.options]
+                raise StepError(
+                    f"no option {step['option']!r} in {arg!r}; it has {shown}"
+                ) from None
         elif action == "click":
             element(
                 ec.element_to_be_clickable((By.CSS_SELECTOR, arg)), f"nothing clickable at {arg!r}"
@@ -266,10 +343,22 @@ class Run:
                         f"{text!r} not in {arg!r} within {timeout:g}s; it shows {now!r}"
                     ) from None
         elif action == "text":
-            found = element(
-                ec.visibility_of_element_located((By.CSS_SELECTOR, arg)), f"no visible {arg!r}"
-            )
-            return {"text": found.text, "name": step.get("name", arg)}
+            name = step.get("name", arg)
+            if "attribute" in step:
+                attribute = step["attribute"]
+                found = element(
+                    ec.presence_of_element_located((By.CSS_SELECTOR, arg)), f"no {arg!r}"
+                )
+                text = found.get_attribute(attribute)
+                if text is None:
+                    raise StepError(f"{arg!r} has no attribute {attribute!r}")
+            else:
+                found = element(
+                    ec.visibility_of_element_located((By.CSS_SELECTOR, arg)), f"no visible {arg!r}"
+                )
+                text = found.text
+            self.texts[name] = text
+            return {"text": text, "name": name}
         elif action == "screenshot":
             return {"screenshot": self.screenshot(arg)}
         return {}

@@ -12,7 +12,10 @@ from __future__ import annotations
 import copy
 import json
 import re
+import secrets
+import struct
 import time
+import zlib
 
 import pytest
 from e2e.browser import run_browser
@@ -144,6 +147,114 @@ def test_the_wordpress_admin_logs_in_with_the_mailed_password(host, first, sink)
     assert "/wp-admin/" in result.urls[-1], result.urls
 
 
+def png_image(width: int, height: int) -> bytes:
+    """A valid RGB PNG of ``width`` x ``height`` (a colour gradient), made by hand."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    pixels = b"".join(  # each row: filter type 0, then R G B of each pixel
+        b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 160))
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def test_the_wordpress_admin_publishes_a_post_with_an_uploaded_image(host, first, sink, tmp_path):
+    """In the browser the admin uploads a PNG (WordPress's plain uploader form),
+    takes its URL from the media library, writes a Quick Draft showing it and
+    publishes it (Posts, Bulk Edit: Published).  An anonymous visitor then finds
+    the post on the front page (Debian 12's theme lists excerpts: the image is
+    on the post's page the front page links to) and gets the image back byte for
+    byte as image/png; a .php put next to the image is not run."""
+    password = admin_password(sink, "WordPress")
+    token = secrets.token_hex(4)  # this run's post and file: no earlier one can pass for them
+    name, title, alt = f"coop-garden-{token}.png", f"Our co-op garden {token}", f"Garden {token}"
+    image = png_image(160, 120)
+    photo = tmp_path / name
+    photo.write_bytes(image)
+    photo.chmod(0o644)
+    admin = f"https://{WWW}/wp-admin"
+    result = run_browser(
+        host,
+        [
+            {"get": f"https://{WWW}/wp-login.php"},
+            {"wait_for": "#user_login"},
+            {"fill": "#user_login", "value": "alice"},
+            {"fill": "#user_pass", "value": password},
+            {"click": "#wp-submit"},
+            {"wait_for": "#wpadminbar", "timeout": 30},
+            # The browser uploader: a plain <input type=file> and an Upload button.
+            {"get": f"{admin}/media-new.php?browser-uploader"},
+            {"upload": "#async-upload", "file": str(photo)},
+            {"screenshot": "upload"},
+            {"click": "#html-upload"},
+            {"get": f"{admin}/upload.php?mode=list&s={token}"},
+            {"wait_for": "#the-list .filename", "contains": name, "timeout": 20},
+            # The URL its "Copy URL" button would copy.
+            {
+                "text": "#the-list .copy-attachment-url",
+                "attribute": "data-clipboard-text",
+                "name": "image_url",
+            },
+            {"screenshot": "media-library"},
+            {"get": f"{admin}/"},
+            {"fill": "#quick-press #title", "value": title},
+            {
+                "fill": "#quick-press #content",
+                "template": f'<p>Planted today.</p>\n<p><img src="{{image_url}}" alt="{alt}"></p>',
+            },
+            {"click": "#quick-press #save-post"},
+            {"wait_for": "#dashboard_quick_press .drafts", "contains": title, "timeout": 20},
+            {"screenshot": "quick-draft"},
+            {"get": f"{admin}/edit.php?post_status=draft&s={token}"},
+            {"wait_for": "#the-list .row-title", "contains": title},
+            {"click": "#cb-select-all-1"},
+            {"select": "#bulk-action-selector-top", "option": "Edit"},
+            {"click": "#doaction"},
+            {"select": "#bulk-edit select[name=_status]", "option": "Published"},
+            {"screenshot": "bulk-edit"},
+            {"click": "#bulk_edit"},
+            {"wait_for": "#message", "contains": "1 post updated", "timeout": 20},
+            {"screenshot": "published"},
+            {"get": f"https://{WWW}/"},
+            {"wait_for": ".wp-block-post-title", "contains": title},  # the newest post
+            {"screenshot": "front-page"},
+            {"click": ".wp-block-post-title a"},
+            {"wait_for": f"img[alt='{alt}']"},
+            {"screenshot": "post"},
+        ],
+        "test_apps-wordpress-post-image",
+    )
+    print(f"browser: {result.seconds}s (start {result.startup_seconds}s)")
+    image_url = result.texts["image_url"]
+    uploads = rf"https://{re.escape(WWW)}/wp-content/uploads/\d{{4}}/\d\d/"
+    assert re.fullmatch(uploads + re.escape(name), image_url), image_url
+    # What an anonymous visitor sees.
+    front = curl(host, f"https://{WWW}/")
+    links = re.findall(
+        rf'<a href="(https://{re.escape(WWW)}/[^"]*)"[^>]*>{re.escape(title)}<', front
+    )
+    assert links, front[-3000:]
+    post = curl(host, links[0])
+    assert re.search(rf'<img\b[^>]*\bsrc="{re.escape(image_url)}"', post), post[-3000:]
+    got = tmp_path / "got.png"
+    answer = curl(host, image_url, "-o", str(got), "-w", "%{http_code} %{content_type}")
+    assert answer == "200 image/png", answer
+    assert got.read_bytes() == image
+    # Written by alice's PHP, as alice; and no PHP runs from where it went.
+    folder = "/home/alice/sites/www/public" + image_url.removeprefix(f"https://{WWW}")[: -len(name)]
+    owner = host.run(["stat", "-c", "%U", f"{folder}{name}"], check=True).stdout.split()
+    assert owner == ["alice"]
+    host.write_file(f"{folder}shell.php", "<?php echo 'RAN-' . 'NEXT-TO-IMAGE';", mode=0o644)
+    host.run(["chown", "alice", f"{folder}shell.php"], check=True)
+    answer = curl(host, image_url[: -len(name)] + "shell.php", "-w", " %{http_code}")
+    assert "RAN-NEXT-TO-IMAGE" not in answer and answer.endswith(" 403"), answer
+
+
 def test_the_mediawiki_admin_logs_in_with_the_mailed_password(host, first, sink):
     password = admin_password(sink, "MediaWiki")
     result = run_browser(
@@ -223,3 +334,50 @@ def test_no_password_in_output_or_logs(host, first, sink):
     found = host.run(["grep", "-rlF", "-e", passwords[0], "-e", passwords[1], "/var/log",
                       "/var/cache/salt", "/home/alice/logs"])  # fmt: skip
     assert found.stdout == "", found.stdout
+
+
+# Last: it removes alice's WordPress site.
+def test_a_site_switched_to_absent_is_archived_with_its_database_then_removed(host, base, first):
+    """alice's WordPress site switched to absent: first out of Apache, then its
+    database dumped and its tree archived (both verified), then the tree is gone;
+    the database stays (its own pillar entry keeps it); the next run changes nothing."""
+    assert failed(first) == {}
+    root = "/home/alice/sites/www"
+    host.write_file(f"{root}/public/wp-content/uploads/keep.txt", "KEEP-ME-42", mode=0o644)
+    sql = "INSERT INTO wp_options (option_name, option_value) VALUES ('webarch_keep', 'ROW-43');"
+    host.run(["mariadb", "alice_wp", "-e", sql], check=True)
+    gone = copy.deepcopy(base)
+    gone["webarch"]["accounts"]["alice"]["sites"]["www"]["state"] = "absent"
+
+    predicted = run(host, gone, "test=True")
+    archive_id = "webarch_archive_|-webarch-alice-site-www-archived_|-alice.www_|-tree_archived"
+    plan = state_results(predicted)[archive_id]
+    assert plan["result"] is None and plan["changes"]["dumped"] == ["alice_wp (would be)"], plan
+    assert host.run(["test", "-d", root]).returncode == 0
+
+    ret = run(host, gone)
+    assert failed(ret) == {}
+    results = state_results(ret)
+    done = results[archive_id]
+    apache = next(v for k, v in results.items() if "webarch-apache-service" in k)
+    assert apache["__run_num__"] < done["__run_num__"]
+    archive, (dump,) = done["changes"]["archived"], done["changes"]["dumped"]
+    assert re.fullmatch(r"/var/backups/webarch/alice\.www-\d{8}T\d{6}Z\.tar\.gz", archive)
+    assert re.fullmatch(r"/var/backups/webarch/databases/alice_wp-\d{8}T\d{6}Z\.sql\.gz", dump)
+    assert host.run(["test", "-e", root]).returncode == 1
+    listing = host.run(["tar", "-tzf", archive], check=True).stdout.split("\n")
+    assert "www/public/wp-config.php" in listing
+    kept = host.run(["tar", "-xzOf", archive, "www/public/wp-content/uploads/keep.txt"])
+    assert kept.stdout == "KEEP-ME-42"
+    dumped = host.run(["sh", "-c", f"zcat {dump}"], check=True).stdout
+    assert "ROW-43" in dumped and dumped.rstrip().splitlines()[-1].startswith("-- Dump completed")
+    for path in (archive, dump):
+        assert host.run(["stat", "-c", "%U %a", path]).stdout.split() == ["root", "600"]
+    assert host.run(["test", "-e", "/var/lib/webarch/apps/alice-www.json"]).returncode == 1
+    # The database stays; the site's name is no longer served by alice.
+    assert "ROW-43" in host.run(["mariadb", "alice_wp", "-Ne",
+                                 "SELECT option_value FROM wp_options "
+                                 "WHERE option_name='webarch_keep'"]).stdout  # fmt: skip
+    assert "Alice" not in curl(host, f"https://{WWW}/")
+    again = run(host, gone)
+    assert failed(again) == {} and changed(again) == {}

@@ -61,7 +61,8 @@ class Rendering:
 
 
 def variants(pillar: dict) -> list[Variant]:
-    """The full run, a run limited by ``webarch_only``, an account switched to absent."""
+    """The full run, a run limited by ``webarch_only``, an account switched to absent,
+    a site with an application switched to absent (its database too)."""
     accounts = (pillar.get("webarch") or {}).get("accounts") or {}
     present = sorted(
         name for name, data in accounts.items() if (data or {}).get("state", "present") == "present"
@@ -77,7 +78,28 @@ def variants(pillar: dict) -> list[Variant]:
                 frozenset(str(name) for name in accounts),
             )
         )
+        found += _site_removed(accounts, present)
     return found
+
+
+def _site_removed(accounts: dict, present: list[str]) -> list[Variant]:
+    """The first site with an application switched to absent, its database too."""
+    for name in present:
+        for site, data in ((accounts[name] or {}).get("sites") or {}).items():
+            database = ((data or {}).get("app") or {}).get("database")
+            if database:
+                overlay = {
+                    "sites": {site: {"state": "absent"}},
+                    "databases": {database: {"state": "absent"}},
+                }
+                return [
+                    Variant(
+                        f"{name}:{site} absent",
+                        {"webarch": {"accounts": {name: overlay}}},
+                        frozenset(str(n) for n in accounts),
+                    )
+                ]
+    return []
 
 
 def grains(osmajorrelease: int, codename: str) -> dict:

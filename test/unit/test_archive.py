@@ -521,3 +521,119 @@ def test_state_reports_a_failed_removal_with_the_archive(state, mod, tmp_path, m
     assert set(ret["changes"]) == {"archived", "files"}
     assert os.path.exists(ret["changes"]["archived"])
     assert home.exists()
+
+
+# --------------------------------------------------------------------------
+# A removed site: its application's database dumped first
+# --------------------------------------------------------------------------
+
+
+def fake_mariadb(state, monkeypatch, existing: set[str], fail: str = "") -> list[str]:
+    """Stand-ins for webarch_mariadb's dump functions; return the dumps made."""
+    made: list[str] = []
+
+    def dump(name: str, dump_dir: str) -> str:
+        if name == fail:
+            raise RuntimeError(f"mariadb-dump {name} failed: injected")
+        os.makedirs(dump_dir, exist_ok=True)
+        path = os.path.join(dump_dir, f"{name}-X.sql.gz")
+        with open(path, "w") as handle:
+            handle.write("-- Dump completed\n")
+        made.append(path)
+        return path
+
+    monkeypatch.setitem(state.__salt__, "webarch_mariadb.dump", dump)
+    monkeypatch.setitem(state.__salt__, "webarch_mariadb.database_exists", existing.__contains__)
+    return made
+
+
+def test_tree_state_dumps_the_database_then_archives(state, tmp_path, monkeypatch):
+    site = make_tree(tmp_path)
+    dumps = tmp_path / "archives" / "databases"
+    made = fake_mariadb(state, monkeypatch, {"alice_wp"})
+
+    ret = state.tree_archived(
+        "alice.www", str(site), str(tmp_path / "archives"), ["alice_wp", "alice_gone"], str(dumps)
+    )
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["dumped"] == made == [str(dumps / "alice_wp-X.sql.gz")]
+    assert os.path.basename(ret["changes"]["archived"]).startswith("alice.www-")
+    assert not os.path.lexists(site)
+
+
+def test_tree_state_keeps_the_tree_when_the_dump_fails(state, tmp_path, monkeypatch):
+    site = make_tree(tmp_path)
+    before = tree_state(site)
+    fake_mariadb(state, monkeypatch, {"alice_wp"}, fail="alice_wp")
+
+    ret = state.tree_archived(
+        "alice.www", str(site), str(tmp_path / "archives"), ["alice_wp"], str(tmp_path / "d")
+    )
+
+    assert ret["result"] is False
+    assert "injected" in ret["comment"] and "left in place" in ret["comment"]
+    assert tree_state(site) == before
+    assert not (tmp_path / "archives").exists()
+
+
+def test_tree_state_in_test_mode_names_the_dumps(state, tmp_path, monkeypatch):
+    site = make_tree(tmp_path)
+    made = fake_mariadb(state, monkeypatch, {"alice_wp"})
+    monkeypatch.setitem(state.__opts__, "test", True)
+
+    ret = state.tree_archived("alice.www", str(site), str(tmp_path / "a"), ["alice_wp"])
+
+    assert ret["result"] is None
+    assert ret["changes"]["dumped"] == ["alice_wp (would be)"]
+    assert made == [] and site.exists()
+
+
+def test_tree_state_moves_the_tree_out_of_reach_first(state, tmp_path, monkeypatch):
+    site = make_tree(tmp_path)
+    before = tree_state(site)
+    stage = tmp_path / "stage"
+    seen: list[str] = []
+    archive = state.__salt__["webarch_archive.archive_dir_tree"]
+
+    def spy(name: str, path: str, archive_dir: str) -> dict:
+        seen.append(path)
+        return archive(name, path, archive_dir)
+
+    monkeypatch.setitem(state.__salt__, "webarch_archive.archive_dir_tree", spy)
+    ret = state.tree_archived("alice.www", str(site), str(tmp_path / "a"), stage_dir=str(stage))
+
+    assert ret["result"] is True, ret["comment"]
+    assert seen == [str(stage / site.name)]
+    assert ret["changes"]["removed"] == str(site)
+    assert not stage.exists() and not site.exists()
+    extract(ret["changes"]["archived"], tmp_path / "restored")
+    assert tree_state(tmp_path / "restored" / site.name) == before
+
+
+def test_tree_state_refuses_a_symlink_swapped_in(state, tmp_path):
+    """The owner swaps the tree for a symlink to someone else's: refused, nothing lost."""
+    site = make_tree(tmp_path)
+    other = tmp_path / "bob-www"
+    write(other / "index.html", "bob's")
+    site.rename(tmp_path / "moved")
+    site.symlink_to(other)
+    stage = tmp_path / "s"
+    ret = state.tree_archived("alice.www", str(site), str(tmp_path / "a"), stage_dir=str(stage))
+    assert ret["result"] is False and "not a directory" in ret["comment"]
+    # Swapped in after that check: moved out of the owner's reach, and refused.
+    with pytest.raises(OSError, match="was not a directory"):
+        state._stage(str(site), str(stage))
+    assert (stage / site.name).is_symlink() and not site.exists()
+    assert (other / "index.html").read_text() == "bob's"
+    assert not (tmp_path / "a").exists()
+
+
+def test_tree_state_takes_up_a_tree_left_staged(state, tmp_path):
+    site = make_tree(tmp_path)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    site.rename(stage / site.name)
+    ret = state.tree_archived("alice.www", str(site), str(tmp_path / "a"), stage_dir=str(stage))
+    assert ret["result"] is True, ret["comment"]
+    assert os.path.exists(ret["changes"]["archived"]) and not stage.exists()

@@ -113,3 +113,45 @@ def test_an_app_needs_the_accounts_email(model):
     assert f"{P}: needs the account's email: the admin password is sent there" in problems(
         model, data
     )
+
+
+def test_a_site_switched_to_absent_is_archived_with_its_database(model):
+    data = pillar({"database": "alice_wp"})
+    data["accounts"]["alice"]["sites"]["www"]["state"] = "absent"
+    data["accounts"]["alice"]["sites"]["blog"] = {"server_name": "blog.alice.example"}
+    alice = build(model, data)["accounts"]["alice"]
+    assert sorted(alice["sites"]) == ["blog"]
+    assert alice["apps"] == {} and "app-www" not in alice["notify"]["kinds"]
+    assert alice["sites_removed"] == [
+        {
+            "name": "www",
+            "root": "/home/alice/sites/www",
+            "archive_name": "alice.www",
+            "archive_dir": "/var/backups/webarch",
+            "dump_dir": "/var/backups/webarch/databases",
+            "stage_dir": "/home/alice/.webarch-removing",
+            "databases": ["alice_wp"],
+            "leftovers": [
+                "/var/lib/webarch/apps/alice-www.json",
+                "/home/alice/.notify_app-www",
+                "/var/lib/webarch/notify/spool/alice.app-www",
+            ],
+        }
+    ]
+
+
+def test_an_absent_site_frees_its_names_and_its_database(model):
+    data = pillar({"database": "alice_old"})
+    data["accounts"]["alice"]["sites"]["www"]["state"] = "absent"
+    data["accounts"]["alice"]["sites"]["new"] = {"server_name": "www.alice.example"}
+    alice = build(model, data)["accounts"]["alice"]
+    assert alice["sites_removed"][0]["databases"] == ["alice_old"]
+    assert alice["sites"]["new"]["server_name"] == "www.alice.example"
+
+
+def test_a_bad_site_state_is_named(model):
+    data = pillar(None, "php")
+    data["accounts"]["alice"]["sites"]["www"]["state"] = "gone"
+    assert problems(model, data) == [
+        "webarch:accounts:alice:sites:www:state: must be one of present, absent, not 'gone'"
+    ]

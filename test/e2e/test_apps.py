@@ -336,6 +336,39 @@ def test_no_password_in_output_or_logs(host, first, sink):
     assert found.stdout == "", found.stdout
 
 
+def test_a_release_archive_from_salt_is_checked_then_installed(host, base, first):
+    """A site whose WordPress comes from a release archive (``salt://``, with its
+    SHA-256): a wrong checksum fails that site's install alone and unpacks nothing;
+    the right one installs it, and it answers with its title."""
+    archive = "/srv/formula/releases/wordpress-test.tar.gz"
+    host.run(["sh", "-c", "mkdir -p /srv/formula/releases && tar -C /usr/share -czhf "
+              f"{archive} --exclude=wordpress/wp-config.php wordpress"], check=True)  # fmt: skip
+    sha256 = host.run(["sha256sum", archive], check=True).stdout.split()[0]
+    pillar = copy.deepcopy(base)
+    alice = pillar["webarch"]["accounts"]["alice"]
+    alice["databases"]["alice_shop"] = None
+    source = {"source": "salt://releases/wordpress-test.tar.gz", "sha256": "0" * 64}
+    alice["sites"]["shop"] = {"type": "wordpress", "server_name": "shop.alice.example",
+                              "app": {"database": "alice_shop", "title": "Alice's shop",
+                                      "source": source}}  # fmt: skip
+    bad = run(host, pillar)
+    state_id = "webarch_app_|-webarch-alice-app-shop_|-/home/alice/sites/shop_|-installed"
+    # That site's install fails, and only what needs it (its tracking code, its mail).
+    assert all("-app-shop" in key for key in failed(bad)), failed(bad)
+    assert "sha256" in state_results(bad)[state_id]["comment"], failed(bad)
+    assert host.run(["find", "/home/alice/sites/shop", "-name", "wp-settings.php"]).stdout == ""
+    source["sha256"] = sha256
+    good = run(host, pillar)
+    assert failed(good) == {}, failed(good)
+    page = host.net_run(["curl", "-sk", "--resolve", "shop.alice.example:443:127.0.0.1",
+                         "https://shop.alice.example/"]).stdout  # fmt: skip
+    assert "Alice&#039;s shop" in page or "Alice's shop" in page, page[:2000]
+    ledger = json.loads(host.read_file("/var/lib/webarch/apps/alice-shop.json"))
+    assert ledger["source"] == source["source"] and ledger["sha256"] == sha256, ledger
+    again = run(host, pillar)
+    assert failed(again) == {} and changed(again) == {}
+
+
 # Last: it removes alice's WordPress site.
 def test_a_site_switched_to_absent_is_archived_with_its_database_then_removed(host, base, first):
     """alice's WordPress site switched to absent: first out of Apache, then its

@@ -13,6 +13,28 @@ from webarch_check import OPTIONAL, Derived, Key
 
 SMARTHOST_RE = re.compile(r"^(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?:::(?P<port>[0-9]{1,5}))?$")
 
+#: TLS towards the smarthost: required with its certificate checked, required with
+#: any certificate, or Exim's default (STARTTLS when offered, else in clear).
+SMARTHOST_TLS = ("required", "unverified", "opportunistic")
+
+#: Debian's credentials of this host's Exim as an SMTP client (exim4_passwd_client(5)):
+#: root:Debian-exim 0640, read by Exim's transport at each delivery.
+PASSWD_CLIENT = "/etc/exim4/passwd.client"
+PASSWD_CLIENT_GROUP = "Debian-exim"
+#: Where the relay password is, in the pillar: only the state that writes
+#: passwd.client reads it, when it runs (never the model, the SLS or its arguments).
+PASSWORD_PILLAR = "webarch:mail:smarthost_password"
+#: Debian's split configuration (conf.d/): webarch's macros, included first, and an
+#: addition to Debian's ``remote_smtp_smarthost`` transport (the file sorts right after
+#: ``30_exim4-config_remote_smtp_smarthost``, so its lines are options of that transport).
+EXIM_MAIN_INCLUDE = "/etc/exim4/conf.d/main/000_webarch"
+EXIM_SMARTHOST_ADDITION = (
+    "/etc/exim4/conf.d/transport/30_exim4-config_remote_smtp_smarthost_webarch"
+)
+
+#: A login name or password Exim can send (AUTH PLAIN/LOGIN) and passwd.client hold.
+LOGIN_TEXT_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
+
 NOTIFY_VIA = ("auto", "reactor", "direct")
 
 RESET_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
@@ -29,6 +51,33 @@ MAIL_KEYS = check.key_table(
         "``mx.example.org::587``). Left out, Exim delivers to each domain's MX itself.",
     ),
     Key(
+        "smarthost_user",
+        "login name",
+        OPTIONAL,
+        "Log in to the smarthost as this user (SMTP AUTH PLAIN or LOGIN, only over "
+        "TLS) before any mail is sent: mail the smarthost does not take this login for "
+        "stays queued. Needs ``smarthost_password``.",
+    ),
+    Key(
+        "smarthost_password",
+        "password: printable ASCII, no spaces",
+        OPTIONAL,
+        "The password of ``smarthost_user``. It is written to "
+        "``/etc/exim4/passwd.client`` (root:Debian-exim 0640) and nowhere else: not in "
+        "state output, logs or Salt's caches.",
+    ),
+    Key(
+        "smarthost_tls",
+        check.one_of(SMARTHOST_TLS),
+        Derived("default ``required`` with ``smarthost_user``, else ``opportunistic``"),
+        "``required``: mail leaves only over TLS (STARTTLS) and only if the "
+        "smarthost's certificate is valid for its name (the system's CAs); "
+        "``unverified``: over TLS too, whatever the certificate (a relay with a "
+        "self-signed certificate on the co-op's own network); ``opportunistic``: "
+        "TLS when the smarthost offers it, else in clear (Exim's default; not with a "
+        "password).",
+    ),
+    Key(
         "rate_limit",
         "integer 1-100000",
         OPTIONAL,
@@ -39,23 +88,170 @@ MAIL_KEYS = check.key_table(
 
 
 def mail_settings(value: Any, problems: check.Problems) -> dict:
-    """Server-wide mail: Exim's smarthost (or direct delivery) and the default send limit."""
+    """Server-wide mail: Exim's smarthost (or direct delivery), its login and TLS, and
+    the default send limit.  The relay password is checked but not kept."""
     path = ["webarch", "mail"]
-    _, get = check.block(value, MAIL_KEYS, path, problems)
+    data, get = check.block(value, MAIL_KEYS, path, problems)
     smarthost = get("smarthost")
     if smarthost is not None:
         smarthost = _smarthost(smarthost, [*path, "smarthost"], problems)
     rate_limit = get("rate_limit")
     if rate_limit is not None:
         rate_limit = check.integer(rate_limit, [*path, "rate_limit"], problems, 1, 100000)
+    auth = _smarthost_auth(data, smarthost, path, problems)
+    tls = _smarthost_tls(data, smarthost, auth, path, problems)
     return {
         "smarthost": smarthost,
+        "smarthost_auth": auth,
+        "smarthost_tls": tls,
+        "exim_macros": exim_macros(tls),
+        "exim_main_include": {
+            "path": EXIM_MAIN_INCLUDE,
+            "lines": [
+                "# Managed by Salt (webarch): do not edit by hand.",
+                "# webarch's macros (Debian's split configuration reads no localmacros file).",
+                f".include {paths.EXIM_MACROS}",
+            ],
+        },
+        "exim_smarthost_addition": {
+            "path": EXIM_SMARTHOST_ADDITION,
+            "lines": EXIM_SMARTHOST_ADDITION_LINES,
+        },
+        "passwd_client": {"path": PASSWD_CLIENT, "group": PASSWD_CLIENT_GROUP},
         "rate_limit": rate_limit,
         "socket": paths.MAIL_SOCKET,
         "gate_dir": paths.MAIL_GATE_DIR,
         "accounts_path": paths.MAIL_ACCOUNTS_PATH,
         "limits_path": paths.MAIL_LIMITS_PATH,
     }
+
+
+#: Appended to Debian's ``remote_smtp_smarthost`` transport (see EXIM_SMARTHOST_ADDITION):
+#: a smarthost with credentials in passwd.client (the list Debian gives
+#: ``hosts_try_auth``) must take them, or the mail stays queued.  With only
+#: ``hosts_try_auth``, Exim sends unauthenticated after a refused login, and the
+#: smarthost's refusal of that mail bounces it.
+EXIM_SMARTHOST_ADDITION_LINES = [
+    "# Managed by Salt (webarch): do not edit by hand.",
+    "# update-exim4.conf puts this file right after 30_exim4-config_remote_smtp_smarthost:",
+    "# these are options of Debian's remote_smtp_smarthost transport.",
+    "  hosts_require_auth = <; ${if exists{CONFDIR/passwd.client} \\",
+    "        {${lookup{$host}nwildlsearch{CONFDIR/passwd.client}{$host_address}}}{}}",
+]
+
+
+def exim_macros(tls: str | None) -> list[str]:
+    """The lines of webarch's Exim macros file (``exim4.conf.localmacros``)."""
+    lines = [
+        "# Managed by Salt (webarch): do not edit by hand.",
+        "# Local callers that are not trusted (the hosting accounts) cannot",
+        "# choose their envelope sender: Exim uses their login, rewritten by",
+        "# /etc/email-addresses to the account's configured address.",
+        "MAIN_FORCE_SENDER = yes",
+        "# Per-account hourly send limits.",
+        f"MAIN_ACL_CHECK_MAIL = {paths.EXIM_MAIL_ACL}",
+    ]
+    if tls in ("required", "unverified"):
+        lines += [
+            "# Mail to the smarthost leaves over TLS only (else it stays queued).",
+            "REMOTE_SMTP_SMARTHOST_HOSTS_REQUIRE_TLS = *",
+        ]
+    if tls == "required":
+        lines += [
+            "# ... and only if its certificate is valid for its name (the system's CAs).",
+            "REMOTE_SMTP_SMARTHOST_TLS_VERIFY_HOSTS = *",
+        ]
+    elif tls == "unverified":
+        lines += [
+            "# ... whatever its certificate (tried, not required).",
+            "REMOTE_SMTP_SMARTHOST_TLS_VERIFY_HOSTS =",
+        ]
+    return lines
+
+
+def _smarthost_auth(
+    data: dict, smarthost: str | None, path: list[str], problems: check.Problems
+) -> dict | None:
+    """The smarthost login (``host`` as passwd.client names it, ``user``), or None.
+
+    The password is checked here (never quoted in a problem) but not returned: the
+    state that writes passwd.client reads it from the pillar itself.
+    """
+    user, password = data.get("smarthost_user"), data.get("smarthost_password")
+    if user is None and password is None:
+        return None
+    bad = False
+    if user is None:
+        problems.add([*path, "smarthost_user"], "must be given with smarthost_password")
+        bad = True
+    elif not isinstance(user, str) or not LOGIN_TEXT_RE.fullmatch(user) or ":" in user:
+        problems.add(
+            [*path, "smarthost_user"],
+            f"{check.describe(user)} must be 1-256 printable ASCII characters, "
+            "without spaces or ':'",
+        )
+        bad = True
+    problem = password_problem(password)
+    if problem:
+        problems.add([*path, "smarthost_password"], problem)
+        bad = True
+    host = smarthost.split("::")[0] if smarthost else None
+    if "smarthost" not in data:
+        problems.add([*path, "smarthost_user"], "needs webarch:mail:smarthost")
+        bad = True
+    elif host is None:  # the smarthost's own problem is reported
+        bad = True
+    elif host.startswith("["):
+        problems.add(
+            [*path, "smarthost_user"],
+            "needs a smarthost named by host name or IPv4 address (not [IPv6])",
+        )
+        bad = True
+    return None if bad else {"host": host, "user": user}
+
+
+def password_problem(password: Any) -> str | None:
+    """What is wrong with a relay password (never quoting it), or None."""
+    if password is None:
+        return "must be given with smarthost_user"
+    if not isinstance(password, str):
+        return f"must be a string, not {type(password).__name__} (quote it in YAML)"
+    if not LOGIN_TEXT_RE.fullmatch(password):
+        return "must be 1-256 printable ASCII characters without spaces (not shown here)"
+    return None
+
+
+def _smarthost_tls(
+    data: dict, smarthost: str | None, auth: dict | None, path: list[str], problems: check.Problems
+) -> str | None:
+    """How Exim uses TLS towards the smarthost (None without a smarthost)."""
+    login = auth is not None or "smarthost_user" in data or "smarthost_password" in data
+    if "smarthost_tls" not in data:
+        return None if smarthost is None else "required" if login else "opportunistic"
+    tls = check.choice(data["smarthost_tls"], [*path, "smarthost_tls"], problems, SMARTHOST_TLS)
+    if tls is not None and "smarthost" not in data:
+        problems.add([*path, "smarthost_tls"], "needs webarch:mail:smarthost")
+        return None
+    if tls == "opportunistic" and login:
+        problems.add(
+            [*path, "smarthost_tls"],
+            "opportunistic cannot go with smarthost_user: Exim sends the password only "
+            "over TLS (use required or unverified)",
+        )
+        return None
+    return tls if smarthost is not None else None
+
+
+def passwd_client_lines(auth: dict | None, password: str | None) -> list[str]:
+    """The lines of passwd.client: a header, and the smarthost's login if there is one."""
+    lines = [
+        "# Managed by Salt (webarch): do not edit by hand.",
+        "# The login of this host's Exim at its smarthost (webarch:mail:smarthost_user and",
+        "# smarthost_password), see exim4_passwd_client(5).  HOST:USER:PASSWORD",
+    ]
+    if auth is not None and password is not None:
+        lines.append(f"{auth['host']}:{auth['user']}:{password}")
+    return lines
 
 
 def exim_queue_only(osmajorrelease: int) -> dict:

@@ -22,11 +22,13 @@ from typing import Any
 
 import webarch_apps as apps
 import webarch_check as check
+import webarch_cron_model as cron_model
 import webarch_db as db
 import webarch_layout as layout
 import webarch_mail as mail
 import webarch_paths as paths
 import webarch_php as php
+import webarch_quota as quota
 import webarch_stats_model as stats
 import webarch_web as web
 from webarch_check import OPTIONAL, Derived, Key, ModelError
@@ -90,6 +92,7 @@ SERVER_KEYS = check.key_table(
         "from here, never from a request. See `Password notifications`_.",
     ),
     Key("acme", "mapping", {}, "Certificates for every site through Apache's mod_md."),
+    Key("quota", "mapping", {}, "Disk quotas of the accounts. See `Quotas`_."),
     Key(
         "matomo",
         "mapping",
@@ -150,6 +153,7 @@ def _server_settings(pillar: dict, problems: check.Problems, osmajorrelease: int
             admin_email if isinstance(admin_email, str) and "@" in admin_email else None,
             problems,
         ),
+        "quota": quota.quota_settings(get("quota"), pillar.get("accounts"), problems),
         "acme": web.acme(
             get("acme"),
             admin_email if isinstance(admin_email, str) and "@" in admin_email else None,
@@ -225,6 +229,13 @@ ACCOUNT_KEYS = check.key_table(
         "applications still need none). Generated and mailed; needs ``email``.",
     ),
     Key("resets", "mapping", {}, "Ask for new generated passwords."),
+    Key(
+        "cron",
+        "mapping",
+        {},
+        "The account's cron jobs, ``JOB: {schedule, command, enabled}``, run as the "
+        "account in its chroot (see `Cron`_).",
+    ),
     Key("mail", "mapping", {}, "The account's own mail."),
     Key(
         "php",
@@ -261,6 +272,7 @@ ACCOUNT_KEYS = check.key_table(
         "and inner hyphens, which also names the directory ``~/sites/SITE``.",
     ),
     Key("matomo", "true or false", True, stats.SWITCH_DOC.split("; on a site")[0] + "."),
+    Key("quota", "mapping", {}, "The account's disk quota, over ``quota:defaults``."),
 )
 
 
@@ -338,6 +350,10 @@ def _account(
         "mariadb": db.account_mariadb(name, data, server, problems),
         "mail": mail.account_mail(name, data, server, problems),
         "notify": mail.account_notify(name, data, email, ssh_password, problems),
+        "quota": quota.account_quota(data, server, path, problems),
+        "cron": cron_model.account_cron(
+            name, data, paths.chroot(name, server["chroot_base"] or paths.CHROOT_BASE), problems
+        ),
     }
 
 
@@ -450,7 +466,9 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
             a["name"] for a in present if a["notify"]["kinds"] and a["name"] in wanted
         ),
         "db_dumps": db.db_dumps(server, present),
+        "cron": cron_model.cron_file(present, server["notify"]["from"]),
         "matomo": matomo,
+        "quota": quota.quota(server, present),
         "app_packages": apps.debian_packages(accounts),
         "absent": sorted(set(accounts) - present_names),
         # Absent accounts whose Unix user webarch made: archived, then removed.

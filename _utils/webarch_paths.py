@@ -45,6 +45,8 @@ LOG_MAP_PATH = f"{CONFIG_DIR}/log-map"
 LOG_MAP_HEADER = "# Managed by Salt (webarch): site name -> account, for webarch-log-split."
 MAIL_ACCOUNTS_PATH = f"{CONFIG_DIR}/mail-accounts"
 MAIL_ACCOUNTS_HEADER = "# Managed by Salt (webarch): ACCOUNT HOME, for webarch-mail-gate and -log."
+#: The accounts' cron jobs, for webarch-cron (JSON, root 0600).
+CRON_CONFIG_PATH = f"{CONFIG_DIR}/cron.json"
 DB_DUMP_MAP_PATH = f"{CONFIG_DIR}/db-dumps"
 DB_DUMP_MAP_HEADER = (
     "# Managed by Salt (webarch): ACCOUNT DATABASE, dumped nightly by webarch-db-dump."

@@ -43,6 +43,13 @@ HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 HEADERS_SET_BY_WEBARCH = frozenset({"strict-transport-security", "x-robots-tag"})
 
+#: Response headers every site sends unless its application sends its own
+#: (``Header always setifempty``), or its ``headers`` key sets or removes them.
+DEFAULT_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+
 URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!&'()*+,;=:@/%-]*$")
 
 AUTH_USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -150,9 +157,13 @@ SITE_KEYS = check.key_table(
         "headers",
         "mapping",
         {},
-        'Extra response headers, ``NAME: VALUE`` (plain ASCII, no ``" \\ $ %``). '
-        "``Strict-Transport-Security`` and ``X-Robots-Tag`` are set by the site's "
-        "own keys (``hsts``, ``robots_deny``), not here.",
+        'Extra response headers, ``NAME: VALUE`` (plain ASCII, no ``" \\ $ %``), sent '
+        "whatever the application sends. Every site also sends "
+        "``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: "
+        "strict-origin-when-cross-origin`` unless its application sends its own: "
+        "naming one here sets it instead, ``NAME: false`` sends none (header names "
+        "are case-insensitive). ``Strict-Transport-Security`` and ``X-Robots-Tag`` "
+        "are set by the site's own keys (``hsts``, ``robots_deny``), not here.",
     ),
     Key(
         "robots_deny",
@@ -212,6 +223,7 @@ def site_settings(
     site_type = check.choice(get("type"), [*path, "type"], problems, SITE_TYPES)
     docroot = check.relative_path(get("docroot"), [*path, "docroot"], problems)
     root = f"{paths.HOME_BASE}/{account}/sites/{site}"
+    headers = _headers(get("headers"), [*path, "headers"], problems)
     return {
         "name": site,
         "state": check.choice(get("state"), [*path, "state"], problems, check.STATES),
@@ -223,7 +235,8 @@ def site_settings(
         "suspended": check.boolean(get("suspended"), [*path, "suspended"], problems),
         "robots_deny": check.boolean(get("robots_deny"), [*path, "robots_deny"], problems),
         "hsts": _hsts(get("hsts"), [*path, "hsts"], problems),
-        "headers": _headers(get("headers"), [*path, "headers"], problems),
+        "headers": {name: value for name, value in headers.items() if value is not None},
+        "default_headers": _default_headers(headers),
         "redirects": _redirects(get("redirects"), [*path, "redirects"], problems),
         "basic_auth": _basic_auth(get("basic_auth"), [*path, "basic_auth"], problems),
         "matomo": _matomo_switch(get("matomo"), [*path, "matomo"], problems),
@@ -249,9 +262,14 @@ def _hsts(value: Any, path: list[str], problems: check.Problems) -> int:
     return checked or 0
 
 
-def _headers(value: Any, path: list[str], problems: check.Problems) -> dict[str, str]:
-    """Extra response headers: NAME -> VALUE, both safe for Apache's config."""
-    headers: dict[str, str] = {}
+def _headers(value: Any, path: list[str], problems: check.Problems) -> dict[str, str | None]:
+    """Extra response headers: NAME -> VALUE, both safe for Apache's config.
+
+    ``None`` for a default header (``DEFAULT_HEADERS``) that ``NAME: false`` removes.
+    """
+    headers: dict[str, str | None] = {}
+    defaults = {name.lower() for name in DEFAULT_HEADERS}
+    seen: dict[str, str] = {}
     for name, text in check.mapping(value, path, problems).items():
         hpath = [*path, str(name)]
         if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
@@ -260,6 +278,23 @@ def _headers(value: Any, path: list[str], problems: check.Problems) -> dict[str,
         if name.lower() in HEADERS_SET_BY_WEBARCH:
             problems.add(hpath, "is set by webarch (use the site's own keys)")
             continue
+        if name.lower() in seen:
+            problems.add(
+                hpath,
+                f"names the header of {seen[name.lower()]!r} again (names are case-insensitive)",
+            )
+            continue
+        seen[name.lower()] = name
+        if text is False:
+            if name.lower() in defaults:
+                headers[name] = None
+            else:
+                problems.add(
+                    hpath,
+                    "false removes only a header every site sends by default "
+                    f"({', '.join(sorted(DEFAULT_HEADERS))})",
+                )
+            continue
         checked = check.string(text, hpath, problems, max_len=1000)
         if checked is not None and not check.config_text_ok(checked):
             problems.add(hpath, check.CONFIG_TEXT_MESSAGE)
@@ -267,6 +302,12 @@ def _headers(value: Any, path: list[str], problems: check.Problems) -> dict[str,
         if checked is not None:
             headers[name] = checked
     return headers
+
+
+def _default_headers(headers: dict[str, str | None]) -> dict[str, str]:
+    """The default headers (``DEFAULT_HEADERS``) a site's ``headers`` leaves alone."""
+    named = {name.lower() for name in headers}
+    return {name: value for name, value in DEFAULT_HEADERS.items() if name.lower() not in named}
 
 
 #: Each item of ``webarch:accounts:USERNAME:sites:SITE:redirects``.

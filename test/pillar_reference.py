@@ -31,6 +31,7 @@ import webarch_db as db  # noqa: E402
 import webarch_mail as mail  # noqa: E402
 import webarch_model as model  # noqa: E402
 import webarch_php as php  # noqa: E402
+import webarch_quota as quota  # noqa: E402
 import webarch_stats_model as stats  # noqa: E402
 import webarch_web as web  # noqa: E402
 
@@ -63,6 +64,8 @@ BLOCKS = (
     Block("Outgoing mail", ("mail",), mail.MAIL_KEYS),
     Block("Password mails", ("notify",), mail.NOTIFY_KEYS),
     Block("Certificates", ("acme",), web.ACME_KEYS),
+    Block("Disk quotas", ("quota",), quota.QUOTA_KEYS),
+    Block("Quota limits", ("quota", "defaults"), quota.LIMIT_KEYS),
     Block("Matomo instance", ("matomo",), stats.MATOMO_KEYS),
     Block("Matomo release", ("matomo", "archive"), stats.ARCHIVE_KEYS),
     Block("Account", ACCOUNT, model.ACCOUNT_KEYS),
@@ -70,6 +73,12 @@ BLOCKS = (
     Block("Password resets", (*ACCOUNT, "resets"), mail.RESET_KEYS),
     Block("PHP-FPM pool", (*ACCOUNT, "php"), php.PHP_KEYS),
     Block("Database", (*ACCOUNT, "databases", "NAME"), db.DATABASE_KEYS),
+    Block(
+        "Account quota",
+        (*ACCOUNT, "quota"),
+        quota.LIMIT_KEYS,
+        "``accounts:USERNAME:quota:`` (the keys of ``quota:defaults``, over them)",
+    ),
     Block("Site", SITE, web.SITE_KEYS),
     Block(
         "Redirect",

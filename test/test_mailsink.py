@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from testhost import Host
-from testhost.mailsink import MailSink, MailSinkError
+from testhost.mailsink import MailSink, MailSinkError, make_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -219,6 +219,90 @@ def test_stop_refuses_connections_and_restart_keeps_messages(empty):
     found = empty.wait_for(2, timeout=10)
     assert [m["message"]["Subject"] for m in found] == ["kept", "new"]
     assert "webarch-test-smtpsink.service" not in empty.host.failed_units()
+
+
+#: smtplib inside the host against the demanding sink on 127.0.0.3:2526: $1 is the CA.
+_SECURE_SCRIPT = r"""
+import json, smtplib, ssl, sys
+ca, out = sys.argv[1], {}
+def by_login():
+    return smtp.auth("LOGIN", smtp.auth_login, initial_response_ok=False)
+def code(call):
+    try:
+        return call()[0]
+    except smtplib.SMTPResponseException as exc:
+        return exc.smtp_code
+with smtplib.SMTP("127.0.0.3", 2526, timeout=10) as smtp:
+    smtp.ehlo("client.example")
+    out["clear"] = sorted(smtp.esmtp_features)
+    out["mail_in_clear"] = code(lambda: smtp.docmd("MAIL FROM:<a@example.org>"))
+    out["auth_in_clear"] = code(lambda: smtp.docmd("AUTH PLAIN AHUAcA=="))
+    smtp.starttls(context=ssl.create_default_context(cafile=ca))
+    smtp.ehlo("client.example")
+    out["tls"] = sorted(smtp.esmtp_features)
+    out["auth"] = smtp.esmtp_features.get("auth")
+    out["mail_without_auth"] = code(lambda: smtp.docmd("MAIL FROM:<a@example.org>"))
+    smtp.user, smtp.password = "relay@example.org", "wrong"
+    out["wrong_plain"] = code(lambda: smtp.auth("PLAIN", smtp.auth_plain))
+    out["wrong_login"] = code(by_login)
+    smtp.password = "Pass:w0rd^x"
+    out["login"] = code(by_login)
+    smtp.sendmail("a@example.org", ["b@example.net"], "Subject: secure\r\n\r\nx\r\n")
+with smtplib.SMTP("127.0.0.3", 2526, timeout=10) as smtp:
+    smtp.starttls(context=ssl.create_default_context(cafile=ca))
+    out["plain"] = code(lambda: smtp.login("relay@example.org", "Pass:w0rd^x"))
+    smtp.sendmail("a@example.org", ["b@example.net"], "Subject: again\r\n\r\nx\r\n")
+print(json.dumps(out))
+"""
+
+
+def test_a_relay_that_demands_starttls_then_auth(host, empty):
+    tls = make_tls(host, "/run/wt-relay", ["127.0.0.3", "relay.example"])
+    host.write_file("/run/wt-relay/users", "relay@example.org:Pass:w0rd^x\n", mode=0o600)
+    relay = MailSink(
+        host,
+        address="127.0.0.3",
+        port=2526,
+        unit="webarch-test-smtpsink-tls",
+        directory="/var/lib/wt-sink-tls",
+        tls_cert=tls["cert"],
+        tls_key=tls["key"],
+        auth_file="/run/wt-relay/users",
+    )
+    relay.start()
+    try:
+        proc = host.run(["python3", "-c", _SECURE_SCRIPT, tls["ca"]], timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        assert "starttls" in out["clear"] and "auth" not in out["clear"]
+        assert out["mail_in_clear"] == 530 and out["auth_in_clear"] == 538
+        assert "starttls" not in out["tls"] and out["auth"].split() == ["PLAIN", "LOGIN"]
+        assert out["mail_without_auth"] == 530
+        assert out["wrong_plain"] == out["wrong_login"] == 535
+        assert out["login"] == out["plain"] == 235
+        found = relay.wait_for(2, timeout=10)
+        assert [m["message"]["Subject"] for m in found] == ["secure", "again"]
+        assert {(m["auth"], m["tls"]) for m in found} == {("relay@example.org", "TLSv1.3")}
+        events = [(e["event"], e.get("command") or e.get("mechanism"), e["ok"])
+                  for e in relay.events()]  # fmt: skip
+        assert events == [
+            ("refused", "MAIL", False),
+            ("refused", "AUTH", False),
+            ("starttls", None, True),
+            ("refused", "MAIL", False),
+            ("auth", "PLAIN", False),
+            ("auth", "LOGIN", False),
+            ("auth", "LOGIN", True),
+            ("starttls", None, True),
+            ("auth", "PLAIN", True),
+        ]
+        # The relay keeps who logged in, never a password.
+        leaks = host.run(["grep", "-rlF", "w0rd", relay.directory]).stdout
+        assert leaks == ""
+        relay.clear()
+        assert relay.events() == [] and relay.messages() == []
+    finally:
+        relay.stop()
 
 
 EXIM_SMARTHOST = r"""

@@ -7,12 +7,14 @@ include:
   - .registry
   - .ipc
   - .users
+  - .quota
   - .mail
   - .chroot
   - .ssh
   - .php
   - .apache
   - .htaccess
+  - .cron
   - .mariadb
   - .apps
   - .notify

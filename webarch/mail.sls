@@ -6,6 +6,8 @@
 # the account that connected, so Exim fixes its envelope sender (rewritten to the
 # account's address by /etc/email-addresses), applies its hourly limit and tags
 # its log lines, which webarch-mail-log copies into ~/logs/mail.log.
+# Mail leaves through mail:smarthost (over TLS, logged in, as the pillar says:
+# Debian's split configuration plus webarch's additions) or straight to each MX.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 {%- set mail = webarch.mail %}
@@ -46,29 +48,56 @@ webarch-mail-exim-debconf:
         dc_relay_nets=''
         dc_smarthost='{{ mail.smarthost or '' }}'
         CFILEMODE='644'
-        dc_use_split_config='false'
+        dc_use_split_config='true'
         dc_hide_mailname=''
         dc_mailname_in_oh='true'
         dc_localdelivery='mail_spool'
     - require:
       - pkg: webarch-packages
 
+# Local callers that are not trusted (the hosting accounts) cannot choose their
+# envelope sender (MAIN_FORCE_SENDER); per-account send limits; TLS towards
+# the smarthost.
 webarch-mail-exim-macros:
   file.managed:
     - name: {{ webarch.paths.exim_macros }}
     - user: root
     - group: root
     - mode: '0644'
-    - contents: |
-        # Managed by Salt (webarch): do not edit by hand.
-        # Local callers that are not trusted (the hosting accounts) cannot
-        # choose their envelope sender: Exim uses their login, rewritten by
-        # /etc/email-addresses to the account's configured address.
-        MAIN_FORCE_SENDER = yes
-        # Per-account hourly send limits.
-        MAIN_ACL_CHECK_MAIL = {{ webarch.paths.exim_mail_acl }}
+    - contents: {{ mail.exim_macros | json }}
     - require:
       - pkg: webarch-packages
+
+# Debian's split configuration (conf.d/) reads the macros file through this,
+# first of all; and a smarthost with a login must take it (hosts_require_auth,
+# an addition to Debian's remote_smtp_smarthost transport).
+{%- for id, part in [('main-include', mail.exim_main_include),
+                     ('smarthost-addition', mail.exim_smarthost_addition)] %}
+
+webarch-mail-exim-{{ id }}:
+  file.managed:
+    - name: {{ part.path }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - contents: {{ part.lines | json }}
+    - require:
+      - pkg: webarch-packages
+{%- endfor %}
+
+# The smarthost login, root:Debian-exim 0640: the state reads the password
+# from the pillar when it runs, so it is in no state argument (Salt caches
+# those), output or log.  In place before any mail is handed to Exim.
+webarch-mail-smarthost-login:
+  webarch_smarthost.login:
+    - name: {{ mail.passwd_client.path }}
+    - host: {{ (mail.smarthost_auth.host if mail.smarthost_auth else '') | json }}
+    - user: {{ (mail.smarthost_auth.user if mail.smarthost_auth else '') | json }}
+    - group: {{ mail.passwd_client.group }}
+    - require:
+      - pkg: webarch-packages
+    - require_in:
+      - service: webarch-mail-exim-service
 
 webarch-mail-exim-acl:
   file.managed:
@@ -135,13 +164,22 @@ webarch-mail-exim-queueonly:
     - require:
       - pkg: webarch-packages
 
+# Generates Exim's configuration and checks it, with the addition in its place.
 webarch-mail-exim-update:
   cmd.run:
-    - name: update-exim4.conf && exim4 -bV >/dev/null
+    - name: |
+        update-exim4.conf && exim4 -bV >/dev/null || exit 1
+        if ! exim4 -bP transport remote_smtp_smarthost | grep -q '^hosts_require_auth = '; then
+          echo "{{ mail.exim_smarthost_addition.path }} is not read as part of" \
+               "Debian's remote_smtp_smarthost transport any more" >&2
+          exit 1
+        fi
     - onchanges:
       - file: webarch-mail-exim-debconf
       - file: webarch-mail-exim-macros
       - file: webarch-mail-exim-acl
+      - file: webarch-mail-exim-main-include
+      - file: webarch-mail-exim-smarthost-addition
 
 webarch-mail-exim-service:
   service.running:

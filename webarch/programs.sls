@@ -27,6 +27,8 @@ webarch-program-lib:
         - source: salt://_utils/webarch_paths.py
       - {{ lib }}/webarch_htaccess.py:
         - source: salt://_utils/webarch_htaccess.py
+      - {{ lib }}/webarch_cron.py:
+        - source: salt://_utils/webarch_cron.py
     - user: root
     - group: root
     - mode: '0644'

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from testhost import Host
 from testhost.mailsink import MailSink
@@ -85,12 +87,19 @@ class RelaySink(MailSink):
         return ["ip", "netns", "exec", self.netns, *super().command()]
 
 
-def relay_sink(host: Host) -> RelaySink:
-    """Make the relay host (once) and start its SMTP sink."""
+def relay_sink(host: Host, **options: Any) -> RelaySink:
+    """Make the relay host (once) and start its SMTP sink (``options``: see MailSink)."""
     host.run(["sh", "-c", RELAY_SCRIPT], check=True)
-    sink = RelaySink(host)
+    sink = RelaySink(host, **options)
     sink.start()
     return sink
+
+
+def relayed(pillar: dict, sink: RelaySink) -> dict:
+    """A copy of ``pillar`` whose Exim relays through ``sink`` (mails are seen there)."""
+    data = copy.deepcopy(pillar)
+    data["webarch"]["mail"] = {"smarthost": sink.exim_smarthost}
+    return data
 
 
 def files_containing(host: Host, needles: set[str], *paths: str) -> list[str]:

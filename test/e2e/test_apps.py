@@ -19,7 +19,15 @@ import zlib
 
 import pytest
 from e2e.browser import run_browser
-from e2e.helpers import RelaySink, changed, failed, password_in, relay_sink, state_results
+from e2e.helpers import (
+    RelaySink,
+    changed,
+    failed,
+    password_in,
+    relay_sink,
+    relayed,
+    state_results,
+)
 from testhost import Host
 
 pytestmark = pytest.mark.e2e
@@ -46,9 +54,7 @@ def sink(host: Host) -> RelaySink:
 
 @pytest.fixture(scope="module")
 def base(example_pillar: dict, sink: RelaySink) -> dict:
-    pillar = copy.deepcopy(example_pillar)
-    pillar["webarch"]["mail"] = {"smarthost": sink.exim_smarthost}
-    return pillar
+    return relayed(example_pillar, sink)
 
 
 def run(host: Host, pillar: dict, *args: str) -> dict:

@@ -6,6 +6,7 @@ namespace only (``Host.net_run``): they reach sshd over TCP as a customer would.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +187,174 @@ def test_no_forwarding(converged, keys):
     tunnel = converged.net_run([*args, "-W", "127.0.0.1:22", "alice@127.0.0.1"], timeout=30)
     assert tunnel.returncode != 0
     assert "SSH-2.0" not in tunnel.stdout
+
+
+def release(host: Host) -> int:
+    """The host's Debian major release."""
+    return int(host.read_file("/etc/debian_version").split(".")[0])
+
+
+def sshd_settings(host: Host, *match: str) -> dict[str, str]:
+    """``sshd -T`` (for a connection described by ``match``, as ``-C`` takes it)."""
+    cmd = ["sshd", "-T", *(["-C", ",".join(match)] if match else [])]
+    out = host.run(cmd, check=True).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+KEX = ["curve25519-sha256", "curve25519-sha256@libssh.org"]
+KEX_FIXED_GROUPS = ["diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512"]
+CIPHERS = (
+    "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
+    "aes256-ctr,aes192-ctr,aes128-ctr"
+)
+MACS = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,umac-128-etm@openssh.com"
+
+
+def test_sshd_runs_with_the_hardened_settings(converged):
+    hybrids = (
+        ["mlkem768x25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com"]
+        if release(converged) >= 13
+        else ["sntrup761x25519-sha512@openssh.com"]
+    )
+    settings = sshd_settings(converged)
+    assert settings["kexalgorithms"] == ",".join(hybrids + KEX + KEX_FIXED_GROUPS)
+    assert settings["ciphers"] == CIPHERS
+    assert settings["macs"] == MACS
+    hostkeys = settings["hostkeyalgorithms"].split(",")
+    assert "ssh-rsa" not in hostkeys and "ssh-rsa-cert-v01@openssh.com" not in hostkeys
+    assert {"ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"} <= set(hostkeys)
+    expected = {
+        "maxauthtries": "3",
+        "loglevel": "VERBOSE",
+        "logingracetime": "30",
+        "maxstartups": "10:30:60",
+        "x11forwarding": "no",
+        "permituserenvironment": "no",
+    }
+    assert {key: settings[key] for key in expected} == expected
+    # The accounts: no forwarding of any kind; root (the host's admins): as Debian has it.
+    alice = sshd_settings(converged, "user=alice", "host=client", "addr=127.0.0.1")
+    assert alice["disableforwarding"] == "yes"
+    assert alice["chrootdirectory"] in ("/chroots/%u", "/chroots/alice")
+    root = sshd_settings(converged, "user=root", "host=client", "addr=127.0.0.1")
+    assert (root["disableforwarding"], root["chrootdirectory"]) == ("no", "none")
+    assert root["permitrootlogin"] == "without-password"
+
+
+#: SSH_OPTS without its LogLevel=ERROR: ssh says why it gave up at INFO
+#: (and the first LogLevel given wins over -vv).
+TALKATIVE_OPTS = [
+    word
+    for pair in zip(SSH_OPTS[::2], SSH_OPTS[1::2], strict=True)
+    if not pair[1].startswith("LogLevel=")
+    for word in pair
+]
+
+
+def server_offer(host: Host) -> dict[str, list[str]]:
+    """What sshd offers a client (its KEXINIT, as ``ssh -vv`` logs it)."""
+    args = ["ssh", "-vv", "-o", "BatchMode=yes", *TALKATIVE_OPTS]
+    out = host.net_run([*args, "nobody@127.0.0.1", "true"], timeout=30).stderr
+    offer = out.split("peer server KEXINIT proposal", 1)[1]
+    found = {}
+    for line in offer.splitlines()[1:8]:
+        name, _, value = line.removeprefix("debug2: ").partition(": ")
+        found[name] = [
+            item for item in value.split(",") if not item.startswith(("ext-info-", "kex-strict-"))
+        ]
+    return found
+
+
+def test_sshd_offers_only_modern_algorithms(converged):
+    offer = server_offer(converged)
+    print(json.dumps(offer, indent=1))
+    assert "curve25519-sha256" in offer["KEX algorithms"]
+    assert not [a for a in offer["KEX algorithms"] if "sha1" in a or a.startswith("ecdh-")]
+    assert offer["ciphers ctos"] == offer["ciphers stoc"] == CIPHERS.split(",")
+    assert offer["MACs ctos"] == offer["MACs stoc"] == MACS.split(",")
+    # Signatures by the host's keys: no ssh-rsa (SHA-1).
+    assert set(offer["host key algorithms"]) == {
+        "rsa-sha2-512",
+        "rsa-sha2-256",
+        "ecdsa-sha2-nistp256",
+        "ssh-ed25519",
+    }
+
+
+@pytest.fixture
+def forgiven(converged: Host) -> Iterator[None]:
+    """After a test whose connections fail on purpose, sshd forgets them.
+
+    OpenSSH 9.8 and later (Debian 13) refuse a source address for a while once
+    its connections failed too often (``PerSourcePenalties``): the next tests
+    come from the same 127.0.0.1.
+    """
+    yield
+    # (reset-failed: so many restarts would hit the unit's start limit.)
+    converged.run(["systemctl", "reset-failed", "ssh"])
+    converged.run(["systemctl", "restart", "ssh"], check=True)
+
+
+@pytest.mark.usefixtures("forgiven")
+@pytest.mark.parametrize(
+    "option",
+    [
+        "KexAlgorithms=diffie-hellman-group14-sha1",
+        "KexAlgorithms=diffie-hellman-group-exchange-sha1",
+        "KexAlgorithms=ecdh-sha2-nistp256",
+        "Ciphers=aes128-cbc",
+        "Ciphers=3des-cbc",
+        "MACs=hmac-sha2-256",
+        "MACs=hmac-sha1-etm@openssh.com",
+        "HostKeyAlgorithms=ssh-rsa",
+    ],
+)
+def test_weak_ssh_clients_are_refused(converged, keys, option):
+    args = ["ssh", "-i", str(keys["alice"]), "-o", "BatchMode=yes", *TALKATIVE_OPTS]
+    # A MAC matters only with a cipher that has none of its own.
+    cipher = ["-o", "Ciphers=aes128-ctr"] if option.startswith("MACs") else []
+    result = converged.net_run([*args, "-o", option, *cipher, "alice@127.0.0.1", "id -un"])
+    assert result.returncode != 0 and "alice" not in result.stdout
+    assert "no matching" in result.stderr, result.stderr
+    # The same client with its defaults logs in.
+    assert ssh_ok(converged, keys, "alice", "id -un").strip() == "alice"
+
+
+@pytest.mark.usefixtures("forgiven")
+def test_three_wrong_keys_end_the_connection(converged, keys, tmp_path):
+    wrong = []
+    for index in range(3):
+        key = tmp_path / f"wrong{index}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        wrong += ["-i", str(key)]
+    args = ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", *TALKATIVE_OPTS]
+    right = ["-i", str(keys["alice"]), "alice@127.0.0.1", "id -un"]
+    # Two wrong keys, then the right one: in.
+    result = converged.net_run([*args, *wrong[:4], *right])
+    assert result.stdout.strip() == "alice", result.stderr
+    # Three wrong keys: sshd hangs up before the right one is tried.
+    result = converged.net_run([*args, *wrong, *right])
+    assert result.returncode != 0 and "alice" not in result.stdout
+    assert "Too many authentication failures" in result.stderr, result.stderr
+
+
+def test_root_keeps_its_key_login(converged, tmp_path):
+    """The host's admins log in as before: root by key, not chrooted, not limited."""
+    key = tmp_path / "root"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    path = "/root/.ssh/authorized_keys"
+    before = converged.run(["cat", path]).stdout
+    converged.run(["install", "-d", "-m", "0700", "/root/.ssh"], check=True)
+    converged.write_file(path, before + key.with_suffix(".pub").read_text(), mode=0o600)
+    try:
+        args = ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+        result = converged.net_run([*args, *SSH_OPTS, "root@127.0.0.1", "id -un; ls -d /chroots"])
+    finally:
+        if before:
+            converged.write_file(path, before, mode=0o600)
+        else:
+            converged.run(["rm", "-f", path], check=True)
+    assert result.stdout.split() == ["root", "/chroots"], result.stderr
 
 
 def test_mounts_come_back_after_reboot(converged, keys):

@@ -2,20 +2,28 @@
 
 A real Exim on the test host relays through a smarthost that is an SMTP sink
 on a relay next to the test host (e2e.helpers.relay_sink): what arrives there is what a
-customer's recipient would get.  Accounts send the way customers do: PHP's
+customer's recipient would get.  The relay is run as co-ops run theirs: it demands
+STARTTLS (a certificate of a test CA the host trusts, for the relay's name) and then
+AUTH with the host's login from the pillar.  Accounts send the way customers do: PHP's
 mail() through their site over HTTPS, sendmail and msmtp in their SSH shell.
 The master/reactor path is in test_notify_master.py.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2e.helpers import (
+    RELAY_ADDRESS,
     SSH_OPTS,
+    RelaySink,
     apply,
     changed,
     failed,
@@ -26,7 +34,7 @@ from e2e.helpers import (
     relay_sink,
 )
 from testhost import Host
-from testhost.mailsink import MailSink
+from testhost.mailsink import MailSink, make_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +42,15 @@ HOSTNAME = "web1.coop.example"
 NOTIFY_FROM = "hostmaster@coop.example"
 #: Every state run's output in this module, searched for secrets at the end.
 OUTPUTS: list[str] = []
+
+#: The smarthost as the host knows it (its /etc/hosts), and the host's login there.
+RELAY_NAME = "relay.coop.example"
+RELAY_USER = "web1@coop.example"
+RELAY_PASSWORD = "Rl-" + secrets.token_urlsafe(18)
+WRONG_PASSWORD = "Wr-" + secrets.token_urlsafe(18)
+#: The relay's own files (its key, its user list): another machine's, in real life.
+RELAY_DIR = "/run/webarch-test-relay"
+PASSWD_CLIENT = "/etc/exim4/passwd.client"
 
 
 def converge(host: Host, pillar: dict) -> dict:
@@ -55,8 +72,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return found
 
 
-def mail_pillar(keys: dict[str, Path], sink: MailSink, **resets: str) -> dict:
-    """alice: passwords mailed; bob: his own sender; carol: two messages an hour."""
+def mail_pillar(
+    keys: dict[str, Path], sink: MailSink, relay_password: str = RELAY_PASSWORD, **resets: str
+) -> dict:
+    """alice: passwords mailed; bob: his own sender; carol: two messages an hour.
+
+    Mail leaves through the relay, logged in (TLS required: the default with a login).
+    """
 
     def key(user: str) -> list[str]:
         return [keys[user].with_suffix(".pub").read_text().strip()]
@@ -65,7 +87,11 @@ def mail_pillar(keys: dict[str, Path], sink: MailSink, **resets: str) -> dict:
         "webarch": {
             "hostname": HOSTNAME,
             "admin_email": NOTIFY_FROM,
-            "mail": {"smarthost": sink.exim_smarthost},
+            "mail": {
+                "smarthost": f"{RELAY_NAME}::{sink.port}",
+                "smarthost_user": RELAY_USER,
+                "smarthost_password": relay_password,
+            },
             "notify": {
                 "from_name": "Coop Hosting",
                 "subject_tag": "[Coop]",
@@ -96,9 +122,18 @@ def mail_pillar(keys: dict[str, Path], sink: MailSink, **resets: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sink(host: Host) -> MailSink:
-    """The smarthost: an SMTP sink on a relay host next to the test host."""
-    return relay_sink(host)
+def sink(host: Host) -> RelaySink:
+    """The smarthost: an SMTP sink on a relay host next to the test host, demanding
+    STARTTLS and then AUTH as RELAY_USER.  The host trusts the relay's CA and finds
+    it by name, as it would a real smarthost."""
+    tls = make_tls(host, RELAY_DIR, [RELAY_NAME])
+    auth_file = f"{RELAY_DIR}/users"
+    host.write_file(auth_file, f"{RELAY_USER}:{RELAY_PASSWORD}\n", mode=0o600)
+    ca = "/usr/local/share/ca-certificates/webarch-test-relay.crt"
+    host.run(["cp", tls["ca"], ca], check=True)
+    host.run(["update-ca-certificates"], check=True)
+    host.run(["sh", "-c", f"echo '{RELAY_ADDRESS} {RELAY_NAME}' >> /etc/hosts"], check=True)
+    return relay_sink(host, tls_cert=tls["cert"], tls_key=tls["key"], auth_file=auth_file)
 
 
 @pytest.fixture(scope="module")
@@ -406,3 +441,122 @@ def test_mail_to_an_account_reaches_its_holder(mailhost, sink):
     mail = sink.wait_for(before + 1)[-1]
     assert mail["message"]["Subject"] == "local-delivery-test"
     assert mail["rcpt_tos"] == ["alice@alice.example"]
+
+
+# --------------------------------------------------------------------------- the relay's login
+
+
+def sendmail(host: Host, keys: dict[str, Path], subject: str) -> None:
+    """bob sends one message to friend@example.net from his shell."""
+    send = f"printf 'Subject: {subject}\\n\\nhi\\n' | /usr/sbin/sendmail friend@example.net"
+    out = ssh(host, keys, "bob", send)
+    assert out.returncode == 0, out.stderr
+
+
+def deferred(host: Host, timeout: float = 30.0) -> str:
+    """Wait until Exim has tried and deferred the one message in its queue: its log lines."""
+    deadline = time.monotonic() + timeout
+    while True:
+        # `exim4 -bp`: "AGE SIZE ID <SENDER>" per message, then its recipients.
+        queue = host.run(["exim4", "-bp"], check=True).stdout.splitlines()
+        ids = [line.split()[2] for line in queue if line.rstrip().endswith(">")]
+        log = host.run(["grep", "-F", ids[0], "/var/log/exim4/mainlog"]).stdout if ids else ""
+        if len(ids) == 1 and " == " in log:
+            return log
+        assert time.monotonic() < deadline, (ids, log)
+        time.sleep(0.2)
+
+
+def test_every_mail_left_over_tls_logged_in(mailhost, sink):
+    mails = sink.messages()
+    assert len(mails) >= 10
+    assert {m["auth"] for m in mails} == {RELAY_USER}
+    assert all(m["tls"] in ("TLSv1.2", "TLSv1.3") for m in mails)
+    events = sink.events()
+    assert {(e["event"], e["ok"]) for e in events} == {("starttls", True), ("auth", True)}
+    # Exim checked the relay's certificate, and logged in over TLS.
+    deliveries = [
+        line
+        for line in mailhost.read_file("/var/log/exim4/mainlog").splitlines()
+        if " => " in line and f"H={RELAY_NAME} " in line
+    ]
+    assert deliveries and all(" CV=yes " in line and " A=" in line for line in deliveries)
+    options = mailhost.run(["exim4", "-bP", "transport", "remote_smtp_smarthost"], check=True)
+    assert "hosts_require_tls = *" in options.stdout.splitlines()
+    assert "hosts_require_auth = <; " in options.stdout
+
+
+def test_a_relay_without_tls_gets_no_mail_and_no_password(mailhost, sink, keys):
+    """An impostor at the relay's address that offers no STARTTLS and takes anything."""
+    before, seen = len(sink.messages()), len(sink.events())
+    impostor = dataclasses.replace(sink, tls_cert=None, tls_key=None, auth_file=None)
+    impostor.start()  # in place of the relay
+    try:
+        sendmail(mailhost, keys, "no-tls-test")
+        log = deferred(mailhost)
+        assert "TLS" in log, log
+        assert len(impostor.messages()) == before and len(sink.events()) == seen
+    finally:
+        impostor.stop()
+        sink.start()
+    mailhost.run(["exim4", "-qf"], check=True)
+    mail = sink.wait_for(before + 1)[-1]
+    assert mail["message"]["Subject"] == "no-tls-test"
+    assert mail["auth"] == RELAY_USER and mail["tls"]
+    assert mailhost.run(["exim4", "-bpc"], check=True).stdout.strip() == "0"
+
+
+def test_a_wrong_relay_password_keeps_the_mail_queued(mailhost, sink, keys):
+    before, seen = len(sink.messages()), len(sink.events())
+    # (The tests above left alice's reset token at "mta-broken": no new password.)
+    ret = converge(mailhost, mail_pillar(keys, sink, WRONG_PASSWORD, ssh="mta-broken"))
+    assert failed(ret) == {}
+    login = f"webarch_smarthost_|-webarch-mail-smarthost-login_|-{PASSWD_CLIENT}_|-login"
+    assert changed(ret) == {login: {"login": f"{RELAY_USER} at {RELAY_NAME} (password not shown)"}}
+    sendmail(mailhost, keys, "wrong-password-test")
+    log = deferred(mailhost)
+    assert "authentication required" in log, log
+    events = sink.events()[seen:]
+    assert ("starttls", True) in [(e["event"], e["ok"]) for e in events]
+    tried = [e for e in events if e["event"] != "starttls"]
+    # Logins refused, over TLS only; no MAIL without one: nothing was relayed.
+    assert tried and all(e["event"] == "auth" and not e["ok"] and e["tls"] for e in tried)
+    assert {e["user"] for e in tried} == {RELAY_USER}
+    assert len(sink.messages()) == before
+    # The right password again: the mail that waited leaves, logged in.
+    ret = converge(mailhost, mail_pillar(keys, sink, ssh="mta-broken"))
+    assert failed(ret) == {} and list(changed(ret)) == [login]
+    mailhost.run(["exim4", "-qf"], check=True)
+    mail = sink.wait_for(before + 1)[-1]
+    assert mail["message"]["Subject"] == "wrong-password-test"
+    assert mail["auth"] == RELAY_USER
+    assert mailhost.run(["exim4", "-bpc"], check=True).stdout.strip() == "0"
+
+
+def test_the_relay_password_is_only_in_its_root_only_file(mailhost):
+    stat = mailhost.run(["stat", "-c", "%U:%G %a", PASSWD_CLIENT], check=True).stdout.split()
+    assert stat == ["root:Debian-exim", "640"]
+    lines = mailhost.read_file(PASSWD_CLIENT).splitlines()
+    assert [line for line in lines if not line.startswith("#")] == [
+        f"{RELAY_NAME}:{RELAY_USER}:{RELAY_PASSWORD}"
+    ]
+    # Each password (the wrong one too) as given, and as AUTH LOGIN and PLAIN send it.
+    needles = set()
+    for password in (RELAY_PASSWORD, WRONG_PASSWORD):
+        for sent in (password, f"\0{RELAY_USER}\0{password}"):
+            needles.add(base64.b64encode(sent.encode()).decode())
+        needles.add(password)
+    # All of /etc, /var (logs, Salt's caches, Exim's spool, ...), the homes, root's and
+    # the temporary files; /run but for the relay's own files (and its network
+    # namespace handle).  (The pillar, in /srv/pillar, is where it comes from.)
+    args = [arg for needle in sorted(needles) for arg in ("-e", needle)]
+    where = ["/etc", "/var", "/home", "/root", "/tmp", "/run"]
+    skip = ["-D", "skip", "--exclude-dir=webarch-test-relay", "--exclude-dir=netns"]
+    cmd = ["grep", "-rlaF", *skip, *args, "--", *where]
+    out = mailhost.run(cmd)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [PASSWD_CLIENT]
+    journal = mailhost.run(["journalctl", "--no-pager", "-o", "cat"]).stdout
+    outputs = "\n".join(OUTPUTS)
+    for needle in needles:
+        assert needle not in journal and needle not in outputs

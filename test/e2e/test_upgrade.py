@@ -51,6 +51,9 @@ UPGRADE_FROM = "6f47d7a"
 #: Nonfatal=All, the /../ guard) and PHP-FPM pool (upload_max_filesize for
 #: .user.ini) change, mod_status goes off (Apache restarts), webarch.conf's
 #: comment changes, and webarch-htaccess-check with its report units is new.
+#: Issue 21 (hardening): webarch.conf (TLS profile) and every account's Apache
+#: file (default security headers) change again, and sshd_config (algorithms,
+#: login limits) changes, so sshd reloads.
 #: Nothing else may change (every unit, template, account and database stays
 #: as the old formula left it).
 EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
@@ -77,6 +80,24 @@ EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
         "webarch-apache-service",
         "webarch-db-dump-script",
         "webarch-carol-stats-apache-sites",
+        "webarch-sshd-config",
+        "webarch-sshd-service",
+        # The smarthost's login and TLS (issue 18): Debian's split configuration.
+        "webarch-mail-exim-debconf",
+        "webarch-mail-exim-main-include",
+        "webarch-mail-exim-smarthost-addition",
+        "webarch-mail-smarthost-login",
+        "webarch-mail-exim-update",
+        "webarch-mail-exim-service",
+        # Cron jobs (issue 18): pillar.example's alice has one.
+        "webarch-cron-program",
+        "webarch-cron-config",
+        "webarch-alice-cron-log",
+        "webarch-bob-cron-log",
+        "webarch-carol-stats-cron-log",
+        "webarch-cron-sync",
+        "webarch-cron-units",
+        "webarch-cron-timer",
     }
 )
 

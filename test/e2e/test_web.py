@@ -74,7 +74,12 @@ def web_pillar(password_hash: str) -> dict:
                             "server_name": "static.alice.example",
                             "hsts": True,
                             "robots_deny": True,
-                            "headers": {"X-Frame-Options": "DENY"},
+                            "headers": {
+                                "X-Frame-Options": "DENY",
+                                # A default header set otherwise, the other removed.
+                                "Referrer-Policy": "no-referrer",
+                                "x-content-type-options": False,
+                            },
                             "redirects": [{"from": "/old", "to": "https://www.alice.example/"}],
                         },
                     },
@@ -298,6 +303,150 @@ def test_http2_is_negotiated(web):
         web, "https://www.alice.example/", "--http2", "-o", "/dev/null", "-w", "%{http_version}"
     )
     assert result.stdout == "2"
+
+
+def tls(host: Host, *args: str, name: str = "www.alice.example") -> str:
+    """openssl s_client's report (both streams) of a handshake with ``args``."""
+    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:443", "-servername", name, *args]
+    result = host.net_run(cmd, input="")
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "alert"),
+    [
+        # CBC suites (LUCKY13), with and without ECDHE; no ECDHE; finite-field DH.
+        (["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"], "alert handshake failure"),
+        (["-tls1_2", "-cipher", "ECDHE-RSA-AES256-SHA384"], "alert handshake failure"),
+        (["-tls1_2", "-cipher", "AES128-SHA:AES256-SHA256"], "alert handshake failure"),
+        (["-tls1_2", "-cipher", "AES128-GCM-SHA256"], "alert handshake failure"),
+        (["-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256"], "alert handshake failure"),
+        # Old protocols, offered at the client's lowest security level.
+        (["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"], "alert protocol version"),
+        (["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"], "alert protocol version"),
+    ],
+)
+def test_weak_tls_is_refused(web, args, alert):
+    report = tls(web, *args)
+    assert alert in report, report
+    assert "CONNECTION ESTABLISHED" not in tls(web, "-brief", *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "protocol", "suite"),
+    [
+        (
+            ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+            "TLSv1.2",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+        ),
+        (
+            ["-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"],
+            "TLSv1.2",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+        ),
+        (
+            ["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"],
+            "TLSv1.2",
+            "ECDHE-RSA-CHACHA20-POLY1305",
+        ),
+        # The client's order wins (SSLHonorCipherOrder off).
+        (
+            ["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256"],
+            "TLSv1.2",
+            "ECDHE-RSA-CHACHA20-POLY1305",
+        ),
+        (
+            ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305"],
+            "TLSv1.2",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+        ),
+        (["-tls1_3"], "TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+        (
+            ["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"],
+            "TLSv1.3",
+            "TLS_CHACHA20_POLY1305_SHA256",
+        ),
+        # Any client: the best both sides have.
+        ([], "TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+    ],
+)
+def test_modern_tls_is_accepted(web, args, protocol, suite):
+    report = tls(web, "-brief", *args)
+    assert "CONNECTION ESTABLISHED" in report, report
+    assert f"Protocol version: {protocol}\n" in report, report
+    assert f"Ciphersuite: {suite}\n" in report, report
+
+
+def test_no_tls_session_tickets(web):
+    report = tls(web, "-tls1_2")
+    assert "Cipher is ECDHE-RSA-" in report, report
+    assert "TLS session ticket" not in report, report
+
+
+def response_headers(host: Host, url: str) -> list[tuple[str, str]]:
+    """The response headers of ``url`` (lower-case names), in order, repeats kept."""
+    out = curl(host, url, "-D", "-", "-o", "/dev/null").stdout
+    found = []
+    for line in out.splitlines()[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            found.append((name.strip().lower(), value.strip()))
+    return found
+
+
+def test_server_header_names_no_version(web):
+    for url in (
+        "https://www.alice.example/",
+        "https://www.alice.example/none",
+        "http://alice.example/",
+    ):
+        servers = [v for n, v in response_headers(web, url) if n == "server"]
+        assert servers == ["Apache"], (url, servers)
+    page = curl(web, "https://www.alice.example/none").stdout
+    assert "Not Found" in page and "Apache" not in page and "Server at" not in page, page
+
+
+DEFAULT_HEADERS = [
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    ("x-content-type-options", "nosniff"),
+]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.alice.example/",  # a static file of a php site
+        "https://www.alice.example/whoami.php",  # PHP
+        "https://www.alice.example/none",  # an error
+        "https://shop.bob.example/",
+        "https://old.bob.example/",  # suspended: 503
+        "https://private.bob.example/",  # basic auth: 401
+    ],
+)
+def test_every_site_sends_the_default_security_headers(web, url):
+    names = {name for name, _ in DEFAULT_HEADERS}
+    found = sorted((n, v) for n, v in response_headers(web, url) if n in names)
+    assert found == DEFAULT_HEADERS, url
+
+
+def test_a_site_overrides_or_removes_a_default_header(web):
+    found = response_headers(web, "https://static.alice.example/")
+    assert [v for n, v in found if n == "referrer-policy"] == ["no-referrer"]
+    assert [v for n, v in found if n == "x-content-type-options"] == []
+
+
+def test_an_applications_own_header_is_kept(web):
+    _alice_dir(
+        web,
+        {"policy.php": "<?php header('Referrer-Policy: same-origin'); echo 'ok';"},
+    )
+    try:
+        found = response_headers(web, "https://www.alice.example/t/policy.php")
+    finally:
+        web.run(["rm", "-rf", "/home/alice/sites/www/public/t"])
+    assert [v for n, v in found if n == "referrer-policy"] == ["same-origin"], found
+    assert [v for n, v in found if n == "x-content-type-options"] == ["nosniff"], found
 
 
 def test_port_80_redirects_to_https(web):

@@ -3,6 +3,7 @@
 Per host work dir (env WEBARCH_TEST_RUN, default /var/tmp/webarch-test-run)/<name>/::
 
     upper/ work/ merged/    overlayfs layers; merged is the container's root
+    home.img home-fs/       with home_fs: the ext4 image bound at /home, its loop mount
     nspawn.log              console + nspawn messages of the current boot (.prev: the one before)
     pid                     pid of systemd-nspawn (Host.attach() reconnects from another process)
     host.json               image and formula dir, for attach()
@@ -26,6 +27,8 @@ from typing import Any
 import yaml
 
 from . import config, system
+from .homefs import HomeFs
+from .homefs import detach as detach_image
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +67,20 @@ class Host:
         formula_dir: Path | None = config.DEFAULT_FORMULA_DIR,
         run_root: Path | None = None,
         boot_timeout: float = 120.0,
+        home_fs: HomeFs | None = None,
     ) -> None:
-        """Describe a host; nothing happens until start().  formula_dir=None binds no formula."""
+        """Describe a host; nothing happens until start().  formula_dir=None binds no formula.
+
+        ``home_fs`` gives the host a file system of its own at /home (see testhost.homefs),
+        e.g. ``HomeFs(quota=True)`` for disk quotas.
+        """
         self.name = name
         self.image = Path(image)
         self.formula_dir = Path(formula_dir) if formula_dir is not None else None
         self.run_dir = (run_root or config.run_root()) / name
         self.boot_timeout = boot_timeout
+        self.home_fs = home_fs
+        self._home_device: str | None = None
         self.last: subprocess.CompletedProcess[str] | None = None
         self._popen: subprocess.Popen[bytes] | None = None
 
@@ -96,6 +106,16 @@ class Host:
         """File holding the pid of systemd-nspawn."""
         return self.run_dir / "pid"
 
+    @property
+    def home_image(self) -> Path:
+        """The image of the /home file system (with home_fs)."""
+        return self.run_dir / "home.img"
+
+    @property
+    def home_mount(self) -> Path:
+        """Where this machine mounts the /home file system (with home_fs)."""
+        return self.run_dir / "home-fs"
+
     def cgroups(self) -> list[Path]:
         """The host's own cgroup in each hierarchy systemd tracks processes in."""
         return [root / CGROUP_PARENT / self.name for root in system.systemd_cgroup_roots()]
@@ -112,7 +132,8 @@ class Host:
             raise HostError(f"no host {name!r} under {run_dir.parent}") from None
         formula = meta.get("formula_dir")
         formula_dir = Path(formula) if formula else None
-        return cls(name, Path(meta["image"]), formula_dir, run_root, meta["boot_timeout"])
+        home_fs = HomeFs(**meta["home_fs"]) if meta.get("home_fs") else None
+        return cls(name, Path(meta["image"]), formula_dir, run_root, meta["boot_timeout"], home_fs)
 
     @staticmethod
     def names(run_root: Path | None = None) -> list[str]:
@@ -171,14 +192,21 @@ class Host:
         for cgroup in self.cgroups():  # leftovers of a crashed run
             system.remove_cgroup(cgroup)
         system.umount_all(self.run_dir)
+        if self.home_image.exists():  # leftovers of a crashed run
+            detach_image(self.home_image)
         if not keep_state:
             self._discard_state()
         for directory in (self.upper, self.run_dir / "work", self.merged):
             directory.mkdir(parents=True, exist_ok=True)
         self._write_meta()
-        self._mount_overlay()
-        self._prepare_identity()
-        self._spawn()
+        try:
+            self._mount_home_fs()
+            self._mount_overlay()
+            self._prepare_identity()
+            self._spawn()
+        except BaseException:
+            self.stop()
+            raise
         try:
             state = self._wait_ready()
             self._writable_sysctls()
@@ -209,6 +237,9 @@ class Host:
         for cgroup in self.cgroups():
             system.remove_cgroup(cgroup)
         system.umount_all(self.run_dir)
+        if self.home_image.exists():
+            detach_image(self.home_image)
+        self._home_device = None
         self.pid_path.unlink(missing_ok=True)
 
     def reboot(self) -> None:
@@ -246,6 +277,7 @@ class Host:
         for directory in (self.upper, self.run_dir / "work"):
             if directory.exists():
                 shutil.rmtree(directory)
+        self.home_image.unlink(missing_ok=True)
 
     def _write_meta(self) -> None:
         """Record what attach() needs."""
@@ -253,8 +285,17 @@ class Host:
             "image": str(self.image),
             "formula_dir": str(self.formula_dir) if self.formula_dir else None,
             "boot_timeout": self.boot_timeout,
+            "home_fs": self.home_fs.to_json() if self.home_fs else None,
         }
         (self.run_dir / "host.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def _mount_home_fs(self) -> None:
+        """With home_fs: make its image (unless kept from the last boot) and loop-mount it."""
+        if self.home_fs is None:
+            return
+        if not self.home_image.exists():
+            self.home_fs.make(self.home_image)
+        self._home_device = self.home_fs.mount(self.home_image, self.home_mount)
 
     def _mount_overlay(self) -> None:
         """Mount image (lower) + upper at merged."""
@@ -290,6 +331,8 @@ class Host:
             for source, target in FORMULA_BINDS:
                 if (self.formula_dir / source).exists():
                     cmd.append(f"--bind-ro={self.formula_dir / source}:{target}")
+        if self.home_fs is not None and self._home_device is not None:
+            cmd += self.home_fs.nspawn_args(self.home_mount, self._home_device)
         return cmd
 
     def _spawn(self) -> None:

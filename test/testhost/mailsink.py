@@ -19,6 +19,12 @@ Facts this relies on:
 * The sink accepts every envelope and never relays; it announces SIZE, 8BITMIME and
   PIPELINING but neither STARTTLS nor AUTH, so Exim's smarthost transport sends in clear
   without authentication.
+* A sink made with ``tls_cert``/``tls_key`` and ``auth_file`` is a relay as real ones are
+  run: it offers and *demands* STARTTLS, then AUTH PLAIN/LOGIN (see ``smtpsink.py``);
+  :func:`make_tls` writes a test CA and a certificate for it, ``auth_file`` holds
+  ``USER:PASSWORD`` lines.  Each stored message says how it came (``tls``: the TLS
+  version, ``auth``: the user); :meth:`MailSink.events` lists the STARTTLS handshakes,
+  AUTH attempts (user and outcome, never a password) and refused commands.
 * Messages are files ``<dir>/<nanoseconds>-<n>.json`` written atomically (temp file, then
   rename); ``data`` is the message as received after dot-unstuffing, CRLF included.
 * Exim refuses a smarthost on an address it listens on itself: Debian's smarthost router
@@ -62,6 +68,36 @@ except OSError as exc:
 sys.exit(0 if greeting.startswith(b"220") else 2)
 """
 
+#: Writes a test CA ($1/ca.pem) and a key pair for names $2... signed by it ($1/cert.pem,
+#: $1/key.pem) unless they are there; names that are IPv4 addresses become IP names.
+_TLS_SCRIPT = r"""
+set -eu
+dir=$1; shift
+mkdir -p "$dir"
+cd "$dir"
+[ -s ca.pem ] && [ -s cert.pem ] && [ -s key.pem ] && exit 0
+umask 077
+san=
+for name in "$@"; do
+    case $name in
+        *[!0-9.]*) san="$san${san:+,}DNS:$name" ;;
+        *) san="$san${san:+,}IP:$name" ;;
+    esac
+done
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout ca.key -out ca.pem -days 30 -subj "/CN=webarch test relay CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout key.pem -out cert.csr -subj "/CN=$1" 2>/dev/null
+printf '%s\n' "subjectAltName=$san" 'basicConstraints=critical,CA:FALSE' \
+    'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' > cert.ext
+openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 30 \
+    -extfile cert.ext -out cert.pem 2>/dev/null
+rm -f cert.csr cert.ext ca.key
+chmod 644 ca.pem cert.pem
+"""
+
 #: Prints a JSON list of all stored messages of directory $1 (each with its "file" name).
 _DUMP_SCRIPT = r"""
 import glob, json, os, sys
@@ -82,6 +118,17 @@ class MailSinkError(HostError):
     """The SMTP sink did not come up, or the expected mail did not arrive in time."""
 
 
+def make_tls(host: Host, directory: str, names: list[str]) -> dict[str, str]:
+    """Make (once) a test CA and a certificate for ``names`` in ``directory`` of the host.
+
+    Returns the paths in the host: ``ca`` (the CA certificate, to trust), ``cert`` and
+    ``key`` (for :class:`MailSink`'s ``tls_cert`` and ``tls_key``).  The CA's key is
+    deleted: nothing else can be signed with it.
+    """
+    host.run(["sh", "-c", _TLS_SCRIPT, "sh", directory, *names], check=True)
+    return {kind: f"{directory}/{kind}.pem" for kind in ("ca", "cert", "key")}
+
+
 @dataclass
 class MailSink:
     """The SMTP sink of one test host (see the module docstring)."""
@@ -92,6 +139,11 @@ class MailSink:
     directory: str = "/var/lib/webarch-test/sink"
     script_path: str = "/usr/local/lib/webarch-test/smtpsink.py"
     unit: str = "webarch-test-smtpsink"
+    #: PEM files in the host: offer and require STARTTLS (see :func:`make_tls`).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: ``USER:PASSWORD`` lines in the host: offer and require AUTH.
+    auth_file: str | None = None
 
     @property
     def exim_smarthost(self) -> str:
@@ -100,16 +152,16 @@ class MailSink:
 
     def command(self) -> list[str]:
         """The command line of the sink inside the host."""
-        return [
-            "/usr/bin/python3",
-            self.script_path,
-            "--host",
-            self.address,
-            "--port",
-            str(self.port),
-            "--dir",
-            self.directory,
-        ]
+        options = {
+            "--host": self.address,
+            "--port": str(self.port),
+            "--dir": self.directory,
+            "--tls-cert": self.tls_cert,
+            "--tls-key": self.tls_key,
+            "--auth-file": self.auth_file,
+        }
+        args = [arg for option, value in options.items() if value for arg in (option, value)]
+        return ["/usr/bin/python3", self.script_path, *args]
 
     def start(self, timeout: float = 20.0) -> None:
         """Copy the script into the host, (re)start the unit, wait for the SMTP greeting."""
@@ -158,7 +210,7 @@ class MailSink:
         """All stored messages, oldest first.
 
         Each is the stored record (``mail_from``, ``rcpt_tos``, ``data``, ``received_at``,
-        ``helo``, ``mail_options``, ``peer``) plus ``file`` (its name in the sink
+        ``helo``, ``mail_options``, ``peer``, ``tls``, ``auth``) plus ``file`` (its name in the sink
         directory) and ``message``: ``data`` parsed as an :class:`EmailMessage`
         (``email.policy.default``, from the received bytes with CRLF turned into LF, so
         ``get_content()`` has ``\\n`` line ends).
@@ -187,9 +239,14 @@ class MailSink:
                 )
             time.sleep(0.2)
 
+    def events(self) -> list[dict[str, Any]]:
+        """What the sink saw besides messages, oldest first (see ``smtpsink.py``)."""
+        proc = self.host.run(["cat", f"{self.directory}/events.jsonl"])
+        return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
     def clear(self) -> None:
-        """Delete all stored messages."""
-        script = 'rm -f -- "$1"/*.json'
+        """Delete all stored messages and events."""
+        script = 'rm -f -- "$1"/*.json "$1"/events.jsonl'
         self.host.run(["sh", "-c", script, "sh", self.directory], check=True)
 
     def journal(self, lines: int = 30) -> str:

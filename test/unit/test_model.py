@@ -87,7 +87,7 @@ def test_twenty_mistakes_are_all_reported_with_paths(model, twenty_mistakes):
         "webarch:accounts:carol:email: 'carol@localhost' is not a valid email",
         "webarch:accounts:carol:shell: must be one of",
         "webarch:accounts:carol:state: must be one of present, absent",
-        "webarch:accounts:carol:quota: unknown key",
+        "webarch:accounts:carol:disk_quota: unknown key",
         "webarch:accounts:dave:sites:www:type: must be one of",
         "webarch:accounts:dave:sites:www:aliases: must be a list",
         "webarch:accounts:dave:sites:www:docroot: '../../etc' must stay inside",

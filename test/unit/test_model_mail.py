@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import grp
 import hashlib
+import json
+import os
+import stat
 
 import formula
 import pytest
@@ -122,6 +126,173 @@ def test_chroot_gets_the_mail_socket_and_sendmail(model):
     assert mounts["sendmail"]["device"] == "/usr/bin/msmtp"
     # The sendmail bind lands inside the /usr bind: that one must not share it with the host.
     assert "slave" in mounts["usr"]["opts"]
+
+
+# --------------------------------------------------------------------------- smarthost login, TLS
+
+RELAY_SECRET = "Relay-Secret:42^x"
+
+
+def relay(**mail: object) -> dict:
+    """A pillar with a smarthost and ``mail`` on top."""
+    return {"hostname": "web1.coop.example", "mail": {"smarthost": "mx.coop.example::587", **mail}}
+
+
+def test_a_smarthost_login_requires_tls_and_keeps_no_password(model):
+    pillar = relay(smarthost_user="web1@coop.example", smarthost_password=RELAY_SECRET)
+    mail = build(model, pillar)["mail"]
+    assert mail["smarthost_auth"] == {"host": "mx.coop.example", "user": "web1@coop.example"}
+    assert mail["smarthost_tls"] == "required"
+    assert "REMOTE_SMTP_SMARTHOST_HOSTS_REQUIRE_TLS = *" in mail["exim_macros"]
+    assert "REMOTE_SMTP_SMARTHOST_TLS_VERIFY_HOSTS = *" in mail["exim_macros"]
+    assert "MAIN_FORCE_SENDER = yes" in mail["exim_macros"]
+    assert mail["passwd_client"] == {"path": "/etc/exim4/passwd.client", "group": "Debian-exim"}
+    assert mail["exim_main_include"]["lines"][-1] == f".include {paths.EXIM_MACROS}"
+    addition = "\n".join(mail["exim_smarthost_addition"]["lines"])
+    assert "hosts_require_auth = <; ${if exists{CONFDIR/passwd.client}" in addition
+    # The model (and so the SLS, its state arguments, Salt's caches) never has it.
+    assert RELAY_SECRET not in json.dumps(build(model, pillar))
+
+
+@pytest.mark.parametrize(
+    ("mail", "tls", "macros"),
+    [
+        ({}, "opportunistic", []),
+        ({"smarthost_tls": "required"}, "required", ["*", "*"]),
+        ({"smarthost_tls": "unverified"}, "unverified", ["*", ""]),
+        ({"smarthost_user": "u", "smarthost_password": "p", "smarthost_tls": "unverified"},
+         "unverified", ["*", ""]),
+    ],
+)  # fmt: skip
+def test_tls_towards_the_smarthost(model, mail, tls, macros):
+    built = build(model, relay(**mail))["mail"]
+    assert built["smarthost_tls"] == tls
+    found = [
+        line.split("=", 1)[1].strip()
+        for line in built["exim_macros"]
+        if line.startswith("REMOTE_SMTP_SMARTHOST_")
+    ]
+    assert found == macros
+
+
+def test_no_smarthost_no_tls_setting(model):
+    mail = build(model, {})["mail"]
+    assert mail["smarthost_tls"] is None and mail["smarthost_auth"] is None
+    assert not [line for line in mail["exim_macros"] if "SMARTHOST" in line]
+
+
+@pytest.mark.parametrize(
+    ("mail", "expected"),
+    [
+        ({"smarthost_user": "u"}, "webarch:mail:smarthost_password: must be given with"),
+        ({"smarthost_password": RELAY_SECRET}, "webarch:mail:smarthost_user: must be given"),
+        ({"smarthost_user": "u:v", "smarthost_password": "p"}, "webarch:mail:smarthost_user: "),
+        ({"smarthost_user": "a b", "smarthost_password": "p"}, "webarch:mail:smarthost_user: "),
+        ({"smarthost_user": "u", "smarthost_password": 12345678},
+         "webarch:mail:smarthost_password: must be a string, not int (quote it in YAML)"),
+        ({"smarthost_user": "u", "smarthost_password": RELAY_SECRET + " x"},
+         "webarch:mail:smarthost_password: must be 1-256 printable ASCII"),
+        ({"smarthost_user": "u", "smarthost_password": RELAY_SECRET + "\n"},
+         "webarch:mail:smarthost_password: must be 1-256 printable ASCII"),
+        ({"smarthost_user": "u", "smarthost_password": "p", "smarthost_tls": "opportunistic"},
+         "webarch:mail:smarthost_tls: opportunistic cannot go with smarthost_user"),
+        ({"smarthost_tls": "always"}, "webarch:mail:smarthost_tls: must be one of required, "),
+        ({"smarthost": "[2001:db8::1]::587", "smarthost_user": "u", "smarthost_password": "p"},
+         "webarch:mail:smarthost_user: needs a smarthost named by host name or IPv4"),
+    ],
+)  # fmt: skip
+def test_bad_smarthost_login(model, mail, expected):
+    found = problems(model, relay(**mail))
+    assert len(found) == 1 and found[0].startswith(expected), found
+    assert RELAY_SECRET not in "".join(found)
+
+
+def test_a_login_or_tls_without_a_smarthost(model):
+    pillar = {
+        "mail": {"smarthost_user": "u", "smarthost_password": "p", "smarthost_tls": "required"}
+    }
+    assert sorted(problems(model, pillar)) == [
+        "webarch:mail:smarthost_tls: needs webarch:mail:smarthost",
+        "webarch:mail:smarthost_user: needs webarch:mail:smarthost",
+    ]
+    # A bad smarthost is one problem, not one more for its login.
+    bad = {"mail": {"smarthost": "mx:25", "smarthost_user": "u", "smarthost_password": "p"}}
+    assert [p.split(":")[2] for p in problems(model, bad)] == ["smarthost"]
+
+
+@pytest.fixture
+def smarthost_state(tmp_path, monkeypatch):
+    """webarch_smarthost over a fake pillar.get; the file in tmp_path, owned by us."""
+    from saltfactories.utils.loader import LoaderModuleMock
+
+    module = formula.load("_states/webarch_smarthost.py")
+    monkeypatch.setattr(module, "_OWNER", os.getuid())
+    pillar = {"webarch:mail:smarthost_password": RELAY_SECRET}
+    opts = {"test": False}
+
+    def pillar_get(key, default=None, unmask=False):
+        assert unmask, "Salt 3008 masks pillar values unless asked"
+        return pillar.get(key, default)
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    with LoaderModuleMock({module: {"__salt__": {"pillar.get": pillar_get}, "__opts__": opts}}):
+
+        def login(group: str = group, **kw):
+            return module.login(str(tmp_path / "passwd.client"), group=group, **kw)
+
+        yield login, tmp_path / "passwd.client", pillar, opts
+
+
+def test_the_login_state_writes_the_password_and_never_shows_it(smarthost_state):
+    login, path, pillar, opts = smarthost_state
+    opts["test"] = True
+    ret = login(host="mx.coop.example", user="web1@coop.example")
+    assert ret["result"] is None and not path.exists()
+    opts["test"] = False
+    ret = login(host="mx.coop.example", user="web1@coop.example")
+    assert ret["result"] is True
+    assert ret["changes"] == {
+        "login": "web1@coop.example at mx.coop.example (password not shown)",
+        "mode": f"root:{grp.getgrgid(os.getgid()).gr_name} 0640",
+    }
+    lines = path.read_text().splitlines()
+    assert lines[-1] == f"mx.coop.example:web1@coop.example:{RELAY_SECRET}"
+    assert lines[0].startswith("# Managed by Salt (webarch)")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    # Nothing to do the second time; a new password is a change, never shown.
+    assert login(host="mx.coop.example", user="web1@coop.example")["changes"] == {}
+    pillar["webarch:mail:smarthost_password"] = "another-one"
+    ret = login(host="mx.coop.example", user="web1@coop.example")
+    assert list(ret["changes"]) == ["login"] and path.read_text().endswith(":another-one\n")
+    path.chmod(0o644)
+    assert list(login(host="mx.coop.example", user="web1@coop.example")["changes"]) == ["mode"]
+    # No login in the pillar: the file keeps its header only.
+    ret = login()
+    assert ret["changes"] == {"login": "none"}
+    assert "another-one" not in path.read_text() and path.read_text().startswith("# Managed")
+    for shown in (ret, login(host="mx.coop.example", user="u")):
+        assert RELAY_SECRET not in json.dumps(shown) and "another-one" not in json.dumps(shown)
+
+
+def test_the_login_state_without_exim_s_group(smarthost_state):
+    login, path, _, opts = smarthost_state
+    kw = {"host": "mx.coop.example", "user": "u", "group": "no-such-group-here"}
+    ret = login(**kw)
+    assert ret["result"] is False and "group no-such-group-here does not exist" in ret["comment"]
+    opts["test"] = True  # a first run in test mode, before exim4 is installed
+    assert login(**kw)["result"] is None and not path.exists()
+
+
+def test_the_login_state_fails_on_a_bad_password_without_showing_it(smarthost_state):
+    login, path, pillar, _ = smarthost_state
+    pillar["webarch:mail:smarthost_password"] = RELAY_SECRET + " with spaces"
+    ret = login(host="mx.coop.example", user="u")
+    assert ret["result"] is False and not path.exists()
+    assert ret["comment"].startswith("webarch:mail:smarthost_password: must be 1-256 printable")
+    assert RELAY_SECRET not in ret["comment"]
+    del pillar["webarch:mail:smarthost_password"]
+    ret = login(host="mx.coop.example", user="u")
+    assert ret["result"] is False and "must be given" in ret["comment"]
 
 
 # --------------------------------------------------------------------------- webarch_notify

@@ -409,6 +409,10 @@ def test_site_web_defaults(model):
     www = build(model, site())["accounts"]["alice"]["sites"]["www"]
     assert (www["suspended"], www["robots_deny"], www["hsts"]) == (False, False, 0)
     assert (www["headers"], www["redirects"], www["basic_auth"]) == ({}, [], None)
+    assert www["default_headers"] == {
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "strict-origin-when-cross-origin",
+    }
 
 
 @pytest.mark.parametrize("key", ["suspended", "robots_deny"])
@@ -500,6 +504,50 @@ def test_bad_header_names(model, name, message):
 def test_bad_header_values(model, value, message):
     found = problems(model, site(headers={"X-Test": value}))
     only(found, f"{SITE}:headers:X-Test", message)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected", "defaults"),
+    [
+        # Named: set instead of the default, whatever the case of the name.
+        (
+            {"referrer-policy": "no-referrer"},
+            {"referrer-policy": "no-referrer"},
+            {"X-Content-Type-Options": "nosniff"},
+        ),
+        # false: neither set nor sent by default.
+        (
+            {"X-Content-Type-Options": False},
+            {},
+            {"Referrer-Policy": "strict-origin-when-cross-origin"},
+        ),
+        ({"Referrer-Policy": False, "X-CONTENT-TYPE-OPTIONS": False}, {}, {}),
+    ],
+)
+def test_default_headers_are_overridden_or_removed(model, headers, expected, defaults):
+    www = build(model, site(headers=headers))["accounts"]["alice"]["sites"]["www"]
+    assert (www["headers"], www["default_headers"]) == (expected, defaults)
+
+
+def test_false_removes_only_a_default_header(model):
+    found = problems(model, site(headers={"X-Frame-Options": False}))
+    only(
+        found,
+        f"{SITE}:headers:X-Frame-Options",
+        "false removes only a header every site sends by default "
+        "(Referrer-Policy, X-Content-Type-Options)",
+    )
+
+
+def test_a_header_named_twice_is_refused(model):
+    found = problems(
+        model, site(headers={"Referrer-Policy": "no-referrer", "referrer-policy": False})
+    )
+    only(
+        found,
+        f"{SITE}:headers:referrer-policy",
+        "names the header of 'Referrer-Policy' again (names are case-insensitive)",
+    )
 
 
 def test_headers_must_be_a_mapping(model):

@@ -154,6 +154,7 @@ def render_all(model: ModuleType, built: dict) -> dict[str, str]:
             account_group=built["account_group"],
             chroot_base=built["chroot_base"],
             authorized_keys_dir=built["paths"]["ssh_authorized_keys_dir"],
+            grains={"osmajorrelease": 12},  # Salt's template context has them
         )
     }
     for name in built["present"]:

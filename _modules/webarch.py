@@ -199,6 +199,10 @@ def packages(osmajorrelease: int | None = None) -> list[str]:
         "exim4-daemon-light",
         "msmtp",
         "python3",
+        # The accounts' outbound connections (SMTP only through Exim).
+        "nftables",
+        # Disk quotas (setquota, quota) where the homes' file system has them.
+        "quota",
         # Databases: MariaDB, reached only through its socket.
         "mariadb-server",
         # The web stack: Apache (event MPM, proxy_fcgi, md) and PHP-FPM; the

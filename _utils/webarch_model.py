@@ -26,6 +26,7 @@ import webarch_cron_model as cron_model
 import webarch_db as db
 import webarch_layout as layout
 import webarch_mail as mail
+import webarch_net as net
 import webarch_paths as paths
 import webarch_php as php
 import webarch_quota as quota
@@ -85,6 +86,13 @@ SERVER_KEYS = check.key_table(
     Key("mariadb", "mapping", {}, "The MariaDB server. See `MariaDB`_."),
     Key("mail", "mapping", {}, "Mail from the accounts. See `Mail`_."),
     Key(
+        "outbound",
+        "mapping",
+        {},
+        "The accounts' outbound connections: SMTP only through the host's Exim, the "
+        "rest open unless denied. See `Outbound network`_.",
+    ),
+    Key(
         "notify",
         "mapping",
         {},
@@ -143,6 +151,7 @@ def _server_settings(pillar: dict, problems: check.Problems, osmajorrelease: int
         else dict(layout.SYSV_IPC_OFF),
         "php_version": php.php_version(osmajorrelease),
         "mariadb": db.mariadb_settings(get("mariadb"), problems),
+        "outbound": net.server_outbound(get("outbound"), problems),
         "mail": {
             **mail.mail_settings(get("mail"), problems),
             "daemon": mail.exim_queue_only(osmajorrelease),
@@ -237,6 +246,7 @@ ACCOUNT_KEYS = check.key_table(
         "account in its chroot (see `Cron`_).",
     ),
     Key("mail", "mapping", {}, "The account's own mail."),
+    Key("outbound", "mapping", {}, "The account's outbound connections (``deny_other``)."),
     Key(
         "php",
         "mapping",
@@ -349,6 +359,7 @@ def _account(
         "apache": {"site": paths.apache_site(name), "file": paths.apache_site_file(name)},
         "mariadb": db.account_mariadb(name, data, server, problems),
         "mail": mail.account_mail(name, data, server, problems),
+        "outbound": net.account_outbound(name, data["outbound"], server, problems),
         "notify": mail.account_notify(name, data, email, ssh_password, problems),
         "quota": quota.account_quota(data, server, path, problems),
         "cron": cron_model.account_cron(
@@ -467,6 +478,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         ),
         "db_dumps": db.db_dumps(server, present),
         "cron": cron_model.cron_file(present, server["notify"]["from"]),
+        "firewall": net.firewall(present),
         "matomo": matomo,
         "quota": quota.quota(server, present),
         "app_packages": apps.debian_packages(accounts),

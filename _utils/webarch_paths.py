@@ -45,6 +45,9 @@ LOG_MAP_PATH = f"{CONFIG_DIR}/log-map"
 LOG_MAP_HEADER = "# Managed by Salt (webarch): site name -> account, for webarch-log-split."
 MAIL_ACCOUNTS_PATH = f"{CONFIG_DIR}/mail-accounts"
 MAIL_ACCOUNTS_HEADER = "# Managed by Salt (webarch): ACCOUNT HOME, for webarch-mail-gate and -log."
+#: The accounts' outbound network rules (nftables table inet webarch) and their unit.
+FIREWALL_CONF = f"{CONFIG_DIR}/nftables.conf"
+FIREWALL_UNIT = "webarch-firewall"
 #: The accounts' cron jobs, for webarch-cron (JSON, root 0600).
 CRON_CONFIG_PATH = f"{CONFIG_DIR}/cron.json"
 DB_DUMP_MAP_PATH = f"{CONFIG_DIR}/db-dumps"

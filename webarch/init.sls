@@ -15,6 +15,7 @@ include:
   - .apache
   - .htaccess
   - .cron
+  - .firewall
   - .mariadb
   - .apps
   - .notify

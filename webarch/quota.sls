@@ -15,6 +15,7 @@
                  webarch.paths.systemd_dir ~ '/' ~ unit ~ '.timer'] %}
 ---
 include:
+  - {{ tplroot }}.packages
   - {{ tplroot }}.users
 {%- if quota.off_notice %}
 
@@ -34,6 +35,7 @@ webarch-{{ name }}-quota:
     - {{ key }}: {{ value }}
 {%-     endfor %}
     - require:
+      - pkg: webarch-packages
       - user: webarch-{{ name }}-user
       - file: webarch-{{ name }}-dir-logs
 {%-   endfor %}

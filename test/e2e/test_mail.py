@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import re
 import secrets
 import subprocess
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 from e2e.helpers import (
     RELAY_ADDRESS,
+    RELAY_NETNS,
     SSH_OPTS,
     RelaySink,
     apply,
@@ -115,7 +117,11 @@ def mail_pillar(
                     "mail": {"sender": "shop@bob.example"},
                     "sites": {"shop": {"type": "php", "server_name": "shop.bob.example"}},
                 },
-                "carol": {"ssh_keys": key("carol"), "mail": {"rate_limit": 2}},
+                "carol": {
+                    "ssh_keys": key("carol"),
+                    "mail": {"rate_limit": 2},
+                    "outbound": {"deny_other": True},
+                },
             },
         }
     }
@@ -560,3 +566,51 @@ def test_the_relay_password_is_only_in_its_root_only_file(mailhost):
     outputs = "\n".join(OUTPUTS)
     for needle in needles:
         assert needle not in journal and needle not in outputs
+
+
+#: A listener on the relay host: says hello on SMTP's ports and on 8080.
+LISTENER = """
+import selectors, socket
+sel = selectors.DefaultSelector()
+for port in (25, 465, 587, 8080):
+    s = socket.create_server(('0.0.0.0', port))
+    sel.register(s, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        conn, _ = key.fileobj.accept()
+        conn.sendall(b'220 listener\\r\\n')
+        conn.close()
+"""
+
+
+def connects(host: Host, keys: dict[str, Path], user: str | None, port: int) -> str:
+    """What ``user`` (its SSH session, in its chroot; None: root on the host) reads
+    from the relay host's ``port``: the greeting, or why not."""
+    probe = (f"timeout 5 bash -c 'exec 3<>/dev/tcp/{RELAY_ADDRESS}/{port} && head -c 12 <&3'"
+             " 2>&1 || echo ' failed'")  # fmt: skip
+    if user is None:
+        return host.run(["bash", "-c", probe]).stdout
+    return ssh(host, keys, user, probe).stdout
+
+
+def test_smtp_leaves_only_through_the_hosts_exim(mailhost, keys):
+    """alice's own SMTP connections to another server are refused (her mail goes
+    through Exim: the tests above); her other connections are open; carol, with
+    outbound:deny_other, opens none; root is not limited."""
+    unit = "--unit=webarch-test-listener"
+    mailhost.run(["systemd-run", unit, "ip", "netns", "exec", RELAY_NETNS,
+                  "python3", "-c", LISTENER], check=True)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while "220 listener" not in connects(mailhost, keys, None, 8080):
+        assert time.monotonic() < deadline, "the relay host's listener did not start"
+        time.sleep(0.5)
+    for port in (25, 465, 587):
+        assert "220 listener" in connects(mailhost, keys, None, port), port
+        answer = connects(mailhost, keys, "alice", port)
+        assert "220" not in answer and "Connection refused" in answer, (port, answer)
+    assert "220 listener" in connects(mailhost, keys, "alice", 8080)
+    assert "220" not in connects(mailhost, keys, "carol", 8080)
+    # The refusals are the formula's rule's (its counter), not a missing listener's.
+    rules = mailhost.run(["nft", "list", "table", "inet", "webarch"], check=True).stdout
+    counted = re.search(r"@accounts tcp dport \{ 25, 465, 587 \} counter packets (\d+)", rules)
+    assert counted and int(counted.group(1)) >= 3, rules

@@ -89,6 +89,10 @@ EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
         "webarch-mail-smarthost-login",
         "webarch-mail-exim-update",
         "webarch-mail-exim-service",
+        # The accounts' outbound rules (issue 18): new.
+        "webarch-firewall-rules",
+        "webarch-firewall-unit",
+        "webarch-firewall-service",
         # Cron jobs (issue 18): pillar.example's alice has one.
         "webarch-cron-program",
         "webarch-cron-config",

@@ -84,6 +84,18 @@ def admin_password(sink: RelaySink, app: str) -> str:
     return password_in(mails[-1])
 
 
+def wordpress_login(password: str) -> list[dict]:
+    """Browser steps: alice logs in to WordPress's admin with ``password``."""
+    return [
+        {"get": f"https://{WWW}/wp-login.php"},
+        {"wait_for": "#user_login"},
+        {"fill": "#user_login", "value": "alice"},
+        {"fill": "#user_pass", "value": password},
+        {"click": "#wp-submit"},
+        {"wait_for": "#wpadminbar", "timeout": 30},
+    ]
+
+
 def test_the_first_run_installs_both_and_the_second_changes_nothing(host, base, first):
     assert failed(first) == {}
     installed = app_states(first)
@@ -139,12 +151,7 @@ def test_the_wordpress_admin_logs_in_with_the_mailed_password(host, first, sink)
         [
             {"get": f"https://{WWW}/"},
             {"screenshot": "front-page"},
-            {"get": f"https://{WWW}/wp-login.php"},
-            {"wait_for": "#user_login"},
-            {"fill": "#user_login", "value": "alice"},
-            {"fill": "#user_pass", "value": password},
-            {"click": "#wp-submit"},
-            {"wait_for": "#wpadminbar", "timeout": 30},
+            *wordpress_login(password),
             {"screenshot": "dashboard"},
         ],
         "test_apps-wordpress-login",
@@ -187,12 +194,7 @@ def test_the_wordpress_admin_publishes_a_post_with_an_uploaded_image(host, first
     result = run_browser(
         host,
         [
-            {"get": f"https://{WWW}/wp-login.php"},
-            {"wait_for": "#user_login"},
-            {"fill": "#user_login", "value": "alice"},
-            {"fill": "#user_pass", "value": password},
-            {"click": "#wp-submit"},
-            {"wait_for": "#wpadminbar", "timeout": 30},
+            *wordpress_login(password),
             # The browser uploader: a plain <input type=file> and an Upload button.
             {"get": f"{admin}/media-new.php?browser-uploader"},
             {"upload": "#async-upload", "file": str(photo)},

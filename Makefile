@@ -19,12 +19,14 @@ help:
 
 # Host packages: debootstrap and systemd-nspawn build and boot the test hosts;
 # the tests reach them from outside with this machine's ssh, curl and openssl,
-# and look at the sites with Debian's headless Chromium driven by chromedriver.
+# and look at the sites with Debian's headless Chromium driven by chromedriver;
+# mkfs.btrfs makes the btrfs /home of the quota tests' host.
 prereqs:
 	@missing=""; \
 	for cmd in debootstrap:debootstrap systemd-nspawn:systemd-container \
 	           ip:iproute2 nsenter:util-linux ssh:openssh-client curl:curl \
-	           openssl:openssl chromium:chromium chromedriver:chromium-driver; do \
+	           openssl:openssl chromium:chromium chromedriver:chromium-driver \
+	           mkfs.btrfs:btrfs-progs; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \

@@ -23,6 +23,7 @@ import webarch_layout as layout
 import webarch_model
 import webarch_paths as paths
 import webarch_php
+import webarch_web
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "webarch"
@@ -155,8 +156,9 @@ def validate(pillar: dict | None = None) -> dict:
 
 def app_packages(osmajorrelease: int | None = None) -> list[str]:
     """
-    Return every Debian package an application site may need on this (or that)
-    release (the state installs only those of the sites in pillar).
+    Return every Debian package an application site or a site's web
+    application firewall may need on this (or that) release (the state
+    installs only those the sites in pillar use).
 
     CLI Example:
 
@@ -168,7 +170,8 @@ def app_packages(osmajorrelease: int | None = None) -> list[str]:
     found: list[str] = []
     for by_release in webarch_apps.DEBIAN_PACKAGES.values():
         found += [p for p in by_release.get(major, ()) if p not in found]
-    return found
+    # ModSecurity and the Core Rule Set: installed once a site has a WAF.
+    return found + [p for p in webarch_web.WAF_PACKAGES if p not in found]
 
 
 def packages(osmajorrelease: int | None = None) -> list[str]:
@@ -201,8 +204,17 @@ def packages(osmajorrelease: int | None = None) -> list[str]:
         "python3",
         # The accounts' outbound connections (SMTP only through Exim).
         "nftables",
-        # Disk quotas (setquota, quota) where the homes' file system has them.
+        # logind puts each account's SSH and SFTP sessions in its slice
+        # (user-UID.slice), beside its PHP-FPM and cron jobs, under its limits.
+        "libpam-systemd",
+        # Disk quotas (setquota, quota) where the homes' file system has them;
+        # on btrfs, the homes' subvolumes and qgroups.
         "quota",
+        "btrfs-progs",
+        # Brute-force bans (webarch.fail2ban): sshd's failures come from the
+        # journal (python3-systemd), the bans go through nftables.
+        "fail2ban",
+        "python3-systemd",
         # Databases: MariaDB, reached only through its socket.
         "mariadb-server",
         # The web stack: Apache (event MPM, proxy_fcgi, md) and PHP-FPM; the

@@ -7,6 +7,12 @@ Limits and usage are read with the kernel's ``quotactl(2)`` (``Q_GETINFO``,
 ``setquota``, the command a sysadmin would type.  Space is in KiB (the
 kernel's quota blocks), files are counts, ``0`` is no limit.
 
+On btrfs, which has no user quotas, each home is a subvolume and its qgroup
+(``0/SUBVOLUME-ID``) carries the account's hard space limit (``btrfs qgroup
+limit``): btrfs has no soft limits, grace periods or file counts, so only
+``blocks_hard`` can be set there.  Figures are read from ``btrfs qgroup show
+--raw`` (its JSON output crashes in Debian 12's btrfs-progs 6.2).
+
 Salt's own ``quota`` module reports whole file systems (``repquota -a``) and
 sets limits without telling what was there; its ``quota`` state only switches
 a file system's quotas on or off: the webarch_quota state needs one account's
@@ -21,6 +27,7 @@ import errno
 import json
 import os
 import pwd
+import shutil
 from typing import Any
 
 from salt.exceptions import CommandExecutionError
@@ -35,6 +42,12 @@ USRQUOTA = 0
 QIF_LIMITS = 1 | 4
 
 LIMITS = ("blocks_soft", "blocks_hard", "inodes_soft", "inodes_hard")
+
+BTRFS = "btrfs"
+#: The inode number of every btrfs subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID).
+SUBVOLUME_INODE = 256
+#: The id of the top-level subvolume (a plain directory in it has this root id).
+TOPLEVEL_ID = 5
 
 
 class _Dqblk(ctypes.Structure):
@@ -94,7 +107,8 @@ WHY = {
 
 def filesystem(path: str = "/home") -> dict[str, Any]:
     """
-    The file system that holds ``path`` and whether it has user quotas on.
+    The file system that holds ``path`` and whether it has user quotas on
+    (on btrfs: whether its quotas, the qgroups, are on).
 
     Returns ``mount``, ``device``, ``fstype``, ``quota`` (true or false) and,
     without quotas, ``problem``: why, in words.
@@ -116,6 +130,16 @@ def filesystem(path: str = "/home") -> dict[str, Any]:
         raise CommandExecutionError(f"findmnt -T {existing} failed: {out['stderr']}")
     found = json.loads(out["stdout"])["filesystems"][0]
     result = {"mount": found["target"], "device": found["source"], "fstype": found["fstype"]}
+    if result["fstype"] == BTRFS:
+        if shutil.which("btrfs") is None:
+            problem = "the btrfs command is missing (package btrfs-progs, not installed yet)"
+            return {**result, "quota": False, "problem": problem}
+        result["quota"] = _qgroups_on(result["mount"])
+        if not result["quota"]:
+            result["problem"] = (
+                f"its quotas (qgroups) are off (btrfs quota enable {result['mount']})"
+            )
+        return result
     if not result["device"].startswith("/"):
         result.update(quota=False, problem="it is not on a block device, so it has no user quotas")
         return result
@@ -144,6 +168,8 @@ def get(name: str, path: str | None = None) -> dict[str, int]:
     User ``name``'s limits and usage on the file system holding ``path``
     (default: the user's home): ``blocks_soft``, ``blocks_hard`` (KiB),
     ``inodes_soft``, ``inodes_hard``, ``space_used`` (bytes), ``inodes_used``.
+    On btrfs: the limits and usage of the home's qgroup (soft and file limits
+    0, no ``inodes_used``: btrfs counts no files).
 
     CLI Example:
 
@@ -155,6 +181,14 @@ def get(name: str, path: str | None = None) -> dict[str, int]:
     fs = filesystem(path or user.pw_dir)
     if not fs["quota"]:
         raise CommandExecutionError(f"no user quotas on {describe(fs)}: {fs['problem']}")
+    if fs["fstype"] == BTRFS:
+        group = qgroup(path or user.pw_dir)
+        return {
+            **dict.fromkeys(LIMITS, 0),
+            # Rounded up: a limit set by hand in bytes never looks like a KiB one.
+            "blocks_hard": -(-group["max_referenced"] // 1024),
+            "space_used": group["referenced"],
+        }
     block = _Dqblk()
     code = _quotactl(Q_GETQUOTA, fs["device"], user.pw_uid, block)
     if code:
@@ -182,7 +216,8 @@ def set_(
     """
     Set user ``name``'s limits (space in KiB, files; 0: none) with ``setquota``
     on the file system holding ``path`` (default: the user's home); return
-    them as read back.
+    them as read back.  On btrfs: the hard space limit of the home's qgroup
+    (``btrfs qgroup limit``); any other limit is refused.
 
     CLI Example:
 
@@ -197,6 +232,8 @@ def set_(
     numbers = [int(v) for v in (blocks_soft, blocks_hard, inodes_soft, inodes_hard)]
     if any(n < 0 for n in numbers):
         raise CommandExecutionError(f"quota limits must not be negative: {numbers}")
+    if fs["fstype"] == BTRFS:
+        return _set_btrfs(name, dict(zip(LIMITS, numbers, strict=True)), path or user.pw_dir)
     cmd = ["setquota", "-u", name, *map(str, numbers), fs["mount"]]
     out = __salt__["cmd.run_all"](cmd, python_shell=False)
     if out["retcode"] != 0:
@@ -207,6 +244,148 @@ def set_(
             f"{' '.join(cmd)} left other limits: {[now[k] for k in LIMITS]}"
         )
     return now
+
+
+def _set_btrfs(name: str, wanted: dict[str, int], home: str) -> dict[str, int]:
+    """Set the hard space limit of the qgroup of ``home`` (a subvolume)."""
+    others = [k for k in LIMITS if k != "blocks_hard" and wanted[k]]
+    if others:
+        raise CommandExecutionError(
+            f"btrfs qgroups limit space only (no soft limit, no file count): {', '.join(others)}"
+            " must be 0"
+        )
+    size = str(wanted["blocks_hard"] * 1024) if wanted["blocks_hard"] else "none"
+    _btrfs(["qgroup", "limit", size, home])
+    now = get(name, home)
+    if now["blocks_hard"] != wanted["blocks_hard"]:
+        raise CommandExecutionError(
+            f"btrfs qgroup limit {size} {home} left {now['blocks_hard']} KiB"
+        )
+    return now
+
+
+def subvolume(path: str) -> dict[str, Any]:
+    """
+    Whether ``path`` exists and is a btrfs subvolume (its own qgroup's).
+
+    Returns ``exists``, ``subvolume`` and, for one, ``id`` (its qgroup is
+    ``0/ID``).  A subvolume's root directory is inode 256 and its root id
+    is not the top level's (5): only such a directory costs a command.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_quota.subvolume /home/alice
+    """
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return {"path": path, "exists": False, "subvolume": False}
+    result: dict[str, Any] = {"path": path, "exists": True, "subvolume": False}
+    if found.st_ino != SUBVOLUME_INODE or shutil.which("btrfs") is None:
+        return result
+    out = __salt__["cmd.run_all"](
+        ["btrfs", "inspect-internal", "rootid", path], python_shell=False, ignore_retcode=True
+    )
+    root = out["stdout"].strip()
+    if out["retcode"] == 0 and root.isdigit() and int(root) != TOPLEVEL_ID:
+        result.update(subvolume=True, id=int(root))
+    return result
+
+
+def create_subvolume(path: str) -> dict[str, Any]:
+    """
+    Create ``path`` as a btrfs subvolume (with quotas on, the kernel gives it
+    its qgroup ``0/ID``); return :py:func:`subvolume`'s view of it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_quota.create_subvolume /home/alice
+    """
+    if os.path.lexists(path):
+        raise CommandExecutionError(f"{path} exists already")
+    _btrfs(["subvolume", "create", path])
+    made = subvolume(path)
+    if not made["subvolume"]:
+        raise CommandExecutionError(f"btrfs subvolume create {path} made no subvolume")
+    return made
+
+
+def qgroup(path: str) -> dict[str, Any]:
+    """
+    The qgroup of the btrfs subvolume ``path``: ``qgroup`` (``0/ID``),
+    ``referenced`` and ``exclusive`` (bytes used), ``max_referenced`` (bytes,
+    the limit; 0: none).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_quota.qgroup /home/alice
+    """
+    sub = subvolume(path)
+    if not sub["subvolume"]:
+        raise CommandExecutionError(f"{path} is not a btrfs subvolume: it has no qgroup")
+    wanted = f"0/{sub['id']}"
+    for line in _btrfs(["qgroup", "show", "--raw", "-re", "-f", path]).splitlines():
+        fields = line.split()
+        if fields and fields[0] == wanted:
+            limit = fields[3]
+            return {
+                "qgroup": wanted,
+                "referenced": int(fields[1]),
+                "exclusive": int(fields[2]),
+                "max_referenced": 0 if limit == "none" else int(limit),
+            }
+    raise CommandExecutionError(f"btrfs qgroup show lists no qgroup {wanted} of {path}")
+
+
+def quotas_on(path: str = "/home") -> dict[str, Any]:
+    """
+    Switch on the quotas (qgroups) of the btrfs holding ``path`` and wait for
+    their first count of what is there; return :py:func:`filesystem`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_quota.quotas_on /home
+    """
+    fs = filesystem(path)
+    if fs["fstype"] != BTRFS:
+        raise CommandExecutionError(f"{describe(fs)} is not a btrfs: it has no qgroups")
+    if not fs["quota"]:
+        _btrfs(["quota", "enable", fs["mount"]])
+        _btrfs(["quota", "rescan", "-W", fs["mount"]])
+    now = filesystem(path)
+    if not now["quota"]:
+        raise CommandExecutionError(f"btrfs quota enable {fs['mount']} left them off")
+    return now
+
+
+def _qgroups_on(mount: str) -> bool:
+    """Whether the btrfs mounted at ``mount`` has its quotas (qgroups) on."""
+    out = __salt__["cmd.run_all"](
+        ["btrfs", "qgroup", "show", "--raw", "-f", mount], python_shell=False, ignore_retcode=True
+    )
+    if out["retcode"] == 0:
+        return True
+    if "not enabled" in out["stderr"]:
+        return False
+    raise CommandExecutionError(f"btrfs qgroup show {mount} failed: {out['stderr']}")
+
+
+def _btrfs(args: list[str]) -> str:
+    """Run ``btrfs ARGS``; return its output; raise with its message on failure."""
+    out = __salt__["cmd.run_all"](["btrfs", *args], python_shell=False)
+    if out["retcode"] != 0:
+        raise CommandExecutionError(
+            f"btrfs {' '.join(args)} failed: {out['stderr'] or out['stdout']}"
+        )
+    return out["stdout"]
 
 
 def _user(name: str) -> pwd.struct_passwd:

@@ -261,10 +261,17 @@ StandardOutput=append:{log}
 StandardError=inherit
 TimeoutStartSec={TIMEOUT}
 NoNewPrivileges=yes
-Nice=10
 IOSchedulingClass=best-effort
 IOSchedulingPriority=7
-"""
+{_limits(account)}"""
+
+
+def _limits(account: dict) -> str:
+    """The account's slice and limits (``slice``, ``properties``): lines of [Service]."""
+    found = dict(account.get("properties") or {"Nice": "10"})
+    if account.get("slice"):
+        found["Slice"] = account["slice"]
+    return "".join(f"{key}={value}\n" for key, value in sorted(found.items()))
 
 
 def parse_unit(unit: str) -> tuple[str, str] | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import webarch_check as check
 import webarch_cron as cron
+import webarch_limits as limits
 import webarch_paths as paths
 from webarch_check import REQUIRED, Key
 
@@ -87,6 +88,13 @@ def cron_file(present: list[dict], email_from: str | None) -> dict:
         "path": paths.CRON_CONFIG_PATH,
         "data": {
             "from": email_from,
-            "accounts": {a["name"]: {**a["cron"], "email": a["email"]} for a in present},
+            "accounts": {
+                a["name"]: {
+                    **a["cron"],
+                    "email": a["email"],
+                    "properties": limits.process_properties(a["limits"], a["limits"]["nice"]),
+                }
+                for a in present
+            },
         },
     }

@@ -24,7 +24,9 @@ import webarch_apps as apps
 import webarch_check as check
 import webarch_cron_model as cron_model
 import webarch_db as db
+import webarch_fail2ban as fail2ban
 import webarch_layout as layout
+import webarch_limits as limits
 import webarch_mail as mail
 import webarch_net as net
 import webarch_paths as paths
@@ -100,7 +102,27 @@ SERVER_KEYS = check.key_table(
         "from here, never from a request. See `Password notifications`_.",
     ),
     Key("acme", "mapping", {}, "Certificates for every site through Apache's mod_md."),
+    Key(
+        "waf",
+        check.one_of(web.WAF_MODES),
+        "off",
+        "The web application firewall of every site that sets no ``waf`` of its own. "
+        "See `Web application firewall`_.",
+    ),
     Key("quota", "mapping", {}, "Disk quotas of the accounts. See `Quotas`_."),
+    Key(
+        "limits",
+        "mapping",
+        {},
+        "Every account's share of the machine: CPU, memory, processes, I/O. See `Limits`_.",
+    ),
+    Key(
+        "fail2ban",
+        "mapping",
+        {},
+        "Bans of addresses that keep failing to log in (SSH, basic auth, WordPress, "
+        "Matomo). See `Brute-force bans`_.",
+    ),
     Key(
         "matomo",
         "mapping",
@@ -152,6 +174,8 @@ def _server_settings(pillar: dict, problems: check.Problems, osmajorrelease: int
         "php_version": php.php_version(osmajorrelease),
         "mariadb": db.mariadb_settings(get("mariadb"), problems),
         "outbound": net.server_outbound(get("outbound"), problems),
+        "limits": limits.server_limits(get("limits"), problems),
+        "fail2ban": fail2ban.fail2ban(get("fail2ban"), problems),
         "mail": {
             **mail.mail_settings(get("mail"), problems),
             "daemon": mail.exim_queue_only(osmajorrelease),
@@ -163,6 +187,7 @@ def _server_settings(pillar: dict, problems: check.Problems, osmajorrelease: int
             problems,
         ),
         "quota": quota.quota_settings(get("quota"), pillar.get("accounts"), problems),
+        "waf": web.waf_mode(get("waf"), [*base, "waf"], problems),
         "acme": web.acme(
             get("acme"),
             admin_email if isinstance(admin_email, str) and "@" in admin_email else None,
@@ -247,6 +272,7 @@ ACCOUNT_KEYS = check.key_table(
     ),
     Key("mail", "mapping", {}, "The account's own mail."),
     Key("outbound", "mapping", {}, "The account's outbound connections (``deny_other``)."),
+    Key("limits", "mapping", {}, "The account's own limits over ``limits`` (see `Limits`_)."),
     Key(
         "php",
         "mapping",
@@ -314,11 +340,13 @@ def _account(
     sites_raw = check.mapping(data["sites"], [*path, "sites"], problems)
     every_site = {
         str(site): web.site_settings(
-            name, str(site), site_data, [*path, "sites", str(site)], problems
+            name, str(site), site_data, [*path, "sites", str(site)], problems, server["waf"]
         )
         for site, site_data in sorted(sites_raw.items(), key=lambda kv: str(kv[0]))
     }
     sites = {k: v for k, v in every_site.items() if v["state"] != "absent"}
+    php_settings = php.account_php(data["php"], paths.home(name), [*path, "php"], problems)
+    account_limits = limits.account_limits(name, data["limits"], server, php_settings, problems)
     return {
         "name": name,
         "state": state,
@@ -338,11 +366,18 @@ def _account(
             "authorized_keys": paths.authorized_keys(name),
         },
         "chroot": layout.chroot_spec(name, server["chroot_base"] or paths.CHROOT_BASE),
-        "php": php.account_php(data["php"], paths.home(name), [*path, "php"], problems),
+        "php": php_settings,
+        "limits": account_limits,
+        "limits_units": limits.units(account_limits),
         "pool": {
             "name": name,
             "socket": php.pool_socket(name, socket_key),
-            "file": paths.fpm_pool_file(server["php_version"], name),
+            "listen": php.adopted_listen(php.pool_socket(name, socket_key)),
+            "file": paths.fpm_pool_file(name),
+            "old_file": paths.fpm_old_pool_file(server["php_version"], name),
+            "unit": paths.fpm_unit(name),
+            "service": paths.fpm_unit(name).removesuffix(".service"),
+            "socket_unit": paths.fpm_unit(name).removesuffix(".service") + ".socket",
             "error_log": paths.account_log(name, "php-error.log"),
             "slow_log": paths.account_log(name, "php-slow.log"),
         },
@@ -362,6 +397,8 @@ def _account(
         "outbound": net.account_outbound(name, data["outbound"], server, problems),
         "notify": mail.account_notify(name, data, email, ssh_password, problems),
         "quota": quota.account_quota(data, server, path, problems),
+        # Where its soft and file limits come from: btrfs has none (its state names them).
+        "quota_from": quota.limit_sources(data, server, path),
         "cron": cron_model.account_cron(
             name, data, paths.chroot(name, server["chroot_base"] or paths.CHROOT_BASE), problems
         ),
@@ -471,6 +508,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         "php_fpm_modules_off": list(php.PHP_FPM_MODULES_OFF),
         "php_fpm": php.fpm(server["php_version"]),
         "apache": web.apache(server),
+        "waf": web.waf(present, osmajorrelease),
         "account_group": paths.ACCOUNT_GROUP,
         "mail_accounts": mail.mail_accounts(present),
         "notify_accounts": sorted(
@@ -479,6 +517,8 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         "db_dumps": db.db_dumps(server, present),
         "cron": cron_model.cron_file(present, server["notify"]["from"]),
         "firewall": net.firewall(present),
+        "pam_limits": limits.pam_file(present),
+        "limits_oom_score_adjust": limits.OOM_SCORE_ADJUST,
         "matomo": matomo,
         "quota": quota.quota(server, present),
         "app_packages": apps.debian_packages(accounts),

@@ -145,9 +145,25 @@ def fpm_dir(php_version: str) -> str:
     return f"/etc/php/{php_version}/fpm"
 
 
-def fpm_pool_file(php_version: str, name: str) -> str:
-    """The PHP-FPM pool file of account ``name``."""
+#: Each account's PHP-FPM: its own master (``webarch-php@ACCOUNT.service``)
+#: reading its own file here.
+FPM_CONF_DIR = "/etc/webarch/php-fpm"
+FPM_UNIT = "webarch-php@"
+
+
+def fpm_pool_file(name: str) -> str:
+    """The PHP-FPM configuration (main and pool) of account ``name``."""
+    return f"{FPM_CONF_DIR}/{name}.conf"
+
+
+def fpm_old_pool_file(php_version: str, name: str) -> str:
+    """Where the pool of account ``name`` was when one php-fpm ran every pool."""
     return f"{fpm_dir(php_version)}/pool.d/webarch-{name}.conf"
+
+
+def fpm_unit(name: str) -> str:
+    """The service running account ``name``'s PHP-FPM."""
+    return f"{FPM_UNIT}{name}.service"
 
 
 def account_log(name: str, log: str) -> str:

@@ -238,6 +238,17 @@ def pool_socket(name: str, key: str) -> str:
     return f"/run/php/webarch-{digest.hexdigest()[:20]}.sock"
 
 
+def adopted_listen(socket: str) -> str:
+    """The pool's ``listen`` address when systemd holds its socket.
+
+    The master adopts the socket systemd passes it (``FPM_SOCKETS=ADDRESS=3``:
+    the pool whose ``listen`` is ADDRESS takes fd 3) and, when it exits,
+    removes the file named by ADDRESS: so ADDRESS is a name of its own,
+    never bound, and the socket's file stays for the next start.
+    """
+    return socket.removesuffix(".sock") + ".adopted"
+
+
 #: PHP's version on each Debian release (its packages are named after it).
 PHP_VERSIONS = {12: "8.2", 13: "8.4"}
 

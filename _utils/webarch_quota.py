@@ -6,6 +6,13 @@ system that holds their homes.
 ``webarch:accounts:USERNAME:quota`` changes them for one account.  Space is a
 size (``500M``, ``5G``), files a count; ``0`` is no limit.  The model keeps
 space in KiB, the kernel's (and ``setquota``'s) unit.
+
+Two kinds of file system enforce them: one with user quotas (ext4, XFS:
+``setquota``, all four limits) and btrfs, where each home is a subvolume
+limited by its qgroup: there only ``blocks_hard`` exists (no file counts, no
+soft limit or grace).  The model cannot know which file system the host has;
+it records where each soft or file limit comes from in pillar
+(:py:func:`limit_sources`), so that the state on btrfs fails naming it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import re
 from typing import Any
 
 import webarch_check as check
+import webarch_paths as paths
 from webarch_check import Derived, Key
 
 #: A space limit: a whole number and a unit (K, M, G, T), or 0 for none.
@@ -24,6 +32,8 @@ SPACE_MAX_KIB = 1 << 46
 FILES_MAX = (1 << 32) - 1
 
 LIMIT_NAMES = ("blocks_soft", "blocks_hard", "inodes_soft", "inodes_hard")
+#: The limits a btrfs qgroup cannot give (it limits space only, with no grace).
+NOT_ON_BTRFS = ("blocks_soft", "inodes_soft", "inodes_hard")
 
 #: How often the accounts' ``~/logs/quota.txt`` is refreshed (systemd OnCalendar).
 REPORT_CALENDAR = "*:0/10"
@@ -32,7 +42,8 @@ REPORT_FILE = "logs/quota.txt"
 _SOFT_DOC = (
     "Soft limit of the {what}: above it the account may go on writing for the "
     "file system's grace period (7 days unless changed with ``setquota -t``), then "
-    "writes fail as at the hard limit. ``0``: none."
+    "writes fail as at the hard limit. ``0``: none. Not on btrfs (no soft limits there: "
+    "the account's quota state fails naming this key)."
 )
 _HARD_DOC = (
     "Hard limit of the {what}: a write that would go above it fails with "
@@ -49,7 +60,14 @@ LIMIT_KEYS = check.key_table(
         0,
         _SOFT_DOC.format(what="number of files (and directories, links...)"),
     ),
-    Key("inodes_hard", "number of files", 0, _HARD_DOC.format(what="number of files")),
+    Key(
+        "inodes_hard",
+        "number of files",
+        0,
+        _HARD_DOC.format(what="number of files")
+        + " Not on btrfs (qgroups count no files: the account's quota state fails naming "
+        "this key).",
+    ),
 )
 
 #: ``webarch:quota``: disk quotas of the accounts.
@@ -61,8 +79,10 @@ QUOTA_KEYS = check.key_table(
         "Apply the limits to every present account (limits it is not given are set to "
         "none) on the file system holding its home. Where that file system has no user "
         "quotas on (mounted without ``usrquota``, or of a kind without them), each "
-        "account's quota state fails and says so: nothing passes silently. ``false``: "
-        "the limits are checked but not applied, and the run says so.",
+        "account's quota state fails and says so: nothing passes silently. On btrfs the "
+        "run switches its quotas (qgroups) on and makes each new home a subvolume "
+        "limited by its qgroup. ``false``: the limits are checked but not applied, and "
+        "the run says so.",
     ),
     Key(
         "defaults",
@@ -135,11 +155,30 @@ def account_quota(data: dict, server: dict, path: list[str], problems: check.Pro
     return limits(data.get("quota"), server["quota"]["defaults"], [*path, "quota"], problems)
 
 
+def limit_sources(data: dict, server: dict, path: list[str]) -> dict[str, str]:
+    """Where each soft or file limit of an account (not 0) is given in pillar.
+
+    ``{"inodes_hard": "webarch:quota:defaults:inodes_hard"}``: on btrfs, which
+    has none of them, the account's quota state fails naming these.
+    """
+    own = data.get("quota") if isinstance(data.get("quota"), dict) else {}
+    defaults = server["quota"]["defaults"]
+    found = {}
+    for name in NOT_ON_BTRFS:
+        if name in own and own[name] not in (0, "0"):
+            found[name] = ":".join([*path, "quota", name])
+        elif name not in own and defaults.get(name):
+            found[name] = f"webarch:quota:defaults:{name}"
+    return found
+
+
 def quota(server: dict, present: list[dict]) -> dict:
     """What quota.sls renders: the switch, the accounts, the report timer."""
     settings = server["quota"]
     return {
         **settings,
+        # The directory of the homes: on btrfs its quotas (qgroups) are switched on.
+        "homes": paths.HOME_BASE,
         # Switched off while limits are given: the run says so (never silently).
         "off_notice": not settings["enabled"] and settings["limits_given"],
         "accounts": sorted(a["name"] for a in present) if settings["enabled"] else [],

@@ -64,6 +64,31 @@ SITE_TYPES = ("static", "php", "wordpress", "mediawiki", "matomo")
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
+#: A site's web application firewall (ModSecurity with the OWASP Core Rule Set):
+#: ``off``, ``detect`` (log what it would block) or ``on`` (block).
+WAF_MODES = ("off", "detect", "on")
+
+#: Debian's ModSecurity for Apache and the OWASP Core Rule Set (3.3 on Debian
+#: 12 and 13); each site's engine is switched in its own virtual host.
+WAF_PACKAGES = ("libapache2-mod-security2", "modsecurity-crs")
+
+#: The CRS version its setup must name (tx.crs_setup_version), by Debian release.
+WAF_CRS_VERSION = {12: 334, 13: 337}
+
+#: Debian's file of the module's settings, replaced by webarch's (see apache.sls).
+MODSECURITY_CONF = f"{paths.APACHE_DIR}/mods-available/security2.conf"
+
+#: The audit log: every request the firewall flagged, headers and body, of every
+#: account's site.  Root's only (Debian's /var/log/apache2 is root:adm 0750).
+MODSECURITY_AUDIT_LOG = "/var/log/apache2/modsec_audit.log"
+
+#: The module's scratch space (request bodies over the in-memory limit): www-data's.
+MODSECURITY_DATA_DIR = "/var/cache/modsecurity"
+
+#: The site types whose application has rule exclusions in the CRS: the
+#: vhost names its type (SecWebAppId), the server-wide setup turns them on.
+WAF_EXCLUSIONS = {"wordpress": "crs_exclusions_wordpress"}
+
 #: ``webarch:acme``: certificates for every site through Apache's mod_md.
 ACME_KEYS = check.key_table(
     Key(
@@ -186,6 +211,15 @@ SITE_KEYS = check.key_table(
         "formula into the empty site (see `Applications`_).",
     ),
     Key(
+        "waf",
+        check.one_of(WAF_MODES),
+        Derived("default ``webarch:waf``, ``off``"),
+        "The site's web application firewall (ModSecurity with the OWASP Core Rule "
+        "Set, paranoia level 1): ``on`` refuses a request it finds an attack with 403, "
+        "``detect`` only logs it, ``off`` leaves the site without one. See "
+        "`Web application firewall`_.",
+    ),
+    Key(
         "matomo",
         "``true``, ``false`` or ``absent``",
         True,
@@ -197,9 +231,14 @@ SITE_KEYS = check.key_table(
 
 
 def site_settings(
-    account: str, site: str, data: Any, path: list[str], problems: check.Problems
+    account: str,
+    site: str,
+    data: Any,
+    path: list[str],
+    problems: check.Problems,
+    waf_default: str = "off",
 ) -> dict:
-    """Validate one site and return its normalised form."""
+    """Validate one site and return its normalised form (``waf_default``: ``webarch:waf``)."""
     if not SITE_NAME_RE.fullmatch(site):
         problems.add(
             path,
@@ -240,7 +279,40 @@ def site_settings(
         "redirects": _redirects(get("redirects"), [*path, "redirects"], problems),
         "basic_auth": _basic_auth(get("basic_auth"), [*path, "basic_auth"], problems),
         "matomo": _matomo_switch(get("matomo"), [*path, "matomo"], problems),
+        "waf": waf_mode(data.get("waf", waf_default), [*path, "waf"], problems),
         "app": apps.site_app(site_type, data.get("app"), server_name, [*path, "app"], problems),
+    }
+
+
+def waf_mode(value: Any, path: list[str], problems: check.Problems) -> str:
+    """A web application firewall mode: off, detect or on.
+
+    YAML 1.1 reads a bare ``off`` and ``on`` as false and true: both spellings count.
+    """
+    if value is False or value is True:
+        return "on" if value else "off"
+    if value in WAF_MODES:
+        return value
+    problems.add(path, f"{check.describe(value)} must be off, detect or on")
+    return "off"
+
+
+def waf(present: list[dict], osmajorrelease: int) -> dict:
+    """The server's web application firewall: on when any present site has one.
+
+    The module is loaded once, its engine Off; each such site's vhost switches it
+    on (``engine``) and names its type (``app_id``) for the CRS's exclusions.
+    """
+    modes = [site["waf"] for account in present for site in account["sites"].values()]
+    return {
+        "enabled": any(mode != "off" for mode in modes),
+        "packages": list(WAF_PACKAGES),
+        "modules": ["unique_id", "security2"],
+        "conf": MODSECURITY_CONF,
+        "audit_log": MODSECURITY_AUDIT_LOG,
+        "data_dir": MODSECURITY_DATA_DIR,
+        "crs_version": WAF_CRS_VERSION.get(osmajorrelease, max(WAF_CRS_VERSION.values())),
+        "exclusions": dict(WAF_EXCLUSIONS),
     }
 
 

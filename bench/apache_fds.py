@@ -111,7 +111,9 @@ def measure(host: Host, sites: int) -> dict[str, float]:
     children = [p for p in procs if not p["parent"]]
     child_fds = [sum(c["fds"].values()) for c in children]
     busiest = max(children, key=lambda c: sum(c["fds"].values()))
-    fpm = sh(host, "ls /proc/$(cat /run/php/php*-fpm.pid)/fd | wc -l").strip()
+    # Every PHP-FPM master's (one per account since issue 18).
+    fpm = sh(host, "for p in $(pgrep -f 'php-fpm: master'); do ls /proc/$p/fd; done | wc -l")
+    fpm = fpm.strip()
     values = {
         "sites": sites,
         "parent_fds": sum(parent["fds"].values()),

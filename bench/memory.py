@@ -4,8 +4,11 @@ On one test host: the formula converged with one account, then with 1 + N accoun
 (each a PHP and a static site, a database, an ondemand pool), everything left idle
 for longer than the pools' ``process_idle_timeout``.  Memory is the PSS of every
 process on the host (shared pages count once), so the idle cost of an account is
-(total with 1 + N - total with 1) / N: Apache's configuration, the pool in PHP-FPM's
-master, MariaDB's user; no resident PHP worker (ondemand), which is checked.
+(total with 1 + N - total with 1) / N: Apache's configuration, the account's
+PHP-FPM master (one per account since issue 18; before, a pool in one shared
+master), MariaDB's user; no resident PHP worker (ondemand), which is checked.
+The PHP-FPM masters are counted: since issue 18 an idle account's master is
+stopped (webarch-php-idle; its socket, held by systemd, starts it again).
 
 Then each of the N accounts' PHP sites gets one request: each pool starts a worker,
 which stays until ``process_idle_timeout``.  The active cost per account is
@@ -45,7 +48,7 @@ IDLE_WAIT = 14
 #: PSS (KiB) per program name over all processes, and the PHP-FPM workers per pool.
 PSS_SCRIPT = r"""
 import json, os
-pss, workers = {}, {}
+pss, workers, masters = {}, {}, 0
 for pid in os.listdir('/proc'):
     if not pid.isdigit():
         continue
@@ -67,8 +70,9 @@ for pid in os.listdir('/proc'):
         comm = 'php-fpm-worker' if pool != 'webarch-idle' else comm
     elif comm.startswith('php-fpm'):
         comm = 'php-fpm-master'
+        masters += 1
     pss[comm] = pss.get(comm, 0) + value
-print(json.dumps({'pss': pss, 'workers': workers}))
+print(json.dumps({'pss': pss, 'workers': workers, 'masters': masters}))
 """
 
 
@@ -88,10 +92,28 @@ def part_mib(snap: dict, *names: str) -> float:
 
 
 def settled(host: Host) -> dict:
-    """Wait past the pools' idle timeout, drop caches' noise, and take a snapshot."""
+    """Wait past the pools' idle timeout, stop the idle masters, and take a snapshot.
+
+    webarch-php-idle (issue 18; its timer runs it every 5 minutes) stops a master
+    found idle on two runs in a row: run twice here, as its timer would.
+    """
     time.sleep(IDLE_WAIT)
+    sh(
+        host,
+        "if command -v webarch-php-idle >/dev/null; then webarch-php-idle; webarch-php-idle; fi",
+    )
     sh(host, "sync")
     return snapshot(host)
+
+
+def restart(host: Host) -> None:
+    """Restart Apache and every PHP-FPM master that runs (one, or one per account)."""
+    sh(
+        host,
+        "systemctl restart apache2; systemctl list-units --type=service --state=running"
+        " --plain --no-legend 'php*-fpm.service' 'webarch-php@*.service'"
+        " | awk '{print $1}' | xargs -r systemctl restart",
+    )
 
 
 def main() -> int:
@@ -103,12 +125,12 @@ def main() -> int:
     with bench_host("wb-memory", release=args.release, formula=args.formula, keep=args.keep) as h:
         h.set_pillar(bench_pillar(1))
         apply_webarch(h)
-        sh(h, "systemctl restart apache2 php*-fpm.service")
+        restart(h)
         base = settled(h)
         progress(f"1 account: {total_mib(base):.1f} MiB PSS; adding {extra}")
         h.set_pillar(bench_pillar(1 + extra))
         apply_webarch(h)
-        sh(h, "systemctl restart apache2 php*-fpm.service")
+        restart(h)
         idle = settled(h)
         idle_workers = sum(len(w) for p, w in idle["workers"].items() if p != "webarch-idle")
         names = [account_name(i) for i in range(2, extra + 2)]
@@ -146,6 +168,8 @@ def main() -> int:
         "account_memory",
         idle_kib_per_account=round(idle_cost),
         idle_resident_workers=idle_workers,
+        phpfpm_masters_idle=idle["masters"],
+        phpfpm_masters_one_account=base["masters"],
         active_kib_per_account=round(active_cost),
         active_pools_with_worker=len(active_workers),
         worker_pss_kib_mean=mean(0),

@@ -86,7 +86,8 @@ Scenarios (the ``scenario`` of the median, ratio and target lines, the ``pool`` 
   many PHP processes as prefork runs for 16 connections).
 
 ``cpu`` lines give the CPU seconds of each systemd unit (apache2, apache2-itk,
-apache2-prefork, php*-fpm, mariadb; exited processes included) and of the whole host
+apache2-prefork, php*-fpm or the accounts' webarch-php@ summed, mariadb; exited processes
+included) and of the whole host
 during each measurement, the host's CPU milliseconds per request (the load generator
 runs outside the host's cgroup, so that figure is the stacks' own cost per request),
 and the processes and threads created in the host meanwhile (``tasks``, from its pid
@@ -363,6 +364,9 @@ for path in glob.glob(f'{root}/system.slice/*.service/cpu.stat'):
     unit = path.split('/')[-2].removesuffix('.service')
     if unit.startswith(('apache2', 'php', 'mariadb')):
         cpu[unit] = usage(path)
+# Each account's own PHP-FPM master, in its slice (issue 18): summed.
+for path in glob.glob(f'{root}/user.slice/*/webarch-php@*.service/cpu.stat'):
+    cpu['webarch-php'] = cpu.get('webarch-php', 0.0) + usage(path)
 ticks = 0
 for pid in os.listdir('/proc'):
     if pid.isdigit():
@@ -561,7 +565,8 @@ def check_pages(host: Host) -> None:
 
 
 def cpu_seconds(host: Host) -> dict[str, float]:
-    """CPU seconds used so far per unit (apache2*, php*-fpm, mariadb), and the last pid."""
+    """CPU seconds used so far per unit (apache2*, php*-fpm or the accounts' webarch-php@
+    summed, mariadb), and the last pid."""
     return json.loads(host.run(["python3", "-c", CPU_SCRIPT], check=True).stdout)
 
 

@@ -8,6 +8,7 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 {%- set apache = webarch.apache %}
+{%- set waf = webarch.waf %}
 ---
 include:
   - {{ tplroot }}.packages
@@ -178,6 +179,65 @@ webarch-apache-{{ enable }}:
       - file: webarch-apache-{{ enable }}
 {%- endfor %}
 
+# The web application firewall (ModSecurity with the OWASP CRS): installed and
+# loaded once some site has one, its engine Off but in the vhosts of those
+# sites.  When no site has one any more the module is unloaded (after every
+# account's file has lost its directives: not in a run limited by webarch_only,
+# whose other accounts' files are not rewritten).
+{%- if waf.enabled %}
+
+webarch-waf-packages:
+  pkg.installed:
+    - pkgs: {{ waf.packages | json }}
+    - require:
+      - pkg: webarch-packages
+
+webarch-waf-data-dir:
+  file.directory:
+    - name: {{ waf.data_dir }}
+    - user: {{ webarch.web_user }}
+    - group: root
+    - mode: '0700'
+    - require:
+      - pkg: webarch-waf-packages
+{%-   for module in waf.modules %}
+
+webarch-apache-waf-module-{{ module }}:
+  apache_module.enabled:
+    - name: {{ module }}
+    - require:
+      - pkg: webarch-waf-packages
+{%-   endfor %}
+
+webarch-apache-waf-conf:
+  file.managed:
+    - name: {{ waf.conf }}
+    - source: salt://{{ tplroot }}/files/templates/modsecurity.conf.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0644'
+    - check_cmd: {{ webarch.paths.program_dir }}/webarch-apache-check {{ waf.conf }}
+    - context:
+        waf: {{ waf | json }}
+    - require:
+      - file: webarch-apache-check-script
+      - file: webarch-waf-data-dir
+{%-   for module in waf.modules %}
+      - apache_module: webarch-apache-waf-module-{{ module }}
+{%-   endfor %}
+{%- elif webarch.only is none %}
+
+webarch-apache-waf-module-off:
+  apache_module.disabled:
+    - name: security2
+    - require:
+{%-   for name in webarch.present %}
+      - file: webarch-{{ name }}-apache-sites
+{%-   endfor %}
+      - pkg: webarch-packages
+{%- endif %}
+
 {%- for name in webarch.present %}
 {%-   set account = webarch.accounts[name] %}
 
@@ -227,6 +287,9 @@ webarch-{{ name }}-apache-sites:
     - require:
       - file: webarch-apache-webarch
       - acl: webarch-{{ name }}-home-web-access
+{%-   if waf.enabled %}
+      - file: webarch-apache-waf-conf
+{%-   endif %}
   apache_site.enabled:
     - name: {{ account.apache.site }}
     - require:
@@ -315,6 +378,14 @@ webarch-apache-service:
                    'file: webarch-apache-log-split', 'file: webarch-program-lib'] %}
 {%- if webarch.app_packages %}
 {%-   do watched.append('apache_conf: webarch-apache-debian-mediawiki-conf') %}
+{%- endif %}
+{%- if waf.enabled %}
+{%-   do watched.append('file: webarch-apache-waf-conf') %}
+{%-   for module in waf.modules %}
+{%-     do watched.append('apache_module: webarch-apache-waf-module-' ~ module) %}
+{%-   endfor %}
+{%- elif webarch.only is none %}
+{%-   do watched.append('apache_module: webarch-apache-waf-module-off') %}
 {%- endif %}
 {%- for name in webarch.present %}
 {%-   do watched.extend(['file: webarch-' ~ name ~ '-apache-sites',

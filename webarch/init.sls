@@ -8,6 +8,7 @@ include:
   - .ipc
   - .users
   - .quota
+  - .limits
   - .mail
   - .chroot
   - .ssh
@@ -16,6 +17,7 @@ include:
   - .htaccess
   - .cron
   - .firewall
+  - .fail2ban
   - .mariadb
   - .apps
   - .notify

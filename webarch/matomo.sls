@@ -68,7 +68,7 @@ webarch-matomo-installed:
       - file: webarch-matomo-release
       - file: webarch-matomo-instance-file
       - file: webarch-{{ local.account }}-site-{{ local.site }}-docroot
-      - service: webarch-fpm-service
+      - service: webarch-{{ local.account }}-php-socket
       - mysql_grants: webarch-{{ local.account }}-db-{{ local.database }}-grant
 
 {%-   if local.geoip %}
@@ -124,7 +124,6 @@ webarch-matomo-archive-units:
     - context:
         local: {{ local | json }}
         minutes: {{ matomo.archive_minutes }}
-        php_version: {{ webarch.php_version }}
     - user: root
     - group: root
     - mode: '0644'

@@ -1,8 +1,10 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
-# A PHP-FPM pool per present account: as the account, in its chroot.  Each pool
-# file is checked alone with php-fpm -t before it is put in place, so a bad
-# pool is refused and the others keep running.
+# A PHP-FPM per present account: its own master (webarch-php@NAME.service) in
+# the account's slice, under its limits (webarch.limits); its pool runs as the
+# account, in its chroot.  Each file is checked with php-fpm -t before it is
+# put in place, so a bad pool is refused and the others keep running.
+# Debian's own php-fpm service is stopped and masked: it runs no pool.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 {%- set php = webarch.php_version %}
@@ -11,6 +13,7 @@
 include:
   - {{ tplroot }}.packages
   - {{ tplroot }}.chroot
+  - {{ tplroot }}.limits
 
 webarch-fpm-check-script:
   file.managed:
@@ -22,7 +25,8 @@ webarch-fpm-check-script:
 
 # Debian's own pool runs PHP as www-data, outside any chroot: a .htaccess that
 # steered a request to it would run an account's PHP with the web server's
-# rights.  It goes; a pool nobody can reach keeps php-fpm valid with no account.
+# rights.  It goes; a pool nobody can reach keeps Debian's php-fpm config
+# valid (its service is masked: the accounts' masters run the pools).
 webarch-fpm-default-pool:
   file.absent:
     - name: {{ fpm.default_pool }}
@@ -98,6 +102,7 @@ webarch-{{ name }}-fpm-pool:
     - user: root
     - group: root
     - mode: '0644'
+    - makedirs: true
     - check_cmd: {{ webarch.paths.program_dir }}/webarch-fpm-check {{ php }}
     - context:
         account: {{ account | json }}
@@ -109,18 +114,138 @@ webarch-{{ name }}-fpm-pool:
       - file: webarch-fpm-check-script
       - file: webarch-{{ name }}-php-error-log
       - webarch_chroot: webarch-{{ name }}-chroot
+
+# Where the pool was when one php-fpm ran them all (an upgraded host).
+webarch-{{ name }}-fpm-old-pool:
+  file.absent:
+    - name: {{ account.pool.old_file }}
+    - require_in:
+      - service: webarch-fpm-debian-service
+
+# systemd holds the pool's socket; the first request starts the master,
+# which adopts it (FPM_SOCKETS); webarch-php-idle stops an idle master.
+webarch-{{ name }}-php-units:
+  file.managed:
+    - names:
+      - {{ webarch.paths.systemd_dir }}/{{ account.pool.socket_unit }}.d/50-webarch-listen.conf:
+        - contents: |
+            # Managed by Salt (webarch): where {{ name }}'s PHP-FPM is reached.
+            [Socket]
+            ListenStream={{ account.pool.socket }}
+      - {{ webarch.paths.systemd_dir }}/{{ account.pool.unit }}.d/40-webarch-socket.conf:
+        - contents: |
+            # Managed by Salt (webarch): the pool takes the socket systemd passes.
+            [Service]
+            Environment=FPM_SOCKETS={{ account.pool.listen }}=3
+    - user: root
+    - group: root
+    - mode: '0644'
+    - makedirs: true
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: webarch-{{ name }}-php-units
+
+# A master running without its socket (started by hand, or by an older
+# formula) holds the socket's path: it stops, the socket starts it again.
+webarch-{{ name }}-php-handover:
+  cmd.run:
+    - name: systemctl stop {{ account.pool.unit }}
+    - onlyif: systemctl is-active --quiet {{ account.pool.unit }}
+    - unless: systemctl is-active --quiet {{ account.pool.socket_unit }}
+    - require:
+      - module: webarch-{{ name }}-php-units
+
+webarch-{{ name }}-php-socket:
+  service.running:
+    - name: {{ account.pool.socket_unit }}
+    - enable: true
+    - require:
+      - service: webarch-fpm-debian-service
+      - module: webarch-fpm-unit
+      - cmd: webarch-{{ name }}-php-handover
+      - file: webarch-{{ name }}-fpm-pool
+      - webarch_limits: webarch-{{ name }}-limits
+
+# A changed pool: a running master reloads it (a stopped one reads it when
+# its socket next starts it).
+webarch-{{ name }}-php-reload:
+  cmd.run:
+    - name: systemctl try-reload-or-restart {{ account.pool.unit }}
+    - onchanges:
+      - file: webarch-{{ name }}-fpm-pool
+      - file: webarch-{{ name }}-php-units
+      - cmd: webarch-fpm-no-sysv-ipc
+    - require:
+      - service: webarch-{{ name }}-php-socket
 {%- endfor %}
 
-webarch-fpm-service:
-  service.running:
-    - name: {{ fpm.service }}
-    - enable: true
-    - reload: true
-    - require:
-      - pkg: webarch-packages
-{%- set watched = ['file: webarch-fpm-check-script', 'cmd: webarch-fpm-no-sysv-ipc',
-                   'file: webarch-fpm-idle-pool', 'file: webarch-fpm-default-pool'] %}
-{%- for name in webarch.present %}
-{%-   do watched.append('file: webarch-' ~ name ~ '-fpm-pool') %}
+webarch-fpm-unit:
+  file.managed:
+    - names:
+      - {{ webarch.paths.systemd_dir }}/{{ webarch.paths.fpm_unit }}.service:
+        - source: salt://{{ tplroot }}/files/systemd/webarch-php@.service.jinja
+      - {{ webarch.paths.systemd_dir }}/{{ webarch.paths.fpm_unit }}.socket:
+        - source: salt://{{ tplroot }}/files/systemd/webarch-php@.socket.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0644'
+    - context:
+        php_version: {{ php | json }}
+        conf_dir: {{ webarch.paths.fpm_conf_dir }}
+        oom_score_adjust: {{ webarch.limits_oom_score_adjust }}
+        web_user: {{ webarch.web_user }}
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: webarch-fpm-unit
+
+# An idle account costs no process: its master is stopped after an idle
+# interval (every 5 minutes), its socket starts it again.
+webarch-php-idle-program:
+  file.managed:
+    - name: {{ webarch.paths.program_dir }}/webarch-php-idle
+    - source: salt://{{ tplroot }}/files/programs/webarch_php_idle.py
+    - user: root
+    - group: root
+    - mode: '0755'
+
+webarch-php-idle-units:
+  file.managed:
+    - names:
+{%- for unit in ('webarch-php-idle.service', 'webarch-php-idle.timer') %}
+      - {{ webarch.paths.systemd_dir }}/{{ unit }}:
+        - source: salt://{{ tplroot }}/files/systemd/{{ unit }}
 {%- endfor %}
-    {{- service_requisites('watch_any', watched) }}
+    - user: root
+    - group: root
+    - mode: '0644'
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: webarch-php-idle-units
+
+webarch-php-idle-timer:
+  service.running:
+    - name: webarch-php-idle.timer
+    - enable: true
+    - require:
+      - file: webarch-php-idle-program
+      - module: webarch-php-idle-units
+
+# The pools moved to the accounts' own masters (the same sockets): Debian's
+# service goes first, so that they can bind them.
+webarch-fpm-debian-service:
+  service.dead:
+    - name: {{ fpm.service }}
+    - enable: false
+    - require:
+      - file: webarch-fpm-idle-pool
+      - file: webarch-fpm-default-pool
+
+webarch-fpm-debian-service-masked:
+  service.masked:
+    - name: {{ fpm.service }}
+    - require:
+      - service: webarch-fpm-debian-service

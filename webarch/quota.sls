@@ -3,7 +3,8 @@
 # Disk quotas (space and files) of the accounts on the file system holding
 # their homes (webarch:quota, webarch:accounts:USERNAME:quota).  Each account's
 # limits are set only when they differ; where that file system has no user
-# quotas on, its state fails and names it.  webarch-quota-report writes each
+# quotas on, its state fails and names it.  On btrfs each home is a subvolume
+# whose qgroup holds the account's hard space limit.  webarch-quota-report writes each
 # account's usage into its ~/logs/quota.txt (every 10 minutes, and after a
 # change of limits), which the account reads from its chroot.
 {%- set tplroot = tpldir.split('/')[0] %}
@@ -24,8 +25,28 @@ webarch-quota-off:
     - comment: 'Disk quotas are switched off (webarch:quota:enabled: false): the limits in pillar are not applied.'
 {%- endif %}
 {%- if quota.enabled %}
+
+# On btrfs: its quotas (qgroups) on; elsewhere the mount's usrquota does it.
+webarch-quota-homes:
+  webarch_quota.enabled:
+    - name: {{ quota.homes }}
+    - require:
+      - pkg: webarch-packages
 {%-   for name in webarch.present %}
 {%-     set account = webarch.accounts[name] %}
+
+# On btrfs: a new home is a subvolume (its qgroup limits it), made before
+# anything is put in it; an older plain directory fails, saying how to convert.
+webarch-{{ name }}-home-subvolume:
+  webarch_quota.home:
+    - name: {{ account.home }}
+    - chroot: {{ account.chroot.path }}
+    - require:
+      - webarch_quota: webarch-quota-homes
+    - require_in:
+{%-     for dir in account.dirs %}
+      - file: webarch-{{ name }}-dir-{{ dir.id }}
+{%-     endfor %}
 
 webarch-{{ name }}-quota:
   webarch_quota.limits:
@@ -34,10 +55,14 @@ webarch-{{ name }}-quota:
 {%-     for key, value in account.quota.items() %}
     - {{ key }}: {{ value }}
 {%-     endfor %}
+{%-     if account.quota_from %}
+    - sources: {{ account.quota_from | json }}
+{%-     endif %}
     - require:
       - pkg: webarch-packages
       - user: webarch-{{ name }}-user
       - file: webarch-{{ name }}-dir-logs
+      - webarch_quota: webarch-{{ name }}-home-subvolume
 {%-   endfor %}
 
 webarch-quota-report-script:

@@ -26,17 +26,33 @@ webarch-{{ name }}-remove-apache-site:
       - apache_site: webarch-{{ name }}-remove-apache-site
     {{- service_requisites('watch', ['service: webarch-apache-service'], '_in') }}
 
+webarch-{{ name }}-remove-php-socket:
+  service.dead:
+    - name: {{ account.pool.socket_unit }}
+    - enable: false
+
+webarch-{{ name }}-remove-php-service:
+  service.dead:
+    - name: {{ account.pool.unit }}
+    - require:
+      - service: webarch-{{ name }}-remove-php-socket
+
 webarch-{{ name }}-remove-fpm-pool:
   file.absent:
-    - name: {{ account.pool.file }}
-    {{- service_requisites('watch', ['service: webarch-fpm-service'], '_in') }}
+    - names:
+      - {{ account.pool.file }}
+      - {{ account.pool.old_file }}
+      - {{ webarch.paths.systemd_dir }}/{{ account.pool.unit }}.d
+      - {{ webarch.paths.systemd_dir }}/{{ account.pool.socket_unit }}.d
+    - require:
+      - service: webarch-{{ name }}-remove-php-service
 
 webarch-{{ name }}-remove-processes:
   cmd.run:
     - name: pkill -KILL -u {{ name }}; sleep 1
     - onlyif: pgrep -u {{ name }}
     - require:
-      - service: webarch-fpm-service
+      - service: webarch-{{ name }}-remove-php-service
       - service: webarch-apache-service
 
 {%-   for mount in account.chroot.mounts | reverse %}

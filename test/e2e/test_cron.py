@@ -1,18 +1,29 @@
-"""Cron jobs inside the chroots (issue 18): systemd timers, no cron daemon.
+"""Cron jobs inside the chroots, and the accounts' limits (issue 18).
+
+Cron: systemd timers, no cron daemon.
 
 A fresh host converges pillar.example plus jobs of alice's: one that reports
 who and where it runs, every minute; one that fails; one disabled.  alice also
 writes a job of her own into ~/private/crontab, which is taken up without a
 Salt run.  Checked on the host: the units, the timers firing, what the jobs
 wrote, the failure mail at the relay's SMTP sink.
+
+Limits: alice's PHP-FPM (its own master), her SSH session and her cron jobs
+in her slice (user-UID.slice) under her limits, as systemd reports them and
+as the kernel applies them to the processes; a changed limit applied by the
+next run.  (What the limits stop is the noisy-neighbour suite's business,
+test/security/test_noisy.py.)
 """
 
 from __future__ import annotations
 
+import copy
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from e2e.helpers import RelaySink, changed, failed, relay_sink, relayed
+from e2e.helpers import SSH_OPTS, RelaySink, changed, failed, relay_sink, relayed, state_results
 from testhost import Host
 
 pytestmark = pytest.mark.e2e
@@ -22,8 +33,14 @@ OUT = "/home/alice/tmp"
 #: What the probe writes: who and where it runs, as the kernel tells it.
 PROBE = (
     "id -u > ~/tmp/probe.txt; grep -E '^(Uid|NoNewPrivs)' /proc/self/status >> ~/tmp/probe.txt;"
-    ' ls / >> ~/tmp/probe.txt; echo "pct=100% dollar=$HOME" >> ~/tmp/probe.txt'
+    ' ls / >> ~/tmp/probe.txt; echo "pct=100% dollar=$HOME" >> ~/tmp/probe.txt;'
+    " grep -E '^Max (processes|data size)' /proc/self/limits >> ~/tmp/probe.txt;"
+    " echo nice=$(cut -d' ' -f19 /proc/self/stat) oom=$(cat /proc/self/oom_score_adj)"
+    " >> ~/tmp/probe.txt; sed 's/^/cgroup=/' /proc/self/cgroup >> ~/tmp/probe.txt"
 )
+#: alice's limits in this test (over pillar.example's).
+LIMITS = {"tasks_max": 64, "nice": 7, "process_memory": "768M"}
+DATA_BYTES = 768 << 20
 CRONTAB = """# alice's own jobs
 * * * * * echo from-crontab > ~/tmp/crontab.txt
 FOO=bar
@@ -37,9 +54,20 @@ def sink(host: Host) -> RelaySink:
 
 
 @pytest.fixture(scope="module")
-def pillar(example_pillar: dict, sink: RelaySink) -> dict:
+def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """alice's SSH key pair, on this machine."""
+    path = tmp_path_factory.mktemp("keys") / "alice"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pillar(example_pillar: dict, sink: RelaySink, key: Path) -> dict:
     data = relayed(example_pillar, sink)
-    jobs = data["webarch"]["accounts"]["alice"]["cron"]
+    alice = data["webarch"]["accounts"]["alice"]
+    alice["ssh_keys"] = [key.with_suffix(".pub").read_text().strip()]
+    alice["limits"] = {**alice.get("limits", {}), **LIMITS}
+    jobs = alice["cron"]
     jobs["probe"] = {"schedule": "* * * * *", "command": PROBE}
     jobs["broken"] = {"schedule": "@daily", "command": "echo about to fail; exit 3"}
     jobs["paused"] = {"schedule": "@hourly", "command": "true", "enabled": False}
@@ -104,6 +132,10 @@ def test_the_pillar_job_runs_by_its_timer_as_alice_in_her_chroot(host, first):
     # The chroot's root: no /srv (the host's formula), no /boot; its /usr.
     assert "usr" in lines and "home" in lines and "srv" not in lines and "boot" not in lines
     assert "pct=100% dollar=/home/alice" in text
+    # In her slice, under her limits (systemd's unit properties at work).
+    assert process_limits(text) == {"processes": "64", "data size": str(DATA_BYTES)}, text
+    assert "nice=7 oom=500" in text
+    assert any(line.startswith("cgroup=") and "/user-2001.slice/" in line for line in lines), text
     assert host.run(["stat", "-c", "%U", f"{OUT}/probe.txt"]).stdout.strip() == "alice"
     assert "cron probe: finished" in host.read_file(LOG)
 
@@ -121,3 +153,144 @@ def test_alices_own_crontab_runs_without_a_salt_run(host, first):
     assert "private/crontab: line 4: minute '61' is not a number from 0 to 59" in log
     # The problems are written once, not every minute.
     assert log.count("private/crontab: line 4") == 1
+
+
+# --------------------------------------------------------------------------
+# Limits
+# --------------------------------------------------------------------------
+
+
+def process_limits(text: str) -> dict[str, str]:
+    """The soft values of "Max processes" and "Max data size" in a /proc/PID/limits text."""
+    found = {}
+    for line in text.splitlines():
+        for name in ("processes", "data size"):
+            if line.startswith(f"Max {name} "):
+                found[name] = line[len(f"Max {name} ") :].split()[0]
+    return found
+
+
+def show(host: Host, unit: str, *props: str) -> dict[str, str]:
+    out = host.run(["systemctl", "show", "-p", ",".join(props), unit], check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def php_master(host: Host, name: str = "alice") -> str:
+    """The pid of the account's PHP-FPM master ("0" when it does not run)."""
+    return show(host, f"webarch-php@{name}.service", "MainPID")["MainPID"]
+
+
+#: A PHP page of each account (pillar.example's sites; bob's is written by the test).
+PAGES = {"alice": "www.alice.example/", "bob": "shop.bob.example/pid.php"}
+
+
+def wake(host: Host, name: str = "alice") -> str:
+    """Make a request to a PHP page of the account (its socket starts its master); its pid."""
+    if name == "bob":
+        host.write_file("/home/bob/sites/shop/pid.php", "<?php echo getmypid();", 0o644)
+        host.run(["chown", "bob:bob", "/home/bob/sites/shop/pid.php"], check=True)
+    page = PAGES[name]
+    code = host.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--resolve",
+                     f"{page.split('/')[0]}:443:127.0.0.1", f"https://{page}"]).stdout  # fmt: skip
+    assert code == "200", (page, code)
+    pid = php_master(host, name)
+    assert pid != "0"
+    return pid
+
+
+def test_alices_php_runs_in_her_slice_under_her_limits(host, first):
+    assert show(host, "user-2001.slice", "TasksMax", "MemoryHigh", "MemoryMax",
+                "CPUQuotaPerSecUSec", "CPUWeight", "IOWeight") == {
+        "TasksMax": "64",
+        "MemoryHigh": str(1536 << 20),
+        "MemoryMax": str(2 << 30),
+        "CPUQuotaPerSecUSec": "2s",
+        "CPUWeight": "100",
+        "IOWeight": "100",
+    }  # fmt: skip
+    assert show(host, "webarch-php@alice.service", "Slice", "LimitNPROC", "LimitDATA",
+                "OOMScoreAdjust") == {
+        "Slice": "user-2001.slice",
+        "LimitNPROC": "64",
+        "LimitDATA": str(DATA_BYTES),
+        "OOMScoreAdjust": "500",
+    }  # fmt: skip
+    # Debian's shared php-fpm runs no pool any more; every account has its own
+    # master, started by its socket, which systemd holds.
+    assert host.run(["systemctl", "is-enabled", "php8.2-fpm.service", "php8.4-fpm.service"]
+                    ).stdout.split().count("masked") == 1  # fmt: skip
+    for name in ("alice", "bob", "carol-stats"):
+        socket = show(host, f"webarch-php@{name}.socket", "ActiveState", "UnitFileState")
+        assert socket == {"ActiveState": "active", "UnitFileState": "enabled"}, name
+    # The kernel's view of the master, which every worker inherits.
+    pid = wake(host)
+    assert process_limits(host.read_file(f"/proc/{pid}/limits")) == {
+        "processes": "64",
+        "data size": str(DATA_BYTES),
+    }
+    assert host.read_file(f"/proc/{pid}/oom_score_adj").strip() == "500"
+    assert "/user.slice/user-2001.slice/webarch-php@alice.service" in host.read_file(
+        f"/proc/{pid}/cgroup"
+    )
+    # salt-call webarch_limits.show tells the same.
+    shown = host.salt_call(["webarch_limits.show", "alice"])["local"]
+    assert shown["user-2001.slice"]["TasksMax"] == "64"
+    assert shown["webarch-php@alice.service"]["Slice"] == "user-2001.slice"
+
+
+def test_alices_ssh_session_is_in_her_slice_under_her_limits(host, first, key):
+    master = wake(host)
+    args = ["ssh", "-i", str(key), "-o", "BatchMode=yes", *SSH_OPTS, "alice@127.0.0.1"]
+    command = "cat /proc/self/limits; cut -d' ' -f19 /proc/self/stat; cat /proc/self/cgroup"
+    done = host.net_run([*args, command])
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert process_limits(out) == {"processes": "64", "data size": str(DATA_BYTES)}, out
+    assert "\n7\n" in out, out
+    assert "/user.slice/user-2001.slice/session-" in out, out
+    # Her logging out (logind stops her user manager) leaves her PHP-FPM alone.
+    time.sleep(3)
+    assert php_master(host) == master
+    assert show(host, "webarch-php@alice.service", "ActiveState")["ActiveState"] == "active"
+
+
+def test_an_idle_master_is_stopped_and_the_next_request_starts_it(host, first):
+    """An idle account costs no process: webarch-php-idle stops its master
+    after an idle interval; its socket starts it again on the next request."""
+    pid = wake(host, "bob")
+    deadline = time.monotonic() + 60  # the workers leave after process_idle_timeout
+    while time.monotonic() < deadline:
+        if not host.run(["pgrep", "-P", pid]).stdout.strip():
+            break
+        time.sleep(2)
+    assert host.run(["webarch-php-idle"], check=True).stdout == ""  # idle once: kept
+    out = host.run(["webarch-php-idle"], check=True).stdout
+    assert "stopped webarch-php@bob.service" in out, out
+    assert php_master(host, "bob") == "0"
+    assert host.run(["pgrep", "-f", "php-fpm: master process (/etc/webarch/php-fpm/bob.conf)"]
+                    ).returncode == 1  # fmt: skip
+    assert show(host, "webarch-php@bob.socket", "ActiveState")["ActiveState"] == "active"
+    again = wake(host, "bob")
+    assert again != pid
+
+
+def test_a_changed_limit_is_applied_by_the_next_run(host, pillar):
+    before = wake(host)
+    data = copy.deepcopy(pillar)
+    data["webarch"]["accounts"]["alice"]["limits"]["tasks_max"] = 80
+    host.set_pillar(data)
+    test_run = host.salt_call(["state.apply", "webarch", "test=True"])
+    predicted = [k for k, v in state_results(test_run).items() if v["result"] is None]
+    assert any("webarch-alice-limits" in k for k in predicted), predicted
+    assert php_master(host) == before
+    ret = host.salt_call(["state.apply", "webarch"])
+    assert failed(ret) == {}
+    limits = [v for k, v in changed(ret).items() if "webarch-alice-limits" in k]
+    assert limits and limits[0]["restarted"] == "webarch-php@alice.service", changed(ret)
+    assert show(host, "user-2001.slice", "TasksMax")["TasksMax"] == "80"
+    pid = php_master(host)
+    assert pid != before
+    assert process_limits(host.read_file(f"/proc/{pid}/limits"))["processes"] == "80"
+    assert "alice hard nproc 80" in host.read_file("/etc/security/limits.d/60-webarch.conf")
+    again = host.salt_call(["state.apply", "webarch"])
+    assert failed(again) == {} and changed(again) == {}

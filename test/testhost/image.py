@@ -76,6 +76,7 @@ PREINSTALLED_PACKAGES: tuple[str, ...] = (
     "exim4-daemon-light",
     "msmtp",
     "quota",
+    "libpam-systemd",
     "logrotate",
     "bash-completion",
     "nano",

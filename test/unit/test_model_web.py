@@ -826,7 +826,12 @@ def test_apache_php_version_and_pool(model, release, version):
     assert result["accounts"]["alice"]["pool"] == {
         "name": "alice",
         "socket": webarch_php.pool_socket("alice", ""),
-        "file": f"/etc/php/{version}/fpm/pool.d/webarch-alice.conf",
+        "listen": webarch_php.pool_socket("alice", "").removesuffix(".sock") + ".adopted",
+        "file": "/etc/webarch/php-fpm/alice.conf",
+        "old_file": f"/etc/php/{version}/fpm/pool.d/webarch-alice.conf",
+        "unit": "webarch-php@alice.service",
+        "service": "webarch-php@alice",
+        "socket_unit": "webarch-php@alice.socket",
         "error_log": "/home/alice/logs/php-error.log",
         "slow_log": "/home/alice/logs/php-slow.log",
     }

@@ -149,11 +149,20 @@ def crontab_jobs(account: dict, memo: dict, report: bool) -> list[dict]:
 # --------------------------------------------------------------------------
 
 
+def account_slice(name: str) -> str | None:
+    """The account's slice (logind's ``user-UID.slice``), where its limits are."""
+    try:
+        return f"user-{pwd.getpwnam(name).pw_uid}.slice"
+    except KeyError:
+        return None
+
+
 def wanted_units(config: dict, memo: dict, report: bool) -> tuple[dict[str, str], set[str]]:
     """Unit file name -> text of every job, and the timers that should run."""
     files: dict[str, str] = {}
     running: set[str] = set()
     for account in config["accounts"].values():
+        account = {**account, "slice": account_slice(account["name"])}
         for job in account["jobs"] + crontab_jobs(account, memo, report):
             unit = cron.unit_name(account["name"], job["name"])
             files[f"{unit}.service"] = cron.service_text(account, job)

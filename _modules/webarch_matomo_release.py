@@ -195,9 +195,10 @@ def upgrade(archive: str, sha256: str) -> dict[str, Any]:
         kept = _swap(local, archive, old_version)
         _record(sha256, wanted, updated=False)
     __salt__["webarch_matomo_setup.console"]("core:update", "--yes")
-    # The pools' opcache may hold the old code under the same paths.
-    fpm = __salt__["webarch.config"]()["php_fpm"]["service"]
-    if not __salt__["service.reload"](fpm):
+    # The pool's opcache may hold the old code under the same paths (a master
+    # that does not run has none: its socket starts it afresh).
+    fpm = local["fpm_unit"]
+    if __salt__["cmd.retcode"](["systemctl", "try-reload-or-restart", fpm], python_shell=False):
         raise CommandExecutionError(f"Matomo upgraded, but {fpm} did not reload")
     _record(sha256, wanted)
     where = f"; the old files are in {kept}" if kept else ""

@@ -122,6 +122,13 @@ def limits(
     }
     if not changes:
         return _ret(name, True, f"Disk quota of {name} on {where} is as wanted: {words}")
+    return _set(name, path, wanted, changes, words, where)
+
+
+def _set(
+    name: str, path: str, wanted: dict[str, int], changes: dict, words: str, where: str
+) -> dict[str, Any]:
+    """Set the limits that differ (``changes``), or say they would be set (test=True)."""
     if __opts__["test"]:
         return _ret(name, None, f"Disk quota of {name} on {where} would be set: {words}", changes)
     try:
@@ -184,13 +191,7 @@ def _btrfs_limits(
             "new": _show("blocks_hard", wanted["blocks_hard"]),
         }
     }
-    if __opts__["test"]:
-        return _ret(name, None, f"Disk quota of {name} on {where} would be set: {words}", changes)
-    try:
-        __salt__["webarch_quota.set"](name, path=path, **wanted)
-    except CommandExecutionError as err:
-        return _ret(name, False, f"Disk quota of {name} on {where}: {err}")
-    return _ret(name, True, f"Disk quota of {name} on {where} set: {words}", changes)
+    return _set(name, path, wanted, changes, words, where)
 
 
 def enabled(name: str) -> dict[str, Any]:

@@ -232,6 +232,7 @@ def _local(account: dict, site: dict, data: dict, server: dict, problems: check.
         "docroot": docroot,
         "config": f"{docroot}/config/config.ini.php",
         "socket": account["pool"]["socket"],
+        "fpm_unit": account["pool"]["unit"],
         "chroot": account["chroot"]["path"],
         "home": account["home"],
         "php": f"/usr/bin/php{server['php_version']}",

@@ -198,6 +198,23 @@ def cached_image(release: str = "bookworm") -> Path:
 # --------------------------------------------------------------------------- pillars
 
 
+def wrk_figures(out: str) -> dict[str, float]:
+    """What a wrk run printed: requests/s, mean latency (ms), non-2xx answers, socket errors."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not rps:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    latency = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "rps": float(rps.group(1)),
+        "latency_ms": float(latency.group(1)) * scale[latency.group(2)] if latency else 0.0,
+        "non_2xx": float(bad.group(1)) if bad else 0.0,
+        "socket_errors": float(sum(int(n) for n in errors.groups())) if errors else 0.0,
+    }
+
+
 def account_name(index: int) -> str:
     """The name of bench account ``index`` (``user001`` ...)."""
     return f"user{index:03d}"

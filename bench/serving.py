@@ -124,6 +124,7 @@ from common import (
     ratio,
     sh,
     target,
+    wrk_figures,
 )
 
 ACCOUNT = "user001"
@@ -613,17 +614,7 @@ def wrk(
     if close:
         cmd += ["-H", "Connection: close"]
     out = host.run([*cmd, target_url], timeout=seconds + 60, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    latency = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    return {
-        "rps": rps,
-        "latency_ms": float(latency.group(1)) * scale[latency.group(2)] if latency else 0.0,
-        "non_2xx": float(bad.group(1)) if bad else 0.0,
-        "socket_errors": float(sum(int(n) for n in errors.groups())) if errors else 0.0,
-    }
+    return wrk_figures(out)
 
 
 def h2load(host: Host, target_url: str, seconds: int, clients: int) -> float | None:

@@ -24,7 +24,6 @@ README.  Run from the repository as root::
 
 from __future__ import annotations
 
-import re
 import statistics
 import sys
 
@@ -38,6 +37,7 @@ from common import (
     progress,
     ratio,
     sh,
+    wrk_figures,
 )
 from testhost import Host, ensure_image
 
@@ -74,15 +74,7 @@ def wrk(host: Host, url: str, seconds: int) -> dict[str, float]:
     """One wrk run (2 threads, CONNECTIONS kept-alive connections): requests/s, latency."""
     cmd = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", url]
     out = host.run(cmd, timeout=seconds + 60, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    latency = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    return {
-        "rps": rps,
-        "latency_ms": float(latency.group(1)) * scale[latency.group(2)] if latency else 0.0,
-        "non_2xx": float(bad.group(1)) if bad else 0.0,
-    }
+    return wrk_figures(out)
 
 
 def status(host: Host, url: str) -> tuple[str, str]:

@@ -122,11 +122,12 @@ def wait_for(what: Callable[[], bool], timeout: float, message: str) -> float:
 def check_ban_and_lift(host: Host, jail: str, refused: Callable[[str], bool]) -> dict:
     """BAD is banned by ``jail`` (its next connection refused), OK never; the ban lifts."""
     try:
-        wait_for(lambda: BAD in banned(host, jail), 15, f"{BAD} not banned by {jail}")
+        wait_for(lambda: BAD in banned(host, jail), 60, f"{BAD} not banned by {jail}")
     except AssertionError:
         log = host.run(["sh", "-c", "tail -n 40 /var/log/fail2ban.log; journalctl -n 30"])
         raise AssertionError(f"{BAD} not banned by {jail}:\n{log.stdout}") from None
-    assert refused("bad"), f"{jail}: the banned client still gets through"
+    # fail2ban lists the ban before its nftables action has run: wait for that.
+    wait_for(lambda: refused("bad"), 30, f"{jail}: the banned client still gets through")
     assert not refused("ok"), f"{jail}: the allowed client is refused"
     assert OK not in banned(host, jail)
     lifted = wait_for(lambda: not refused("bad"), BANTIME + 30, f"{jail}: the ban never lifts")

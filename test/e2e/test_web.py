@@ -598,8 +598,15 @@ def test_pool_sockets_belong_to_the_web_server_only(web):
     assert out.stdout.split("\n")[:2] == ["www-data www-data 600"] * 2
     # Their names tell nothing of the accounts (every process sees them in /proc/net/unix).
     assert not any("alice" in s or "bob" in s for s in sockets)
+    # Each account's pool is its own master's (issue 18); Debian's php-fpm, masked,
+    # keeps only the pool no one can reach.
     pools = web.run(["sh", "-c", "ls /etc/php/*/fpm/pool.d/"], check=True).stdout.split()
-    assert sorted(pools) == ["000-webarch-idle.conf", "webarch-alice.conf", "webarch-bob.conf"]
+    assert pools == ["000-webarch-idle.conf"]
+    own = web.run(["ls", "/etc/webarch/php-fpm/"], check=True).stdout.split()
+    assert sorted(own) == ["alice.conf", "bob.conf"]
+    # systemd holds the sockets (the masters adopt them): they outlive a master.
+    units = web.run(["systemctl", "show", "-p", "Listen", "webarch-php@alice.socket"]).stdout
+    assert f"{sockets[0]} (Stream)" in units, units
 
 
 def test_per_account_logs(web):

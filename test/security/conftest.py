@@ -1,4 +1,4 @@
-"""Print the attack suite's figures at the end of the run (also in CI output)."""
+"""Print the figures of the attack and noisy-neighbour suites at the end of the run (also in CI)."""
 
 from __future__ import annotations
 
@@ -12,3 +12,7 @@ def pytest_terminal_summary(
     if line:
         terminalreporter.write_sep("-", "webarch attack suite")
         terminalreporter.write_line(line)
+    noisy = getattr(config, "webarch_noisy_summary", None)
+    if noisy:
+        terminalreporter.write_sep("-", "webarch noisy-neighbour suite")
+        terminalreporter.write_line(noisy)

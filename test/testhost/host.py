@@ -4,6 +4,7 @@ Per host work dir (env WEBARCH_TEST_RUN, default /var/tmp/webarch-test-run)/<nam
 
     upper/ work/ merged/    overlayfs layers; merged is the container's root
     home.img home-fs/       with home_fs: the ext4 image bound at /home, its loop mount
+    limits                  with limits: this machine's cgroups that cap the host (one a line)
     nspawn.log              console + nspawn messages of the current boot (.prev: the one before)
     pid                     pid of systemd-nspawn (Host.attach() reconnects from another process)
     host.json               image and formula dir, for attach()
@@ -20,6 +21,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,6 +55,51 @@ CGROUP_PARENT = "webarch-test"
 PILLAR_TOP = "base:\n  '*':\n    - webarch\n"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """A safety net around a whole test host: this machine's memory, pids and cpu
+    controllers (cgroup v1) cap the container, whatever its own systemd can do.
+
+    Each gets a cgroup ``webarch-test-NAME`` below this process's own cgroup of
+    that controller (nested: no limit of the caller is left).  In its cpu cgroup
+    the whole host weighs as one task group against this machine's others;
+    ``cpus`` also caps it (a hard quota throttles every process of the host once
+    an attack has used it up, whatever their niceness).
+    """
+
+    memory_mb: int = 6144
+    tasks: int = 4096
+    cpus: float | None = None
+
+    def settings(self) -> dict[str, dict[str, str]]:
+        """Controller -> its files and values."""
+        quota = "-1" if self.cpus is None else str(int(self.cpus * 1e5))
+        return {
+            "memory": {"memory.limit_in_bytes": str(self.memory_mb << 20)},
+            "pids": {"pids.max": str(self.tasks)},
+            "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": quota},
+        }
+
+    def make(self, name: str) -> list[Path]:
+        """Create and set the cgroups of host ``name``; return them."""
+        own = {}
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            own.update(dict.fromkeys(controllers.split(","), path.lstrip("/")))
+        made = []
+        for controller, files in self.settings().items():
+            points = [p for p, fstype, opts in system.mounts()
+                      if fstype == "cgroup" and controller in opts.split(",")]  # fmt: skip
+            if not points or controller not in own:
+                raise HostError(f"no cgroup v1 {controller} controller to limit the host with")
+            cgroup = Path(points[0]) / own[controller] / f"{CGROUP_PARENT}-{name}"
+            cgroup.mkdir(exist_ok=True)
+            made.append(cgroup)
+            for file, value in files.items():
+                (cgroup / file).write_text(value)
+        return made
+
+
 class HostError(RuntimeError):
     """A test host failed to boot, stop or answer."""
 
@@ -68,11 +115,13 @@ class Host:
         run_root: Path | None = None,
         boot_timeout: float = 120.0,
         home_fs: HomeFs | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """Describe a host; nothing happens until start().  formula_dir=None binds no formula.
 
         ``home_fs`` gives the host a file system of its own at /home (see testhost.homefs),
-        e.g. ``HomeFs(quota=True)`` for disk quotas.
+        e.g. ``HomeFs(quota=True)`` for disk quotas.  ``limits`` caps the whole host
+        from this machine (a safety net for tests that attack its resources).
         """
         self.name = name
         self.image = Path(image)
@@ -80,6 +129,7 @@ class Host:
         self.run_dir = (run_root or config.run_root()) / name
         self.boot_timeout = boot_timeout
         self.home_fs = home_fs
+        self.limits = limits
         self._home_device: str | None = None
         self.last: subprocess.CompletedProcess[str] | None = None
         self._popen: subprocess.Popen[bytes] | None = None
@@ -236,6 +286,7 @@ class Host:
             self._popen = None
         for cgroup in self.cgroups():
             system.remove_cgroup(cgroup)
+        self._remove_limits()
         system.umount_all(self.run_dir)
         if self.home_image.exists():
             detach_image(self.home_image)
@@ -271,6 +322,14 @@ class Host:
     ) -> None:
         """Stop the host (its work dir is kept for inspection)."""
         self.stop()
+
+    def _remove_limits(self) -> None:
+        """Remove the cgroups of ``limits`` (recorded by _spawn(), maybe by another process)."""
+        recorded = self.run_dir / "limits"
+        if recorded.exists():
+            for line in recorded.read_text().split():
+                system.remove_cgroup(Path(line))
+            recorded.unlink()
 
     def _discard_state(self) -> None:
         """Delete the overlay upper and work dirs."""
@@ -343,6 +402,11 @@ class Host:
         for cgroup in self.cgroups():
             cgroup.mkdir(parents=True, exist_ok=True)
             procs.append(str(cgroup / "cgroup.procs"))
+        if self.limits is not None:
+            self._remove_limits()  # leftovers of a crashed run
+            limited = self.limits.make(self.name)
+            (self.run_dir / "limits").write_text("".join(f"{c}\n" for c in limited))
+            procs += [str(cgroup / "cgroup.procs") for cgroup in limited]
         # sh moves itself into the cgroups, then becomes systemd-nspawn (same pid).
         enter = 'while [ "$1" != -- ]; do echo $$ > "$1"; shift; done; shift; exec "$@"'
         with self.log_path.open("wb") as out:

@@ -127,12 +127,19 @@ class Instance:
             "account": "carol-stats",
             "docroot": str(self.docroot),
             "config": str(self.docroot / "config" / "config.ini.php"),
+            "fpm_unit": "webarch-php@carol-stats.service",
         }
         self.console: list[tuple[str, ...]] = []
+        self.reloaded: list[list[str]] = []
         self.tmp = tmp_path
 
     def config(self) -> dict:
-        return {"matomo": {"local": self.local}, "php_fpm": {"service": "php8.2-fpm"}}
+        return {"matomo": {"local": self.local}}
+
+    def retcode(self, argv: list[str], python_shell: bool = True) -> int:
+        assert python_shell is False
+        self.reloaded.append(argv)
+        return 0
 
     def status(self) -> dict:
         text = (self.docroot / "core" / "Version.php").read_text()
@@ -166,7 +173,7 @@ def instance(tmp_path, monkeypatch) -> Iterator[Instance]:
         "webarch.config": fixture.config,
         "webarch_matomo_setup.status": fixture.status,
         "webarch_matomo_setup.console": lambda *args: fixture.console.append(args),
-        "service.reload": lambda _: True,
+        "cmd.retcode": fixture.retcode,
     }
     with LoaderModuleMock({module: {"__salt__": functions, "__context__": {}}}):
         # The installed instance: 5.0.2 with its config, and an older tree kept by
@@ -203,6 +210,9 @@ def test_an_upgrade_keeps_the_previous_release_only(instance):
     assert (sites / ".matomo-5.0.2-20250101090000/config/config.ini.php").is_file()
     assert (instance.docroot / "config/config.ini.php").read_text() == '[General]\nsalt = "s"\n'
     assert instance.console == [("core:update", "--yes")]
+    assert instance.reloaded == [
+        ["systemctl", "try-reload-or-restart", "webarch-php@carol-stats.service"]
+    ]
     assert mod.old_releases() == []
 
     # The next upgrade keeps 5.0.3's files and removes 5.0.2's.

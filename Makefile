@@ -20,13 +20,14 @@ help:
 # Host packages: debootstrap and systemd-nspawn build and boot the test hosts;
 # the tests reach them from outside with this machine's ssh, curl and openssl,
 # and look at the sites with Debian's headless Chromium driven by chromedriver;
-# mkfs.btrfs makes the btrfs /home of the quota tests' host.
+# mkfs.btrfs makes the btrfs /home of the quota tests' host; testssl and
+# ssh-audit audit a converged host as outside auditors do (test_audit.py).
 prereqs:
 	@missing=""; \
 	for cmd in debootstrap:debootstrap systemd-nspawn:systemd-container \
 	           ip:iproute2 nsenter:util-linux ssh:openssh-client curl:curl \
 	           openssl:openssl chromium:chromium chromedriver:chromium-driver \
-	           mkfs.btrfs:btrfs-progs; do \
+	           mkfs.btrfs:btrfs-progs testssl:testssl.sh ssh-audit:ssh-audit; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -75,8 +76,8 @@ check-update: venv
 
 # Everything on Debian 12 test hosts, then the end-to-end tests again on Debian 13.
 test: prereqs venv lint check
-	$(PY) -m pytest test
-	WEBARCH_TEST_RELEASE=trixie $(PY) -m pytest -m e2e test
+	$(PY) -m pytest --durations=30 test
+	WEBARCH_TEST_RELEASE=trixie $(PY) -m pytest --durations=30 -m e2e test
 
 image: prereqs venv
 	$(PY) -m testhost build --release $(RELEASE)

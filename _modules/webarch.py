@@ -19,10 +19,12 @@ from typing import Any
 
 import webarch_apps
 import webarch_check as check
+import webarch_hardening
 import webarch_layout as layout
 import webarch_model
 import webarch_paths as paths
 import webarch_php
+import webarch_updates
 import webarch_web
 from salt.exceptions import CommandExecutionError
 
@@ -154,6 +156,24 @@ def validate(pillar: dict | None = None) -> dict:
     return {"valid": True, "problems": []}
 
 
+def hardening() -> dict:
+    """
+    Return what webarch/hardening.sls writes: login.defs values, the sysctl
+    file (its kernel-wide settings commented out in a container, where they
+    belong to the machine that runs it), limits, banner.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch.hardening
+    """
+    in_container = __salt__["cmd.retcode"](
+        ["systemd-detect-virt", "--container", "--quiet"], ignore_retcode=True
+    )
+    return webarch_hardening.hardening(in_container == 0)
+
+
 def app_packages(osmajorrelease: int | None = None) -> list[str]:
     """
     Return every Debian package an application site or a site's web
@@ -222,6 +242,13 @@ def packages(osmajorrelease: int | None = None) -> list[str]:
         "acl",
         "apache2",
         *webarch_php.packages(php),
+        # Security updates (webarch.updates): Debian's security suite daily,
+        # the affected services restarted, the NEWS of upgrades mailed.
+        *webarch_updates.PACKAGES,
+        "apt-listchanges",
+        # Host hardening (webarch.hardening): package checksums, password
+        # strength for passwords people choose, activity history (sar).
+        *webarch_hardening.PACKAGES,
     ]
     if major == 12:
         found.append("libapache2-mod-md")  # part of apache2 from Debian 13 on

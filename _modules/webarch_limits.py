@@ -10,6 +10,8 @@ rendered (a first run makes the user and then these).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import pwd
 import subprocess
@@ -92,10 +94,10 @@ def differing(wanted: dict[str, str]) -> list[str]:
     return found
 
 
-def write(wanted: dict[str, str]) -> list[str]:
+def write(wanted: dict[str, str], reload: bool = True) -> list[str]:
     """
-    Write the files of ``wanted`` that differ (atomically, root 0644) and reload
-    systemd if any did; the paths written.
+    Write the files of ``wanted`` that differ (atomically, root 0644) and, unless
+    ``reload`` is false, reload systemd if any did; the paths written.
 
     CLI Example:
 
@@ -112,9 +114,78 @@ def write(wanted: dict[str, str]) -> list[str]:
             handle.write(wanted[path])
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    if written:
+    if written and reload:
         _systemctl("daemon-reload")
     return written
+
+
+def slice_dropins(name: str) -> list[str]:
+    """
+    The slice drop-ins written for account ``name``: by its uid while its user
+    exists, else by the name in their first line (a user removed by hand).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_limits.slice_dropins alice
+    """
+    try:
+        return [limits.DROPIN % slice_name(name)]
+    except CommandExecutionError:
+        pass
+    heading = limits.unit_text("Slice", {}, f"the limits of {name}").splitlines()[0] + "\n"
+    found = []
+    for path in sorted(glob.glob(limits.DROPIN % "user-*.slice")):
+        with open(path, encoding="utf-8") as handle:
+            if handle.readline() == heading:
+                found.append(path)
+    return found
+
+
+def remove(name: str) -> list[str]:
+    """
+    Remove account ``name``'s slice drop-in (its PHP-FPM's goes with its unit's
+    directory) and reload systemd if there was one; the paths removed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_limits.remove alice
+    """
+    removed = [path for path in slice_dropins(name) if os.path.exists(path)]
+    for path in removed:
+        os.unlink(path)
+        with contextlib.suppress(OSError):  # other drop-ins of the slice's: kept
+            os.rmdir(os.path.dirname(path))
+    if removed:
+        _systemctl("daemon-reload")
+    return removed
+
+
+def need_reload(accounts: list[str]) -> bool:
+    """
+    Whether systemd must reload to see the files of these accounts' units (their
+    slices, PHP-FPM services and sockets) as they are on disk now: true after any
+    change to them, by this run, an interrupted one or a hand.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_limits.need_reload '[alice, bob]'
+    """
+    units = []
+    for name in accounts:
+        unit = paths.fpm_unit(name)
+        units += [unit, unit.removesuffix(".service") + ".socket"]
+        with contextlib.suppress(CommandExecutionError):  # no user yet: no slice
+            units.append(slice_name(name))
+    if not units:
+        return False
+    out = _systemctl("show", "--property=NeedDaemonReload", *units)
+    return "NeedDaemonReload=yes" in out.split()
 
 
 def show(name: str) -> dict[str, dict[str, str]]:

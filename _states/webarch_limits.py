@@ -11,12 +11,15 @@ An account's limits in systemd: its slice and its PHP-FPM's drop-ins.
 
 The slice is ``user-UID.slice`` (logind's, holding the account's SSH and SFTP
 sessions); the account's PHP-FPM (``webarch-php@NAME.service``) is put in it.
-A changed slice takes effect at once (systemd reloads); a changed service
-drop-in restarts the PHP-FPM if it runs (its limits are its processes').
+A changed slice takes effect when systemd reloads: once for all accounts, by
+``webarch-units-reload`` (webarch/limits.sls), not here.  A changed service
+drop-in restarts the PHP-FPM if it runs (its limits are its processes'): then
+this state reloads systemd itself first.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import webarch_paths as paths
@@ -55,9 +58,27 @@ def applied(name: str, slice_properties: dict, service_properties: dict) -> dict
         ret["comment"] = f"The limits of {name} would change."
         ret["changes"] = changes
         return ret
-    __salt__["webarch_limits.write"](wanted)
+    __salt__["webarch_limits.write"](wanted, reload=restart)
     if restart:
         __salt__["webarch_limits.restart_php"](name)
     ret["comment"] = f"The limits of {name} changed."
     ret["changes"] = changes
+    return ret
+
+
+def absent(name: str) -> dict[str, Any]:
+    """A removed account ``name``'s slice keeps none of its limits."""
+    ret: dict[str, Any] = {"name": name, "result": True, "comment": "", "changes": {}}
+    found = [p for p in __salt__["webarch_limits.slice_dropins"](name) if os.path.exists(p)]
+    if not found:
+        ret["comment"] = f"No limits of {name} are left."
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"The limits of {name} would be removed."
+        ret["changes"] = {path: "would be removed" for path in found}
+        return ret
+    removed = __salt__["webarch_limits.remove"](name)
+    ret["comment"] = f"The limits of {name} were removed."
+    ret["changes"] = {path: "removed" for path in removed}
     return ret

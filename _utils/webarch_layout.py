@@ -102,8 +102,11 @@ class HostUsers(NamedTuple):
 
 def server_path(pillar: dict, key: str, default: str, problems: check.Problems) -> str | None:
     """Validate an absolute server path that webarch creates and owns."""
-    path = ["webarch", key]
-    value = pillar.get(key, default)
+    return own_path(pillar.get(key, default), ["webarch", key], problems)
+
+
+def own_path(value: Any, path: list[str], problems: check.Problems) -> str | None:
+    """Validate the absolute path at pillar ``path`` of something webarch owns."""
     text = check.string(value, path, problems, max_len=200)
     if text is None:
         return None
@@ -177,17 +180,33 @@ def ssh_keys(value: Any, path: list[str], problems: check.Problems) -> list[str]
     return keys
 
 
-def chroot_spec(name: str, chroot_base: str) -> dict:
+#: Where an account sees its nightly snapshots (relative to its home): the
+#: mount point of ``BACKUP_STORE/USERNAME`` (webarch_backup).
+BACKUP_MOUNT_DIR = "backups/files"
+
+
+def chroot_spec(name: str, chroot_base: str, backup_store: str | None = None) -> dict:
     """
     Return the chroot of account ``name``: its path and its mounts, in order.
 
     The host's /usr read-only, the account's home read-write at the same path,
     the account's ~/tmp as /tmp, MariaDB's socket directory read-only and a
-    /proc that shows only the account's own processes.
+    /proc that shows only the account's own processes; with ``backup_store``
+    (``STORE/USERNAME/days``), its snapshots read-only and inert at ~/backups/files.
     """
     root = f"{chroot_base}/{name}"
     home = f"{paths.HOME_BASE}/{name}"
     bind_ro = ["bind", "ro", "nosuid", "nodev"]
+    backups = [
+        # Last: on top of the home's bind (and unmounted first on removal).
+        {
+            "id": "backups",
+            "name": f"{root}{home}/{BACKUP_MOUNT_DIR}",
+            "device": backup_store,
+            "fstype": "none",
+            "opts": [*bind_ro, "noexec"],
+        }
+    ]
     return {
         "path": root,
         "home": home,
@@ -260,6 +279,7 @@ def chroot_spec(name: str, chroot_base: str) -> dict:
                 "fstype": "proc",
                 "opts": ["nosuid", "nodev", "noexec", "hidepid=invisible"],
             },
+            *(backups if backup_store else []),
         ],
     }
 

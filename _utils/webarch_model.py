@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import webarch_apps as apps
+import webarch_backup as backup
 import webarch_check as check
 import webarch_cron_model as cron_model
 import webarch_db as db
@@ -33,6 +34,7 @@ import webarch_paths as paths
 import webarch_php as php
 import webarch_quota as quota
 import webarch_stats_model as stats
+import webarch_updates as updates
 import webarch_web as web
 from webarch_check import OPTIONAL, Derived, Key, ModelError
 from webarch_layout import HostUsers
@@ -111,6 +113,12 @@ SERVER_KEYS = check.key_table(
     ),
     Key("quota", "mapping", {}, "Disk quotas of the accounts. See `Quotas`_."),
     Key(
+        "backup",
+        "mapping",
+        {},
+        "Nightly snapshots of the accounts' homes, read-only in their chroots. See `Backups`_.",
+    ),
+    Key(
         "limits",
         "mapping",
         {},
@@ -122,6 +130,13 @@ SERVER_KEYS = check.key_table(
         {},
         "Bans of addresses that keep failing to log in (SSH, basic auth, WordPress, "
         "Matomo). See `Brute-force bans`_.",
+    ),
+    Key(
+        "updates",
+        "mapping",
+        {},
+        "Automatic security updates, restarts of the affected services and a mail "
+        "when a reboot is due. See `Security updates`_.",
     ),
     Key(
         "matomo",
@@ -150,6 +165,8 @@ def _server_settings(pillar: dict, problems: check.Problems, osmajorrelease: int
     if not isinstance(reserved, list) or not all(isinstance(r, str) for r in reserved):
         problems.add([*base, "reserved_usernames"], "must be a list of strings")
         reserved = []
+    valid_admin = admin_email if isinstance(admin_email, str) and "@" in admin_email else None
+    notify = mail.notify_settings(get("notify"), hostname, valid_admin, problems)
     return {
         "hostname": check.dns_name(hostname, [*base, "hostname"], problems)
         if hostname is not None
@@ -180,13 +197,17 @@ def _server_settings(pillar: dict, problems: check.Problems, osmajorrelease: int
             **mail.mail_settings(get("mail"), problems),
             "daemon": mail.exim_queue_only(osmajorrelease),
         },
-        "notify": mail.notify_settings(
-            get("notify"),
-            hostname,
-            admin_email if isinstance(admin_email, str) and "@" in admin_email else None,
+        "notify": notify,
+        "updates": updates.updates(get("updates"), valid_admin, notify["from"], problems),
+        "quota": quota.quota_settings(get("quota"), pillar.get("accounts"), problems),
+        "backup": backup.backup_settings(
+            get("backup"),
+            {
+                "chroot_base": pillar.get("chroot_base", SERVER_KEYS["chroot_base"].default),
+                "archive_dir": pillar.get("archive_dir", SERVER_KEYS["archive_dir"].default),
+            },
             problems,
         ),
-        "quota": quota.quota_settings(get("quota"), pillar.get("accounts"), problems),
         "waf": web.waf_mode(get("waf"), [*base, "waf"], problems),
         "acme": web.acme(
             get("acme"),
@@ -309,6 +330,7 @@ ACCOUNT_KEYS = check.key_table(
     ),
     Key("matomo", "true or false", True, stats.SWITCH_DOC.split("; on a site")[0] + "."),
     Key("quota", "mapping", {}, "The account's disk quota, over ``quota:defaults``."),
+    Key("backup", "true or false", True, backup.ACCOUNT_DOC),
 )
 
 
@@ -347,6 +369,7 @@ def _account(
     sites = {k: v for k, v in every_site.items() if v["state"] != "absent"}
     php_settings = php.account_php(data["php"], paths.home(name), [*path, "php"], problems)
     account_limits = limits.account_limits(name, data["limits"], server, php_settings, problems)
+    backed_up = backup.account_backup(data, server, path, problems)
     return {
         "name": name,
         "state": state,
@@ -365,7 +388,12 @@ def _account(
             "password": ssh_password,
             "authorized_keys": paths.authorized_keys(name),
         },
-        "chroot": layout.chroot_spec(name, server["chroot_base"] or paths.CHROOT_BASE),
+        "chroot": layout.chroot_spec(
+            name,
+            server["chroot_base"] or paths.CHROOT_BASE,
+            backup.account_store(name, server) if backed_up else None,
+        ),
+        "backup": backed_up,
         "php": php_settings,
         "limits": account_limits,
         "limits_units": limits.units(account_limits),
@@ -519,8 +547,10 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         "firewall": net.firewall(present),
         "pam_limits": limits.pam_file(present),
         "limits_oom_score_adjust": limits.OOM_SCORE_ADJUST,
+        "php_masters": php.masters(sorted(present_names & wanted)),
         "matomo": matomo,
         "quota": quota.quota(server, present),
+        "backup": backup.backup(server, present),
         "app_packages": apps.debian_packages(accounts),
         "absent": sorted(set(accounts) - present_names),
         # Absent accounts whose Unix user webarch made: archived, then removed.

@@ -249,6 +249,15 @@ def adopted_listen(socket: str) -> str:
     return socket.removesuffix(".sock") + ".adopted"
 
 
+def masters(names: list[str]) -> dict[str, list[str]]:
+    """The PHP-FPM masters of accounts ``names``: their services and sockets (units)."""
+    services = [paths.fpm_unit(name) for name in names]
+    return {
+        "services": services,
+        "sockets": [unit.removesuffix(".service") + ".socket" for unit in services],
+    }
+
+
 #: PHP's version on each Debian release (its packages are named after it).
 PHP_VERSIONS = {12: "8.2", 13: "8.4"}
 

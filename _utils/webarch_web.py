@@ -109,11 +109,20 @@ ACME_KEYS = check.key_table(
         OPTIONAL,
         "A CA certificate to trust for the ACME server's own HTTPS, for private or test CAs.",
     ),
+    Key(
+        "ocsp_stapling",
+        "true or false",
+        True,
+        "OCSP stapling (mod_md's ``MDStapling``) for the certificates that name an OCSP "
+        "responder: Apache fetches the CA's answer ahead of time and sends it with the "
+        "certificate. Certificates that name none (Let's Encrypt's since 2025) are served "
+        "as they are. ``false`` where Apache must not contact the CA's responder.",
+    ),
 )
 
 
 def acme(value: Any, admin_email: str | None, problems: check.Problems) -> dict:
-    """ACME settings for mod_md: the CA's directory URL, contact, extra trusted CA."""
+    """ACME settings for mod_md: the CA's directory URL, contact, extra trusted CA, stapling."""
     path = ["webarch", "acme"]
     data, get = check.block(value, ACME_KEYS, path, problems)
     directory = check.string(get("directory"), [*path, "directory"], problems)
@@ -131,7 +140,13 @@ def acme(value: Any, admin_email: str | None, problems: check.Problems) -> dict:
     ):
         problems.add([*path, "ca_file"], f"{check.describe(ca_file)} must be an absolute path")
         ca_file = None
-    return {"directory": directory, "contact": contact or admin_email, "ca_file": ca_file}
+    stapling = check.boolean(get("ocsp_stapling"), [*path, "ocsp_stapling"], problems)
+    return {
+        "directory": directory,
+        "contact": contact or admin_email,
+        "ca_file": ca_file,
+        "ocsp_stapling": stapling is not False,
+    }
 
 
 #: ``webarch:accounts:USERNAME:sites:SITE``: one site of an account.

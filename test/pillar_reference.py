@@ -33,6 +33,7 @@ import webarch_model as model  # noqa: E402
 import webarch_php as php  # noqa: E402
 import webarch_quota as quota  # noqa: E402
 import webarch_stats_model as stats  # noqa: E402
+import webarch_updates as updates  # noqa: E402
 import webarch_web as web  # noqa: E402
 
 README = REPO / "README.rst"
@@ -66,6 +67,7 @@ BLOCKS = (
     Block("Certificates", ("acme",), web.ACME_KEYS),
     Block("Disk quotas", ("quota",), quota.QUOTA_KEYS),
     Block("Quota limits", ("quota", "defaults"), quota.LIMIT_KEYS),
+    Block("Automatic updates", ("updates",), updates.UPDATES_KEYS),
     Block("Matomo instance", ("matomo",), stats.MATOMO_KEYS),
     Block("Matomo release", ("matomo", "archive"), stats.ARCHIVE_KEYS),
     Block("Account", ACCOUNT, model.ACCOUNT_KEYS),

@@ -44,7 +44,8 @@ webarch-apache-debian-site-{{ site }}:
       - pkg: webarch-packages
 {%- endfor %}
 
-# A change of MPM needs a full restart, not a graceful reload.
+# A change of MPM needs a full restart, not a graceful reload; so does a
+# change of the unit's options (its sandbox): Apache never runs without them.
 webarch-apache-restart-for-modules:
   cmd.run:
     - name: systemctl restart apache2
@@ -53,6 +54,9 @@ webarch-apache-restart-for-modules:
       - apache_module: webarch-apache-module-off-{{ module }}
 {%- endfor %}
       - apache_module: webarch-apache-module-mpm_event
+      - file: webarch-apache-unit-options
+    - require:
+      - module: webarch-apache-unit-options
 
 webarch-apache-check-script:
   file.managed:

@@ -18,7 +18,10 @@ include:
   - .cron
   - .firewall
   - .fail2ban
+  - .hardening
+  - .updates
   - .mariadb
+  - .backup
   - .apps
   - .notify
   - .matomo

@@ -33,3 +33,18 @@ webarch-{{ name }}-limits:
     - require:
       - user: webarch-{{ name }}-user
 {%- endfor %}
+
+# One reload of systemd for every unit file and drop-in of the accounts (their
+# limits, their PHP-FPM units), when systemd's view differs from the disk (a
+# reload per account would cost a second each with hundreds of accounts).
+webarch-units-reload:
+  module.run:
+    - service.systemctl_reload: []
+    - onlyif:
+      - fun: webarch_limits.need_reload
+        accounts: {{ webarch.present | json }}
+    - require:
+      - file: webarch-pam-limits
+{%- for name in webarch.present %}
+      - webarch_limits: webarch-{{ name }}-limits
+{%- endfor %}

@@ -35,11 +35,29 @@ webarch-mariadb-config:
     - require:
       - pkg: webarch-packages
 
+# Sandbox options over Debian's unit (docs/security.rst, Sandboxed services):
+# a change restarts the server.
+webarch-mariadb-unit-options:
+  file.managed:
+    - name: {{ webarch.paths.systemd_dir }}/mariadb.service.d/webarch.conf
+    - source: salt://{{ tplroot }}/files/systemd/mariadb-webarch.conf
+    - user: root
+    - group: root
+    - mode: '0644'
+    - makedirs: true
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: webarch-mariadb-unit-options
+
 webarch-mariadb-service:
   service.running:
     - name: mariadb
     - enable: true
-    {{- service_requisites('watch', ['file: webarch-mariadb-config']) }}
+    - require:
+      - module: webarch-mariadb-unit-options
+    {{- service_requisites('watch', ['file: webarch-mariadb-config',
+                                     'file: webarch-mariadb-unit-options']) }}
 
 webarch-mariadb-dump-dir:
   file.directory:

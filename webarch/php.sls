@@ -124,6 +124,7 @@ webarch-{{ name }}-fpm-old-pool:
 
 # systemd holds the pool's socket; the first request starts the master,
 # which adopts it (FPM_SOCKETS); webarch-php-idle stops an idle master.
+# systemd reloads once for all accounts (webarch-units-reload).
 webarch-{{ name }}-php-units:
   file.managed:
     - names:
@@ -141,29 +142,27 @@ webarch-{{ name }}-php-units:
     - group: root
     - mode: '0644'
     - makedirs: true
-  module.run:
-    - service.systemctl_reload: []
-    - onchanges:
-      - file: webarch-{{ name }}-php-units
+    - require_in:
+      - module: webarch-units-reload
 
-# A master running without its socket (started by hand, or by an older
-# formula) holds the socket's path: it stops, the socket starts it again.
-webarch-{{ name }}-php-handover:
-  cmd.run:
-    - name: systemctl stop {{ account.pool.unit }}
-    - onlyif: systemctl is-active --quiet {{ account.pool.unit }}
-    - unless: systemctl is-active --quiet {{ account.pool.socket_unit }}
-    - require:
-      - module: webarch-{{ name }}-php-units
+# Enabled as ``systemctl enable`` would do it, without its reload per account.
+webarch-{{ name }}-php-socket-enabled:
+  file.symlink:
+    - name: {{ webarch.paths.systemd_dir }}/sockets.target.wants/{{ account.pool.socket_unit }}
+    - target: {{ webarch.paths.systemd_dir }}/{{ webarch.paths.fpm_unit }}.socket
+    - makedirs: true
+    - require_in:
+      - module: webarch-units-reload
 
 webarch-{{ name }}-php-socket:
   service.running:
     - name: {{ account.pool.socket_unit }}
-    - enable: true
     - require:
       - service: webarch-fpm-debian-service
-      - module: webarch-fpm-unit
-      - cmd: webarch-{{ name }}-php-handover
+      - module: webarch-units-reload
+      - file: webarch-{{ name }}-php-units
+      - file: webarch-{{ name }}-php-socket-enabled
+      - cmd: webarch-php-handover
       - file: webarch-{{ name }}-fpm-pool
       - webarch_limits: webarch-{{ name }}-limits
 
@@ -179,6 +178,24 @@ webarch-{{ name }}-php-reload:
     - require:
       - service: webarch-{{ name }}-php-socket
 {%- endfor %}
+
+{%- set masters = webarch.php_masters %}
+{%- if masters.services %}
+
+# A master running without its socket (started by hand, or by an older
+# formula) holds the socket's path: it stops, the socket starts it again.
+# One command for all accounts, run only while some socket is not active.
+webarch-php-handover:
+  cmd.run:
+    - name: >-
+        for unit in {{ masters.services | join(' ') }}; do
+        systemctl is-active --quiet "${unit%.service}.socket" ||
+        ! systemctl is-active --quiet "$unit" ||
+        systemctl stop "$unit" || exit 1; done
+    - unless: systemctl is-active --quiet {{ masters.sockets | join(' ') }}
+    - require:
+      - module: webarch-units-reload
+{%- endif %}
 
 webarch-fpm-unit:
   file.managed:
@@ -196,10 +213,18 @@ webarch-fpm-unit:
         conf_dir: {{ webarch.paths.fpm_conf_dir }}
         oom_score_adjust: {{ webarch.limits_oom_score_adjust }}
         web_user: {{ webarch.web_user }}
-  module.run:
-    - service.systemctl_reload: []
+    - require_in:
+      - module: webarch-units-reload
+
+# A changed unit (its sandbox, its limits) reaches a master only when it
+# starts: running masters restart (a reload would keep the old process).
+webarch-fpm-unit-restart:
+  cmd.run:
+    - name: systemctl try-restart '{{ webarch.paths.fpm_unit }}*.service'
     - onchanges:
       - file: webarch-fpm-unit
+    - require:
+      - module: webarch-units-reload
 
 # An idle account costs no process: its master is stopped after an idle
 # interval (every 5 minutes), its socket starts it again.

@@ -47,6 +47,15 @@ webarch-{{ name }}-remove-fpm-pool:
     - require:
       - service: webarch-{{ name }}-remove-php-service
 
+# Its slice's limits go before its user (the slice is named after the uid).
+webarch-{{ name }}-remove-limits:
+  webarch_limits.absent:
+    - name: {{ name }}
+    - require:
+      - cmd: webarch-{{ name }}-remove-processes
+    - require_in:
+      - user: webarch-{{ name }}-remove-user
+
 webarch-{{ name }}-remove-processes:
   cmd.run:
     - name: pkill -KILL -u {{ name }}; sleep 1
@@ -71,6 +80,18 @@ webarch-{{ name }}-remove-chroot:
   webarch_chroot.absent:
     - name: {{ name }}
     - path: {{ account.chroot.path }}
+
+# Its snapshots: moved aside, root's alone (a new account of that name never
+# sees them); they expire after webarch:backup:days like any other day.
+webarch-{{ name }}-backup-retire:
+  cmd.run:
+    - name: >-
+        to={{ webarch.backup.store }}/{{ webarch.backup.retired_prefix }}{{ name }}-$(date -u +%Y%m%dT%H%M%SZ)
+        && mv -T -- {{ webarch.backup.store }}/{{ name }} "$to"
+        && chown root:root "$to" && chmod 0700 "$to"
+    - onlyif: test -d {{ webarch.backup.store }}/{{ name }}
+    - require:
+      - webarch_chroot: webarch-{{ name }}-remove-chroot
 
 webarch-{{ name }}-archive-home:
   webarch_archive.home_archived:

@@ -230,15 +230,32 @@ def test_sshd_runs_with_the_hardened_settings(converged):
         "maxstartups": "10:30:60",
         "x11forwarding": "no",
         "permituserenvironment": "no",
+        # What lynis (test_lynis) asks for, for everyone.
+        "maxsessions": "2",
+        "clientaliveinterval": "300",
+        "clientalivecountmax": "2",
+        "tcpkeepalive": "no",
+        "compression": "no",
+        "allowtcpforwarding": "no",
+        "allowagentforwarding": "no",
     }
     assert {key: settings[key] for key in expected} == expected
     # The accounts: no forwarding of any kind; root (the host's admins): as Debian has it.
     alice = sshd_settings(converged, "user=alice", "host=client", "addr=127.0.0.1")
     assert alice["disableforwarding"] == "yes"
     assert alice["chrootdirectory"] in ("/chroots/%u", "/chroots/alice")
+    assert (alice["allowtcpforwarding"], alice["maxsessions"]) == ("no", "2")
     root = sshd_settings(converged, "user=root", "host=client", "addr=127.0.0.1")
     assert (root["disableforwarding"], root["chrootdirectory"]) == ("no", "none")
     assert root["permitrootlogin"] == "without-password"
+    admin = {
+        key: root[key] for key in ("allowtcpforwarding", "allowagentforwarding", "maxsessions")
+    }
+    assert admin == {
+        "allowtcpforwarding": "yes",
+        "allowagentforwarding": "yes",
+        "maxsessions": "10",
+    }
 
 
 #: SSH_OPTS without its LogLevel=ERROR: ssh says why it gave up at INFO
@@ -272,13 +289,8 @@ def test_sshd_offers_only_modern_algorithms(converged):
     assert not [a for a in offer["KEX algorithms"] if "sha1" in a or a.startswith("ecdh-")]
     assert offer["ciphers ctos"] == offer["ciphers stoc"] == CIPHERS.split(",")
     assert offer["MACs ctos"] == offer["MACs stoc"] == MACS.split(",")
-    # Signatures by the host's keys: no ssh-rsa (SHA-1).
-    assert set(offer["host key algorithms"]) == {
-        "rsa-sha2-512",
-        "rsa-sha2-256",
-        "ecdsa-sha2-nistp256",
-        "ssh-ed25519",
-    }
+    # Signatures by the host's keys: no ssh-rsa (SHA-1), no NIST curve (ssh-audit).
+    assert set(offer["host key algorithms"]) == {"rsa-sha2-512", "rsa-sha2-256", "ssh-ed25519"}
 
 
 @pytest.fixture
@@ -429,6 +441,9 @@ def test_removed_account_is_archived_first(converged, keys, tmp_path):
                   check=True)  # fmt: skip
     before = converged.run(["sh", "-c", listing], check=True).stdout
     assert "sites/shop/img/a.txt" in before
+    uid = converged.run(["id", "-u", "bob"], check=True).stdout.strip()
+    limits = f"/etc/systemd/system/user-{uid}.slice.d/50-webarch-limits.conf"
+    assert converged.exists(limits)
     ret = apply(converged, pillar_for(keys, bob={"state": "absent"}))
     assert failed(ret) == {}
     assert "webarch_archive_|-webarch-bob-archive-home_|-bob_|-home_archived" in changed(ret)
@@ -438,6 +453,10 @@ def test_removed_account_is_archived_first(converged, keys, tmp_path):
     assert not any(m.startswith("/chroots/bob/") for m in host_mounts(converged))
     assert "/chroots/bob/" not in converged.read_file("/etc/fstab")
     assert "bob" not in converged.read_file("/var/lib/webarch/managed-accounts").split()
+    # Nothing of his limits or PHP-FPM units is left for a later user of his uid.
+    assert not converged.exists(limits)
+    assert not converged.exists("/etc/systemd/system/webarch-php@bob.service.d")
+    assert not converged.exists("/etc/systemd/system/sockets.target.wants/webarch-php@bob.socket")
     archives = converged.run(["sh", "-c", "ls /var/backups/webarch/bob-*.tar.gz"]).stdout.split()
     assert len(archives) == 1
     stat = converged.run(["stat", "-c", "%a %U", archives[0]], check=True).stdout.strip()

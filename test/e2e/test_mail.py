@@ -18,6 +18,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -385,6 +386,32 @@ def test_raw_smtp_from_the_shell_cannot_take_another_sender(mailhost, sink, keys
     # No SMTP listener on the loopback to talk to instead.
     tcp = ssh(mailhost, keys, "alice", "exec 3<>/dev/tcp/127.0.0.1/25 && echo connected")
     assert "connected" not in tcp.stdout
+
+
+def test_a_mail_submission_runs_in_the_accounts_slice(mailhost, keys):
+    """alice's SMTP session through the gate: its Exim in her slice, first for the OOM killer."""
+    uid = mailhost.run(["id", "-u", "alice"], check=True).stdout.strip()
+    hold = (
+        'python3 -c "import socket, time; s = socket.socket(socket.AF_UNIX);'
+        " s.connect('/run/webarch-mail/submit.sock'); print(s.recv(200).decode().split()[0]);"
+        " time.sleep(6); s.sendall(b'QUIT\\r\\n')\""
+    )
+    probe = (
+        "for p in $(pgrep -f '^/usr/sbin/exim4 -bs$'); do"
+        " echo $p $(cat /proc/$p/oom_score_adj) $(cat /proc/$p/cgroup); done"
+    )
+    with ThreadPoolExecutor(1) as pool:
+        session = pool.submit(ssh, mailhost, keys, "alice", hold)
+        found = ""
+        for _ in range(100):
+            found = mailhost.run(["sh", "-c", probe]).stdout.strip()
+            if found:
+                break
+            time.sleep(0.1)
+        out = session.result(timeout=60)
+    assert out.stdout.strip() == "220", out.stderr
+    assert found.split()[1] == "500", found
+    assert f"/user.slice/user-{uid}.slice/run-" in found, found
 
 
 def test_each_account_has_its_own_mail_log(mailhost, sink, keys):

@@ -118,6 +118,11 @@ EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
         "webarch-alice-php-socket",
         "webarch-bob-php-socket",
         "webarch-carol-stats-php-socket",
+        "webarch-alice-php-socket-enabled",
+        "webarch-bob-php-socket-enabled",
+        "webarch-carol-stats-php-socket-enabled",
+        "webarch-php-handover",
+        "webarch-fpm-unit-restart",
         "webarch-alice-php-reload",
         "webarch-bob-php-reload",
         "webarch-carol-stats-php-reload",
@@ -128,6 +133,7 @@ EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
         "webarch-alice-limits",
         "webarch-bob-limits",
         "webarch-carol-stats-limits",
+        "webarch-units-reload",
         "webarch-matomo-archive-units",
         # The web application firewall (issue 21): no site of pillar.example has
         # one, so the module that the test image's package enabled is unloaded.
@@ -138,6 +144,30 @@ EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
         "webarch-fail2ban-check",
         "webarch-fail2ban-jails",
         "webarch-fail2ban-service",
+        # Host hardening and automatic security updates (issue 21): new.
+        "webarch-hardening-login-defs-pass-min-days",
+        "webarch-hardening-login-defs-sha-crypt-max-rounds",
+        "webarch-hardening-login-defs-sha-crypt-min-rounds",
+        "webarch-hardening-login-defs-umask",
+        "webarch-hardening-files",
+        "webarch-hardening-sysctl",
+        "webarch-hardening-sysstat",
+        "webarch-hardening-debsums",
+        "webarch-hardening-debsums-units",
+        "webarch-hardening-debsums-timer",
+        "webarch-updates-apt-conf",
+        "webarch-updates-needrestart-conf",
+        "webarch-updates-reboot-program",
+        "webarch-updates-reboot-units",
+        "webarch-updates-reboot-timer",
+        # Sandboxed services (issue 21): the units' new options; Apache restarts
+        # and MariaDB gets a drop-in of its own (new), and restarts.
+        "webarch-mail-unit-webarch-mail.service",
+        "webarch-md-reload-units",
+        "webarch-db-dump-units",
+        "webarch-apache-unit-options",
+        "webarch-mariadb-unit-options",
+        "webarch-mariadb-service",
     }
 )
 

@@ -56,6 +56,8 @@ TEST_PACKAGES: tuple[str, ...] = (
     "pebble",
     "nghttp2-client",
     "wrk",
+    # The auditor's tool of test_lynis (no network inside a test host).
+    "lynis",
 )
 
 #: Extra test packages per Debian major release.

@@ -106,8 +106,14 @@ def test_the_service_runs_as_the_account_in_its_chroot():
     for line in ("User=alice", "Group=alice", "RootDirectory=/chroots/alice",
                  "StandardOutput=append:/home/alice/logs/cron.log", "NoNewPrivileges=yes",
                  "OnFailure=webarch-cron-failed@%n.service",
-                 'ExecStart=/bin/sh -c "echo $$HOME"'):  # fmt: skip
+                 'ExecStart=/bin/sh -c "echo $$HOME"',
+                 # Sandboxed: no capability, the chroot's own /run and /proc.
+                 "CapabilityBoundingSet=", "MountAPIVFS=no",
+                 "SystemCallFilter=@system-service"):  # fmt: skip
         assert f"\n{line}\n" in text, line
+    # No option that needs a mount namespace (costly with many chroot mounts).
+    for option in ("ProtectSystem=", "PrivateTmp=", "PrivateDevices=", "ProtectKernelTunables="):
+        assert f"\n{option}" not in text, option
     assert "+" not in "".join(line[:14] for line in text.splitlines() if line.startswith("Exec"))
     timer = cron.timer_text(account, {**job, "on_calendar": "*-*-* 03:00:00"})
     assert "OnCalendar=*-*-* 03:00:00\n" in timer

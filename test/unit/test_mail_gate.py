@@ -108,6 +108,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
     monkeypatch.setattr(gate, "become", rec.become)
     monkeypatch.setattr(gate.os, "execve", rec.execve)
+    monkeypatch.setattr(gate, "under_limits", lambda: rec.calls.append(("under_limits",)))
     return rec
 
 
@@ -119,11 +120,46 @@ def test_serve_runs_exim_as_a_listed_account(
     monkeypatch.setattr(gate, "peer_of", lambda conn: gate.Peer(7, 2001, 2001))
     monkeypatch.setattr(gate, "user_of", lambda uid: ALICE if uid == 2001 else None)
     monkeypatch.setattr(gate, "accounts", lambda: {"alice"})
+    monkeypatch.setattr(gate, "in_slice", lambda uid: uid == 2001)
     gate.serve(pair[0])
     assert recorder.calls == [
+        ("under_limits",),
         ("become", "alice"),
         ("execve", "/usr/sbin/exim4", ["/usr/sbin/exim4", "-bs"], gate.EXIM_ENV),
     ]
+
+
+def test_serve_outside_the_slice_runs_itself_again_in_it(
+    pair: tuple[socket.socket, socket.socket],
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first pass only moves into alice's slice (its execve replaces the process)."""
+    monkeypatch.setattr(gate, "peer_of", lambda conn: gate.Peer(7, 2001, 2001))
+    monkeypatch.setattr(gate, "user_of", lambda uid: ALICE if uid == 2001 else None)
+    monkeypatch.setattr(gate, "accounts", lambda: {"alice"})
+    monkeypatch.setattr(gate, "in_slice", lambda uid: False)
+    gate.serve(pair[0])
+    path, argv, env = recorder.calls[0][1:]
+    assert path == gate.SYSTEMD_RUN == argv[0]
+    assert argv[1:5] == ["--quiet", "--scope", "--collect", "--slice=user-2001.slice"]
+    assert argv[5] == "--" and argv[6] == sys.executable
+    assert env == gate.EXIM_ENV
+
+
+@pytest.mark.parametrize(
+    ("text", "inside"),
+    [
+        ("0::/user.slice/user-2001.slice/run-r1.scope\n", True),
+        ("1:name=systemd:/user.slice/user-2001.slice/run-r1.scope\n0::/\n", True),
+        ("0::/system.slice/system-webarch\\x2dmail.slice/webarch-mail@1.service\n", False),
+        ("0::/user.slice/user-20011.slice/session-3.scope\n", False),
+    ],
+)
+def test_in_slice(tmp_path: Path, text: str, inside: bool) -> None:
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text(text)
+    assert gate.in_slice(2001, str(cgroup)) is inside
 
 
 def test_serve_refuses_an_unlisted_peer(

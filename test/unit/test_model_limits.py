@@ -120,3 +120,12 @@ def test_mistakes_are_named_by_path_all_at_once(model):
 def test_drop_in_text():
     text = webarch_limits.unit_text("Slice", {"TasksMax": "64", "CPUQuota": "50%"}, "x")
     assert text == "# Managed by Salt (webarch): x.\n[Slice]\nTasksMax=64\nCPUQuota=50%\n"
+
+
+def test_php_masters_are_the_present_accounts_units(model):
+    data = {"accounts": {"bob": {}, "alice": {}, "carol": {"state": "absent"}}}
+    assert build(model, data)["php_masters"] == {
+        "services": ["webarch-php@alice.service", "webarch-php@bob.service"],
+        "sockets": ["webarch-php@alice.socket", "webarch-php@bob.socket"],
+    }
+    assert build(model, {"accounts": {}})["php_masters"] == {"services": [], "sockets": []}

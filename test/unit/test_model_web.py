@@ -712,7 +712,9 @@ def test_acme_defaults(model):
         "directory": "https://acme-v02.api.letsencrypt.org/directory",
         "contact": None,
         "ca_file": None,
+        "ocsp_stapling": True,
     }
+    assert build(model, {"acme": {"ocsp_stapling": False}})["acme"]["ocsp_stapling"] is False
 
 
 def test_acme_contact_defaults_to_admin_email(model):
@@ -776,6 +778,7 @@ def test_acme_directory_port_out_of_range(model, port):
         ({"ca_file": "/etc/ssl/"}, "ca_file", "must be an absolute path"),
         ({"ca_file": "/etc/ssl/a b.pem"}, "ca_file", "must be an absolute path"),
         ({"ca_file": 5}, "ca_file", "5 must be an absolute path"),
+        ({"ocsp_stapling": "on"}, "ocsp_stapling", "must be true or false, not 'on'"),
         ({"email": "ops@example.org"}, "email", "unknown key (known keys: ca_file, contact,"),
     ],
 )

@@ -13,6 +13,11 @@ whatever the client says in MAIL FROM, its lines in Exim's log carry
 ``U=account``, and its send limit applies.  The gate reads nothing from the
 client itself.
 
+The session runs in the account's slice (``user-UID.slice``, under its limits,
+beside its SSH sessions, PHP-FPM and cron jobs): the gate first runs itself
+again through ``systemd-run --scope --slice=user-UID.slice``, which checks the
+peer anew from the same connection, and its ``oom_score_adj`` is the accounts'.
+
 Its helpers (webarch_progs) and paths (webarch_paths) are in /usr/local/lib/webarch.
 """
 
@@ -37,6 +42,9 @@ import webarch_progs as progs  # noqa: E402
 EXIM = "/usr/sbin/exim4"
 #: Exim's whole environment.
 EXIM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+SYSTEMD_RUN = "/usr/bin/systemd-run"
+#: The accounts' processes go first when memory runs out (webarch_limits).
+OOM_SCORE_ADJUST = 500
 #: The answer to a client that may not submit mail here.
 REFUSAL = b"554 5.7.1 not allowed to submit mail here\r\n"
 
@@ -104,6 +112,30 @@ def become(user: pwd.struct_passwd) -> None:
     os.chdir("/")
 
 
+def account_slice(uid: int) -> str:
+    """The slice of the account with ``uid`` (logind's, where its limits are)."""
+    return f"user-{uid}.slice"
+
+
+def in_slice(uid: int, cgroup_file: str = "/proc/self/cgroup") -> bool:
+    """Whether this process runs in the slice of the account with ``uid``."""
+    with open(cgroup_file, encoding="utf-8") as handle:
+        return any(f"/{account_slice(uid)}/" in line for line in handle)
+
+
+def into_slice(uid: int) -> None:
+    """Run this program again, on the same connection, in the account's slice."""
+    argv = [SYSTEMD_RUN, "--quiet", "--scope", "--collect", f"--slice={account_slice(uid)}"]
+    argv += ["--", sys.executable, os.path.abspath(sys.argv[0])]
+    os.execve(SYSTEMD_RUN, argv, EXIM_ENV)
+
+
+def under_limits() -> None:
+    """Make this process (and Exim after it) the first one the OOM killer takes."""
+    with open("/proc/self/oom_score_adj", "w", encoding="ascii") as handle:
+        handle.write(str(OOM_SCORE_ADJUST))
+
+
 def serve(conn: socket.socket) -> int:
     """Check the peer of ``conn`` and become ``exim4 -bs`` running as it; 1 if refused."""
     peer = peer_of(conn)
@@ -115,6 +147,9 @@ def serve(conn: socket.socket) -> int:
     why = refusal(peer, user, allowed)
     if why is not None or user is None:
         return refuse(conn, why or "no user")
+    if not in_slice(user.pw_uid):
+        into_slice(user.pw_uid)
+    under_limits()
     become(user)
     os.execve(EXIM, [EXIM, "-bs"], EXIM_ENV)
     return 1  # not reached

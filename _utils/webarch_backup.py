@@ -1,0 +1,174 @@
+"""
+The account model: nightly snapshots of the accounts' homes (``webarch:backup``).
+
+Each night ``webarch-backup`` (webarch-backup.service, after that night's
+MariaDB dumps) copies every present account's home, with the account's own
+rights, into ``STORE/USERNAME/YYYY-MM-DD`` (files unchanged since the day
+before are hard links to it, rsnapshot style).  The account sees its own
+days read-only at ``~/backups/files`` inside its chroot (a bind mount of
+``STORE/USERNAME``); the store's top directory is root's alone.
+
+``webarch:accounts:USERNAME:backup: false`` leaves one account out (its
+existing days expire like those of a removed account).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import webarch_check as check
+import webarch_layout as layout
+import webarch_paths as paths
+from webarch_check import Key
+
+#: Where the snapshots are kept by default (root's, 0711: nobody lists it).
+#: (Not under STATE_DIR, which is root's 0700: each account's rsync must reach
+#: its own STORE/USERNAME.)
+STORE = "/var/lib/webarch-backups"
+#: The time of day of the nightly run (24-hour ``HH:MM``).
+TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+#: Where the account sees its snapshots (relative to its home; the mount point).
+MOUNT_DIR = layout.BACKUP_MOUNT_DIR
+CONFIG_PATH = f"{paths.CONFIG_DIR}/backup.json"
+STATUS_PATH = f"{paths.STATE_DIR}/backup-status.json"
+LOG_DIR = "/var/log/webarch-backup"
+LOG_PATH = f"{LOG_DIR}/backup.log"
+UNIT = "webarch-backup"
+#: ``STORE/USERNAME`` holds the night being written (``.partial-DATE``, never
+#: in the account's view) and ``days/``, the complete days its chroot shows.
+DAYS_DIR = "days"
+#: A removed account's ``STORE/USERNAME`` is moved to ``STORE/.retired-USERNAME-STAMP``.
+RETIRED_PREFIX = ".retired-"
+#: What is not copied (rsync patterns, anchored at the home): the snapshots
+#: themselves and the account's scratch space.
+EXCLUDES = (f"/{MOUNT_DIR}/", "/tmp/")
+
+#: ``webarch:backup``: the snapshots.
+BACKUP_KEYS = check.key_table(
+    Key(
+        "enabled",
+        "true or false",
+        False,
+        "Take a snapshot of every present account's home each night (that night's "
+        "MariaDB dumps first), kept for ``days`` days in ``store`` and visible "
+        "read-only to the account in its chroot at ``~/backups/files/YYYY-MM-DD/``. "
+        "Off by default: the store needs room for a copy of every home plus what "
+        "changes each day, which an upgrade must not take without being asked. "
+        "Switched off, no new snapshot is taken and the timer is removed; the store "
+        "and its days stay.",
+    ),
+    Key(
+        "store",
+        "absolute path",
+        STORE,
+        "Where the snapshots are kept: ``STORE/USERNAME/days/YYYY-MM-DD`` (``STORE`` "
+        "root's, 0711: nobody lists it). "
+        "Not inside ``/home``, ``/usr``, ``/etc``, ``/run``, ``/tmp`` and the like, nor "
+        "inside ``chroot_base`` or ``archive_dir``. Best on its own file system (one "
+        "filling up does not stop the sites; the snapshots are the accounts' files, so "
+        "on a file system with user quotas they would count against them); it must "
+        "support hard links.",
+    ),
+    Key(
+        "days",
+        "integer 1-3650",
+        30,
+        "How many days are kept: a night removes the days older than that, and only "
+        "once its own snapshot of the account is complete.",
+    ),
+    Key(
+        "time",
+        "time of day ``HH:MM``",
+        "04:00",
+        "When the nightly run starts (``OnCalendar=*-*-* HH:MM:00``, persistent: a run "
+        "missed while the host was down is made at boot). The night's MariaDB dumps "
+        "(``webarch-db-dump``) are made first.",
+    ),
+)
+
+#: The account's own key (``webarch:accounts:USERNAME:backup``).
+ACCOUNT_DOC = (
+    "``false`` leaves the account out of the nightly snapshots (and its chroot "
+    "without ``~/backups/files``); days already taken expire after ``backup:days``."
+)
+
+
+def backup_settings(value: Any, server_paths: dict, problems: check.Problems) -> dict:
+    """``webarch:backup``: validated and defaulted (``server_paths``: chroot_base, archive_dir)."""
+    path = ["webarch", "backup"]
+    _data, get = check.block(value, BACKUP_KEYS, path, problems)
+    enabled = check.boolean(get("enabled"), [*path, "enabled"], problems)
+    store = _store(get("store"), server_paths, [*path, "store"], problems)
+    days = check.integer(get("days"), [*path, "days"], problems, 1, 3650)
+    time = get("time")
+    if not isinstance(time, str) or not TIME_RE.fullmatch(time):
+        problems.add([*path, "time"], f"must be a time of day HH:MM, not {check.describe(time)}")
+        time = None
+    return {
+        "enabled": bool(enabled),
+        "store": store,
+        "days": days,
+        "time": time,
+        "on_calendar": f"*-*-* {time}:00" if time else None,
+    }
+
+
+def _store(value: Any, server_paths: dict, path: list[str], problems: check.Problems) -> str | None:
+    """The store: an absolute path outside the homes, the chroots and the archives."""
+    text = layout.own_path(value, path, problems)
+    if text is None:
+        return None
+    for key in ("chroot_base", "archive_dir"):
+        other = server_paths.get(key)
+        if not isinstance(other, str) or not other:
+            continue
+        if text == other or text.startswith(other + "/"):
+            problems.add(path, f"must not be inside {key} {other}")
+            return None
+        if other.startswith(text + "/"):
+            problems.add(path, f"must not contain {key} {other}")
+            return None
+    return text
+
+
+def account_backup(data: dict, server: dict, path: list[str], problems: check.Problems) -> bool:
+    """Whether the account's home is snapshotted (``webarch:accounts:USERNAME:backup``)."""
+    wanted = check.boolean(data.get("backup", True), [*path, "backup"], problems)
+    return bool(server["backup"]["enabled"] and wanted)
+
+
+def account_store(name: str, server: dict) -> str | None:
+    """``STORE/USERNAME/days``: the account's days, its chroot's mount (None: no store)."""
+    store = server["backup"]["store"]
+    return f"{store}/{name}/{DAYS_DIR}" if store else None
+
+
+def backup(server: dict, present: list[dict]) -> dict:
+    """What backup.sls renders: the store, the accounts, the program's config."""
+    settings = server["backup"]
+    accounts = sorted(a["name"] for a in present if a["backup"]) if settings["enabled"] else []
+    by_name = {a["name"]: a for a in present}
+    return {
+        **settings,
+        "accounts": accounts,
+        "unit": UNIT,
+        "config_path": CONFIG_PATH,
+        "status_path": STATUS_PATH,
+        "log_path": LOG_PATH,
+        "log_dir": LOG_DIR,
+        "days_dir": DAYS_DIR,
+        "retired_prefix": RETIRED_PREFIX,
+        "mount_dir": MOUNT_DIR,
+        # /etc/webarch/backup.json, read by webarch-backup (root).
+        "config": {
+            "store": settings["store"],
+            "days": settings["days"],
+            "excludes": list(EXCLUDES),
+            "admin_email": server["admin_email"],
+            "from": server["notify"]["from"],
+            "status": STATUS_PATH,
+            "log": LOG_PATH,
+            "accounts": {n: {"home": by_name[n]["home"]} for n in accounts},
+        },
+    }

@@ -1,0 +1,380 @@
+#!/usr/bin/python3
+# Managed by Salt (webarch): do not edit by hand.
+"""Nightly snapshots of the hosting accounts' homes, read-only in their chroots.
+
+Usage: webarch-backup [--date YYYY-MM-DD] [ACCOUNT...]
+
+A night (root; webarch-backup.service, after webarch-db-dump.service): for
+each account of /etc/webarch/backup.json (or the ACCOUNTs given), copies its
+home with rsync -aH, run as the account (setpriv: its uid and gid, no other
+groups, no new privileges), into STORE/ACCOUNT/.partial-DATE (STORE is root's,
+0711: no account lists it; STORE/ACCOUNT is the account's, 0700), unchanged files
+hard links to the newest earlier day (--link-dest); only a complete copy is
+renamed to STORE/ACCOUNT/days/DATE, the directory the account's chroot shows
+at ~/backups/files.  Root never reads the home: no root process follows the
+account's symlinks.  The account's rsync runs outside its chroot and writes its
+snapshots, so the account's own processes must not take it over: its real gid
+is nogroup's (its effective and file-system gid the account's), and the kernel
+makes a program started with differing real and effective ids non-dumpable:
+no ptrace and no /proc/PID/mem of it by the account.  Then the days older
+than the store's DAYS are removed (only once the night's copy is in place:
+a failed night keeps every day).
+The days of accounts no longer backed up (and of retired ones) expire the
+same way.  Each account gets a line in the root-only log (duration, bytes
+copied, store use) and its entry in the status file; a night with a failed
+account goes on with the others, mails the admin and exits 1.
+
+On an account's removal Salt moves STORE/ACCOUNT aside to
+STORE/.retired-ACCOUNT-STAMP (so that a new account of that name never sees
+its days), where its days expire like the others; it goes with its last day.
+
+--date (tests, and catching up a night by hand): the night's date.
+Environment (tests): WEBARCH_BACKUP_CONFIG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+
+#: Where webarch installs the helper modules (webarch_paths.PROGRAM_LIB_DIR).
+LIB_DIR = "/usr/local/lib/webarch"
+if LIB_DIR not in sys.path:
+    sys.path.insert(0, LIB_DIR)
+
+import webarch_paths as paths  # noqa: E402
+
+CONFIG = os.environ.get("WEBARCH_BACKUP_CONFIG", f"{paths.CONFIG_DIR}/backup.json")
+DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+NAME_RE = paths.USERNAME_RE
+DAYS = "days"
+PARTIAL = ".partial-"
+RETIRED = ".retired-"
+SENDMAIL = "/usr/sbin/sendmail"
+#: The real gid of the accounts' rsync (see above): a group that owns nothing.
+NOGROUP = "nogroup"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: rsync: 24 is "some files vanished" (the account changed them meanwhile): a good night.
+RSYNC_OK = (0, 24)
+STATS_RE = re.compile(rb"^Total transferred file size: ([0-9,.]+)", re.MULTILINE)
+
+
+class NightError(Exception):
+    """One account's night failed (the message says why)."""
+
+
+def read_config() -> dict:
+    with open(CONFIG, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def open_dir(name: str, dir_fd: int | None = None) -> int:
+    """A directory's fd, never through a symlink."""
+    return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+
+
+def ensure_dir(name: str, dir_fd: int, uid: int, gid: int, mode: int) -> int:
+    """``name`` in ``dir_fd``: a directory of ``uid:gid`` ``mode``, made if missing; its fd."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    fd = open_dir(name, dir_fd)
+    info = os.fstat(fd)
+    if (info.st_uid, info.st_gid) != (uid, gid):
+        os.fchown(fd, uid, gid)
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.fchmod(fd, mode)
+    return fd
+
+
+def remove(name: str, dir_fd: int) -> None:
+    """Remove a tree inside ``dir_fd`` without following any symlink in it."""
+    shutil.rmtree(name, dir_fd=dir_fd)
+
+
+def day_names(fd: int) -> list[str]:
+    """The complete days in a ``days`` directory, oldest first."""
+    return sorted(n for n in os.listdir(fd) if DATE_RE.fullmatch(n))
+
+
+def tree_bytes(fd: int) -> int:
+    """Disk use of a tree (each inode once: hard-linked days count once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for _root, dirs, files, root_fd in os.fwalk(dir_fd=fd, follow_symlinks=False):
+        for name in dirs + files:
+            try:
+                info = os.lstat(name, dir_fd=root_fd)
+            except FileNotFoundError:
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key not in seen:
+                seen.add(key)
+                total += info.st_blocks * 512
+    return total
+
+
+def rsync_argv(
+    uid: int, gid: int, nogroup: int, home: str, dest: str, link: str | None, excludes: list
+) -> list:
+    """rsync as the account (setpriv, non-dumpable), from its home into ``dest``."""
+    return [
+        "setpriv", f"--reuid={uid}", f"--rgid={nogroup}", f"--egid={gid}", "--clear-groups",
+        "--no-new-privs", "--inh-caps=-all", "--",
+        "nice", "-n", "10", "ionice", "-c", "3",
+        "rsync", "-aH", "--no-devices", "--one-file-system", "--numeric-ids", "--stats",
+        *[f"--exclude={pattern}" for pattern in excludes],
+        *([f"--link-dest=../{DAYS}/{link}"] if link else []),
+        f"{home}/", f"{dest}/",
+    ]  # fmt: skip
+
+
+def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> dict:
+    """One account's night: the copy, the rename, the expiry.  Its figures."""
+    started = time.monotonic()
+    user = pwd.getpwnam(name)
+    uid, gid = user.pw_uid, user.pw_gid
+    # STORE/ACCOUNT: the account's (its rsync writes the night there);
+    # days/: root's, the account reads it (and its chroot shows it).
+    account_fd = ensure_dir(name, store_fd, uid, gid, 0o700)
+    try:
+        days_fd = ensure_dir(DAYS, account_fd, 0, gid, 0o750)
+        try:
+            # An interrupted night's copy is never used: it starts again.
+            for entry in os.listdir(account_fd):
+                if entry.startswith(PARTIAL):
+                    remove(entry, account_fd)
+            earlier = [d for d in day_names(days_fd) if d <= date]
+            link = earlier[-1] if earlier else None
+            partial = f"{PARTIAL}{date}"
+            dest = f"{config['store']}/{name}/{partial}"
+            nogroup = grp.getgrnam(NOGROUP).gr_gid
+            argv = rsync_argv(uid, gid, nogroup, account["home"], dest, link, config["excludes"])
+            proc = subprocess.run(argv, capture_output=True, check=False, cwd="/")
+            if proc.returncode not in RSYNC_OK:
+                with contextlib.suppress(OSError):
+                    remove(partial, account_fd)
+                error = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+                raise NightError(f"rsync exited {proc.returncode}: {' | '.join(error)}")
+            match = STATS_RE.search(proc.stdout)
+            copied = int(re.sub(rb"[,.]", b"", match.group(1))) if match else 0
+            if date in os.listdir(days_fd):
+                # The same night again: the new copy replaces the old one whole.
+                old = f"{PARTIAL}old-{date}"
+                os.rename(date, old, src_dir_fd=days_fd, dst_dir_fd=account_fd)
+                os.rename(partial, date, src_dir_fd=account_fd, dst_dir_fd=days_fd)
+                remove(old, account_fd)
+            else:
+                os.rename(partial, date, src_dir_fd=account_fd, dst_dir_fd=days_fd)
+            expired = expire(days_fd, date, config["days"])
+            days = day_names(days_fd)
+        finally:
+            os.close(days_fd)
+        used = tree_bytes(account_fd)
+    finally:
+        os.close(account_fd)
+    return {
+        "ok": True,
+        "date": date,
+        "duration": round(time.monotonic() - started, 3),
+        "bytes_copied": copied,
+        "store_bytes": used,
+        "days": days,
+        "expired": expired,
+    }
+
+
+def expire(days_fd: int, date: str, keep: int) -> list[str]:
+    """Remove the days older than ``keep`` days before ``date``; the removed ones."""
+    cutoff = (datetime.date.fromisoformat(date) - datetime.timedelta(days=keep)).isoformat()
+    gone = [d for d in day_names(days_fd) if d <= cutoff]
+    for day in gone:
+        remove(day, days_fd)
+    return gone
+
+
+def expire_others(store_fd: int, wanted: set[str], date: str, keep: int) -> list[str]:
+    """Expire the days of accounts not backed up (any more): left-overs go when empty."""
+    lines = []
+    for entry in sorted(os.listdir(store_fd)):
+        plain = NAME_RE.fullmatch(entry) is not None
+        if entry in wanted or not (plain or entry.startswith(RETIRED)):
+            continue
+        try:
+            account_fd = open_dir(entry, store_fd)
+        except OSError:
+            continue
+        try:
+            try:
+                days_fd = open_dir(DAYS, account_fd)
+            except FileNotFoundError:
+                days_fd = None
+            if days_fd is not None:
+                try:
+                    gone = expire(days_fd, date, keep)
+                    left = day_names(days_fd)
+                finally:
+                    os.close(days_fd)
+            else:
+                gone, left = [], []
+        finally:
+            os.close(account_fd)
+        if gone:
+            lines.append(f"{entry}: expired {', '.join(gone)}")
+        # A retired account's store goes with its last day; a plain one (no
+        # longer backed up) stays while its chroot may still mount it.
+        if entry.startswith(RETIRED) and not left:
+            remove(entry, store_fd)
+            lines.append(f"{entry}: removed (no day left)")
+    return lines
+
+
+@contextlib.contextmanager
+def locked(fd: int) -> Iterator[None]:
+    """One night at a time (the store's own lock)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit("webarch-backup: another night is running") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def open_store(config: dict) -> int:
+    """The store: a directory of root's that nobody else lists or writes (0711, by Salt)."""
+    fd = open_dir(config["store"])
+    info = os.fstat(fd)
+    if info.st_uid != 0 or stat.S_IMODE(info.st_mode) & 0o066:
+        os.close(fd)
+        raise SystemExit(f"webarch-backup: {config['store']} is not root's alone (0711)")
+    return fd
+
+
+def append_log(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def write_status(path: str, results: dict[str, dict]) -> None:
+    """Merge this night's results into the status file (root-only, replaced whole)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            status = json.load(handle)
+    except (OSError, ValueError):
+        status = {}
+    accounts = status.get("accounts", {})
+    for name, result in results.items():
+        # A failed night keeps the figures of the last good one.
+        accounts[name] = {**accounts.get(name, {}), **result}
+    status = {"accounts": accounts, "finished": now()}
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(status, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def mail_admin(config: dict, date: str, failures: dict[str, str]) -> None:
+    """Tell the admin which accounts' night failed (through the host's MTA)."""
+    admin = config.get("admin_email")
+    if not admin:
+        return
+    sender = config.get("from") or f"root@{os.uname().nodename}"
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = admin
+    message["Subject"] = f"Backup of {date} failed for {len(failures)} account(s)"
+    text = "\n".join(f"  {name}: {why}" for name, why in sorted(failures.items()))
+    message.set_content(
+        f"The nightly snapshots of {date} failed for:\n\n{text}\n\n"
+        "Their earlier days are kept. The other accounts' snapshots were taken.\n"
+        f"Details: {config['log']}\n"
+    )
+    proc = subprocess.run([SENDMAIL, "-oi", "-f", sender, "--", admin],
+                          input=message.as_bytes(), capture_output=True, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        print(f"webarch-backup: the MTA refused the mail: {proc.stderr[:300]!r}", file=sys.stderr)
+
+
+def run_night(date: str, only: list[str]) -> int:
+    config = read_config()
+    accounts = config["accounts"]
+    unknown = [n for n in only if n not in accounts]
+    if unknown:
+        print(f"webarch-backup: not backed up: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    os.umask(0o077)
+    store_fd = open_store(config)
+    results: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    with locked(store_fd):
+        for name in only or sorted(accounts):
+            started = time.monotonic()
+            try:
+                result = night(name, accounts[name], config, date, store_fd)
+            except (NightError, OSError, KeyError) as exc:
+                why = str(exc) if isinstance(exc, NightError) else f"{type(exc).__name__}: {exc}"
+                failures[name] = why
+                results[name] = {"ok": False, "date": date, "error": why, "failed_at": now(),
+                                 "duration": round(time.monotonic() - started, 3)}  # fmt: skip
+                line = f"{now()} {name} {date}: FAILED after {results[name]['duration']}s: {why}"
+            else:
+                result["last_run"] = now()
+                results[name] = result
+                line = (
+                    f"{now()} {name} {date}: ok in {result['duration']}s, "
+                    f"{result['bytes_copied']} bytes copied, store {result['store_bytes']} "
+                    f"bytes, {len(result['days'])} day(s)"
+                )
+            append_log(config["log"], line)
+            print(line)
+        if not only:
+            for line in expire_others(store_fd, set(accounts), date, config["days"]):
+                append_log(config["log"], f"{now()} {line}")
+                print(line)
+        write_status(config["status"], results)
+    if failures:
+        mail_admin(config, date, failures)
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    date = datetime.date.today().isoformat()
+    if argv[:1] == ["--date"] and len(argv) >= 2:
+        date, argv = argv[1], argv[2:]
+        try:
+            datetime.date.fromisoformat(date)
+        except ValueError:
+            argv = ["--help"]
+        if not DATE_RE.fullmatch(date):
+            argv = ["--help"]
+    if any(not NAME_RE.fullmatch(a) for a in argv):
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 3
+    return run_night(date, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -233,6 +233,8 @@ def unit_name(account: str, job: str) -> str:
 #: option that needs a mount namespace (ProtectSystem, PrivateTmp,
 #: ProtectKernel*...): systemd fills it with a copy of every mount of the host,
 #: the chroots' binds too, at each start (at 200 accounts over a second of CPU).
+#: No RestrictSUIDSGID: a job's application copies the sites' setgid mode onto
+#: the directories it makes (see webarch-php@.service).
 SANDBOX = """MountAPIVFS=no
 CapabilityBoundingSet=
 NoNewPrivileges=yes
@@ -242,7 +244,6 @@ ProtectClock=yes
 ProtectHostname=yes
 RestrictNamespaces=yes
 RestrictRealtime=yes
-RestrictSUIDSGID=yes
 LockPersonality=yes
 RemoveIPC=yes
 SystemCallArchitectures=native

@@ -74,10 +74,15 @@ check: venv
 check-update: venv
 	$(PY) -m formula_check --update
 
-# Everything on Debian 12 test hosts, then the end-to-end tests again on Debian 13.
+# Everything on Debian 12 test hosts, then the end-to-end tests again on Debian 13
+# where a release can differ (its packages, PHP, Python, systemd).  test_accounts (the
+# pillar's mistakes, test mode, interrupted runs, users and homes: Salt's and the
+# model's logic, the same on both) runs on Debian 12 only: it kept a cold .ci/run
+# under 60 minutes (60m0s with it in session 10).
 test: prereqs venv lint check
 	$(PY) -m pytest --durations=30 test
-	WEBARCH_TEST_RELEASE=trixie $(PY) -m pytest --durations=30 -m e2e test
+	WEBARCH_TEST_RELEASE=trixie $(PY) -m pytest --durations=30 -m e2e \
+	  --ignore=test/e2e/test_accounts.py test
 
 image: prereqs venv
 	$(PY) -m testhost build --release $(RELEASE)

@@ -112,14 +112,20 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return rec
 
 
+@pytest.fixture
+def alice_connects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """alice (uid 2001, a listed account) is the peer of the connection."""
+    monkeypatch.setattr(gate, "peer_of", lambda conn: gate.Peer(7, 2001, 2001))
+    monkeypatch.setattr(gate, "user_of", lambda uid: ALICE if uid == 2001 else None)
+    monkeypatch.setattr(gate, "accounts", lambda: {"alice"})
+
+
+@pytest.mark.usefixtures("alice_connects")
 def test_serve_runs_exim_as_a_listed_account(
     pair: tuple[socket.socket, socket.socket],
     recorder: Recorder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gate, "peer_of", lambda conn: gate.Peer(7, 2001, 2001))
-    monkeypatch.setattr(gate, "user_of", lambda uid: ALICE if uid == 2001 else None)
-    monkeypatch.setattr(gate, "accounts", lambda: {"alice"})
     monkeypatch.setattr(gate, "in_slice", lambda uid: uid == 2001)
     gate.serve(pair[0])
     assert recorder.calls == [
@@ -129,15 +135,13 @@ def test_serve_runs_exim_as_a_listed_account(
     ]
 
 
+@pytest.mark.usefixtures("alice_connects")
 def test_serve_outside_the_slice_runs_itself_again_in_it(
     pair: tuple[socket.socket, socket.socket],
     recorder: Recorder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The first pass only moves into alice's slice (its execve replaces the process)."""
-    monkeypatch.setattr(gate, "peer_of", lambda conn: gate.Peer(7, 2001, 2001))
-    monkeypatch.setattr(gate, "user_of", lambda uid: ALICE if uid == 2001 else None)
-    monkeypatch.setattr(gate, "accounts", lambda: {"alice"})
     monkeypatch.setattr(gate, "in_slice", lambda uid: False)
     gate.serve(pair[0])
     path, argv, env = recorder.calls[0][1:]

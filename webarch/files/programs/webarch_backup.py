@@ -48,7 +48,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 
 #: Where webarch installs the helper modules (webarch_paths.PROGRAM_LIB_DIR).
 LIB_DIR = "/usr/local/lib/webarch"
@@ -56,6 +55,7 @@ if LIB_DIR not in sys.path:
     sys.path.insert(0, LIB_DIR)
 
 import webarch_paths as paths  # noqa: E402
+import webarch_progs as progs  # noqa: E402
 
 CONFIG = os.environ.get("WEBARCH_BACKUP_CONFIG", f"{paths.CONFIG_DIR}/backup.json")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -63,7 +63,6 @@ NAME_RE = paths.USERNAME_RE
 DAYS = "days"
 PARTIAL = ".partial-"
 RETIRED = ".retired-"
-SENDMAIL = "/usr/sbin/sendmail"
 #: The real gid of the accounts' rsync (see above): a group that owns nothing.
 NOGROUP = "nogroup"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -301,20 +300,17 @@ def mail_admin(config: dict, date: str, failures: dict[str, str]) -> None:
     if not admin:
         return
     sender = config.get("from") or f"root@{os.uname().nodename}"
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = admin
-    message["Subject"] = f"Backup of {date} failed for {len(failures)} account(s)"
     text = "\n".join(f"  {name}: {why}" for name, why in sorted(failures.items()))
-    message.set_content(
+    refused = progs.send_mail(
+        sender,
+        admin,
+        f"Backup of {date} failed for {len(failures)} account(s)",
         f"The nightly snapshots of {date} failed for:\n\n{text}\n\n"
         "Their earlier days are kept. The other accounts' snapshots were taken.\n"
-        f"Details: {config['log']}\n"
+        f"Details: {config['log']}\n",
     )
-    proc = subprocess.run([SENDMAIL, "-oi", "-f", sender, "--", admin],
-                          input=message.as_bytes(), capture_output=True, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        print(f"webarch-backup: the MTA refused the mail: {proc.stderr[:300]!r}", file=sys.stderr)
+    if refused:
+        print(f"webarch-backup: {refused}", file=sys.stderr)
 
 
 def run_night(date: str, only: list[str]) -> int:

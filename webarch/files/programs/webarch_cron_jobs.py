@@ -41,7 +41,6 @@ import pwd
 import stat
 import subprocess
 import sys
-from email.message import EmailMessage
 
 #: Where webarch installs the helper modules (webarch_paths.PROGRAM_LIB_DIR).
 LIB_DIR = "/usr/local/lib/webarch"
@@ -55,7 +54,6 @@ import webarch_progs as progs  # noqa: E402
 CONFIG = os.environ.get("WEBARCH_CRON_CONFIG", paths.CRON_CONFIG_PATH)
 UNIT_DIR = os.environ.get("WEBARCH_CRON_UNIT_DIR", paths.SYSTEMD_DIR)
 MEMO = os.environ.get("WEBARCH_CRON_MEMO", f"{paths.STATE_DIR}/cron-crontabs.json")
-SENDMAIL = "/usr/sbin/sendmail"
 MAIL_TAIL_BYTES = 8192
 
 
@@ -283,19 +281,17 @@ def failed(unit: str) -> int:
     if not account.get("email"):
         return 0
     sender = config.get("from") or f"root@{os.uname().nodename}"
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = account["email"]
-    message["Subject"] = f"Cron job {parsed[1]} of {account['name']} failed"
-    message.set_content(
+    refused = progs.send_mail(
+        sender,
+        account["email"],
+        f"Cron job {parsed[1]} of {account['name']} failed",
         f"The cron job {parsed[1]} of the hosting account {account['name']} failed.\n\n"
-        f"The end of ~/logs/{cron.LOG_NAME}:\n\n{log_tail(account, parsed[1])}"
+        f"The end of ~/logs/{cron.LOG_NAME}:\n\n{log_tail(account, parsed[1])}",
     )
-    proc = subprocess.run([SENDMAIL, "-oi", "-f", sender, "--", account["email"]],
-                          input=message.as_bytes(), capture_output=True, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        print(f"webarch-cron: the MTA refused the mail: {proc.stderr[:300]!r}", file=sys.stderr)
-    return proc.returncode
+    if refused:
+        print(f"webarch-cron: {refused}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str]) -> int:

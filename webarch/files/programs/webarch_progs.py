@@ -11,7 +11,8 @@ What is here, one copy each:
   ``WatchedFile`` to re-read one when it changes);
 * appending to a log in an account's home without following a symlink the
   account could plant (``open_logs_dir``, ``open_log``, ``write_all``);
-* ``replace_file``, ``locked`` and ``Stop`` for a program's own state and main loop.
+* ``replace_file``, ``locked`` and ``Stop`` for a program's own state and main loop;
+* ``send_mail``: a plain mail through the host's MTA (Exim's sendmail).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import os
 import select
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from email.message import EmailMessage
 from typing import Any
 
 import webarch_paths as paths
@@ -307,3 +310,21 @@ class Stop:
         self.requested = True
         with contextlib.suppress(OSError):
             os.write(self._write, b"x")
+
+
+SENDMAIL = "/usr/sbin/sendmail"
+
+
+def send_mail(sender: str, to: str, subject: str, text: str) -> str | None:
+    """Mail ``text`` from ``sender`` to ``to`` through the host's MTA.
+
+    None when the MTA took it, else why it refused it.
+    """
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content(text)
+    proc = subprocess.run([SENDMAIL, "-oi", "-f", sender, "--", to],
+                          input=message.as_bytes(), capture_output=True, check=False)  # fmt: skip
+    return None if proc.returncode == 0 else f"the MTA refused the mail: {proc.stderr[:300]!r}"

@@ -4,22 +4,30 @@ an admin's restore.
 
 ``status`` reads the status file webarch-backup writes after each night and
 the days in the store.  ``restore`` copies a file or directory of a day back
-into the account's home, as the account (setpriv: its uid and gid, no other
-groups), never by root through the account's symlinks; by default into
+into the account's home, as the account in its chroot (setpriv: its uid and
+gid, no other groups; its symlinks resolve to what the chroot shows), never
+by root through the account's symlinks; by default into
 ``~/private/restored/DATE/...`` (outside every document root) and never over an existing path unless
-``overwrite=True``.  The copy keeps modes and times; everything in it is the
-account's (a snapshot is written as the account, so root's files in the home,
-such as the logs, come back as the account's).
+``overwrite=True``.  The copy keeps modes and times, and then root gives the
+restored entries that were not the account's the owner, group and mode the
+night recorded (the night's copy is written as the account, which cannot set
+them: root records them in ``STORE/ACCOUNT/.owners/DATE.json.gz``), through
+file descriptors opened without following any symlink, never a setuid or
+setgid bit on a file, and only owners a home holds (root, the account, its
+group, the web server's group).
 """
 
 from __future__ import annotations
 
 import datetime
+import grp
+import gzip
 import json
 import os
 import posixpath
 import pwd
 import re
+import stat
 import subprocess
 from typing import Any
 
@@ -36,6 +44,8 @@ NAME_RE = paths.USERNAME_RE
 #: Where a restore goes by default (relative to the home; the account's, outside the sites).
 RESTORED = "private/restored"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: An entry of a restored tree, opened to set its owner and mode (never a symlink's target).
+ENTRY_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def __virtual__() -> str:
@@ -104,14 +114,25 @@ def _relative(path: str, home: str) -> str:
     return "/".join(parts)
 
 
-def _as_account(user: pwd.struct_passwd, argv: list[str], cwd: str = "/") -> str:
-    """Run ``argv`` as the account (no other groups, no new privileges); its output."""
+def _as_account(
+    user: pwd.struct_passwd, argv: list[str], jail: str | None = None, cwd: str = "/"
+) -> str:
+    """Run ``argv`` as the account (no other groups, no new privileges), in
+    its chroot ``jail`` if given; its output."""
     command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
                "--no-new-privs", "--", *argv]  # fmt: skip
+    if jail is not None:
+        command = ["chroot", jail, *command]
     proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd)
     if proc.returncode != 0:
         raise CommandExecutionError(f"{argv[0]} failed as {user.pw_name}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def _jail(account: str, home: str, date: str) -> str | None:
+    """The account's chroot when it shows the day (then the restore runs in it), else None."""
+    jail = paths.chroot(account)
+    return jail if os.path.isdir(f"{jail}{home}/{model.MOUNT_DIR}/{date}") else None
 
 
 def restore(
@@ -156,12 +177,6 @@ def restore(
     if target != home and not target.startswith(home + "/"):
         raise CommandExecutionError(f"target {target} is not in {home}")
     destination = posixpath.join(target, posixpath.basename(relative))
-    # Checked as the account: its symlinks resolve with its rights only.
-    exists = _as_account(
-        user, ["sh", "-c", 'test -e "$1" || test -L "$1"; echo $?', "-", destination]
-    )
-    if exists.strip() == "0" and not overwrite:
-        raise CommandExecutionError(f"{destination} exists: give overwrite=True to copy over it")
     store = config["store"]
     fds: list[int] = []
     try:
@@ -171,25 +186,161 @@ def restore(
                 fds.append(os.open(part, DIR_FLAGS, dir_fd=fds[-1]))
             except FileNotFoundError as exc:
                 raise CommandExecutionError(f"{account} has no snapshot of {date}") from exc
-        _as_account(user, ["mkdir", "-p", "--", target])
-        # rsync reads ./PATH inside the day (checked above by root without
-        # following links), as the account: a symlink in the day resolves with
-        # its rights only, and the store (0711) lists nothing to it.
-        day = f"{store}/{account}/{DAYS}/{date}"
-        _as_account(
-            user,
-            ["rsync", "-aH", "--no-devices", "--numeric-ids", "--", f"./{relative}", f"{target}/"],
-            cwd=day,
+        _check_parents(fds[-1], relative, date)
+        # Everything the account does here runs in its chroot when that shows
+        # the day (a symlink of its own then resolves to what its chroot
+        # shows, never to the host), with its rights only.
+        jail = _jail(account, home, date)
+        exists = _as_account(
+            user, ["sh", "-c", 'test -e "$1" || test -L "$1"; echo $?', "-", destination], jail
         )
+        if exists.strip() == "0" and not overwrite:
+            raise CommandExecutionError(
+                f"{destination} exists: give overwrite=True to copy over it"
+            )
+        _as_account(user, ["mkdir", "-p", "--", target], jail)
+        rsync = ["rsync", "-aH", "--no-devices", "--numeric-ids", "--"]
+        if jail is not None:
+            day = f"{home}/{model.MOUNT_DIR}/{date}"
+            _as_account(user, [*rsync, f"{day}/{relative}", f"{target}/"], jail)
+        else:
+            # Outside the chroot (a day it no longer shows): ./PATH inside the
+            # day, whose directories root checked above; the store (0711)
+            # lists nothing else to the account.
+            day = f"{store}/{account}/{DAYS}/{date}"
+            _as_account(user, [*rsync, f"./{relative}", f"{target}/"], cwd=day)
+        owners = {0, user.pw_uid}
+        groups = {0, user.pw_gid, grp.getgrnam(paths.WEB_USER).gr_gid}
+        fixed = _restore_attrs(_owners(fds[1], date), relative, target, owners, groups)
     finally:
         for fd in fds:
             os.close(fd)
-    return {"account": account, "date": date, "source": relative, "restored": destination}
+    return {
+        "account": account,
+        "date": date,
+        "source": relative,
+        "restored": destination,
+        "attributes_set": fixed,
+    }
 
 
-def _status_names(config: dict[str, Any]) -> set[str]:
+def _check_parents(day_fd: int, relative: str, date: str) -> None:
+    """Refuse a path whose directories in the day are not all real directories."""
     try:
-        with open(config["status"], encoding="utf-8") as handle:
-            return set(json.load(handle).get("accounts", {}))
-    except (OSError, ValueError):
-        return set()
+        os.close(_open_dirs(relative.split("/")[:-1], day_fd))
+    except OSError as exc:
+        raise CommandExecutionError(
+            f"{relative} of {date}: {exc.strerror} (a directory of the path is missing, "
+            "or is a symlink: give the path it points to)"
+        ) from exc
+
+
+def _open_dirs(names: list[str], fd: int) -> int:
+    """The directory ``fd/names...``, every step opened without following a symlink."""
+    fd = os.dup(fd)
+    try:
+        for name in names:
+            new = os.open(name, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = new
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _set_attrs(
+    dir_fd: int, name: str, recorded: list[int], owners: set[int], groups: set[int]
+) -> bool:
+    """Give the restored ``dir_fd/name`` its recorded owner and mode; whether it changed."""
+    if stat.S_ISLNK(recorded[0]):
+        return _set_link_owner(dir_fd, name, recorded, owners, groups)
+    try:
+        fd = os.open(name, ENTRY_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return False  # a symlink, a socket, or gone: the account changed it meanwhile
+    try:
+        info = os.fstat(fd)
+        if stat.S_IFMT(info.st_mode) != stat.S_IFMT(recorded[0]):
+            return False
+        bits, uid, gid = model.restored_attrs(recorded, owners, groups)
+        changed = False
+        if (uid is not None and uid != info.st_uid) or (gid is not None and gid != info.st_gid):
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            changed = True
+        if stat.S_IMODE(os.fstat(fd).st_mode) != bits:
+            os.fchmod(fd, bits)
+            changed = True
+        return changed
+    finally:
+        os.close(fd)
+
+
+def _set_link_owner(
+    dir_fd: int, name: str, recorded: list[int], owners: set[int], groups: set[int]
+) -> bool:
+    """A symlink's owner and group (lchown: never its target); whether it changed."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    _bits, uid, gid = model.restored_attrs(recorded, owners, groups)
+    if not stat.S_ISLNK(info.st_mode) or (
+        (uid is None or uid == info.st_uid) and (gid is None or gid == info.st_gid)
+    ):
+        return False
+    os.chown(name, -1 if uid is None else uid, -1 if gid is None else gid, dir_fd=dir_fd,
+             follow_symlinks=False)  # fmt: skip
+    return True
+
+
+def _owners(account_fd: int, date: str) -> dict[str, list[int]]:
+    """The night's record of owners (root's), or none for a day without one."""
+    try:
+        owners_fd = os.open(model.OWNERS_DIR, DIR_FLAGS, dir_fd=account_fd)
+    except FileNotFoundError:
+        return {}
+    try:
+        fd = os.open(
+            f"{date}.json.gz", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=owners_fd
+        )
+    except FileNotFoundError:
+        return {}
+    finally:
+        os.close(owners_fd)
+    with os.fdopen(fd, "rb") as handle:
+        return json.loads(gzip.decompress(handle.read()))["entries"]
+
+
+def _restore_attrs(
+    entries: dict[str, list[int]], relative: str, target: str, owners: set[int], groups: set[int]
+) -> int:
+    """
+    Root's pass over a restored tree: each restored entry the night recorded
+    gets its owner, group and mode back (children first, so that a read-only
+    directory is set last).  The tree is walked by file descriptors, never
+    through a symlink: the account may change its copy meanwhile, and then
+    gets at most its own entries back as root's.  The number of entries changed.
+    """
+    top = os.open("/", DIR_FLAGS)
+    try:
+        target_fd = _open_dirs([p for p in target.split("/") if p], top)
+    except OSError:
+        return 0
+    finally:
+        os.close(top)
+    fixed = 0
+    try:
+        for path, recorded in model.owners_under(entries, relative):
+            parent, _, name = path.rpartition("/")
+            try:
+                dir_fd = _open_dirs(parent.split("/") if parent else [], target_fd)
+            except OSError:
+                continue
+            try:
+                fixed += _set_attrs(dir_fd, name, recorded, owners, groups)
+            finally:
+                os.close(dir_fd)
+    finally:
+        os.close(target_fd)
+    return fixed

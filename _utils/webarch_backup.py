@@ -172,3 +172,46 @@ def backup(server: dict, present: list[dict]) -> dict:
             "accounts": {n: {"home": by_name[n]["home"]} for n in accounts},
         },
     }
+
+
+#: ``STORE/USERNAME/OWNERS/DATE.json.gz`` (root's, 0700): what the day's copy
+#: (written as the account) cannot hold: the entries of the home whose owner
+#: or group is not the account's (root's logs, the web server's group of the
+#: sites), as ``{"entries": {PATH: [MODE, UID, GID]}}``, PATH relative to the home.
+OWNERS_DIR = ".owners"
+#: The mode bits a restore never gives a file back (a root pass must not make
+#: a setuid program out of a file the account could swap in meanwhile).
+ID_BITS = 0o6000
+
+
+def owners_under(entries: dict[str, list[int]], relative: str) -> list[tuple[str, list[int]]]:
+    """
+    The recorded entries of ``relative`` and below, each with its path from
+    ``relative``'s parent (``www/index.php`` for ``sites/www``), deepest first
+    (a directory is set after what is in it).
+    """
+    parent = relative.rpartition("/")[0]
+    cut = len(parent) + 1 if parent else 0
+    found = [
+        (path[cut:], value)
+        for path, value in entries.items()
+        if path == relative or path.startswith(relative + "/")
+    ]
+    return sorted(found, key=lambda item: (-item[0].count("/"), item[0]))
+
+
+def restored_attrs(
+    recorded: list[int] | tuple[int, int, int], owners: set[int], groups: set[int]
+) -> tuple[int, int | None, int | None]:
+    """
+    What a restore sets on a restored entry from the night's record: the
+    permission bits (never setuid or setgid on anything but a directory), and
+    the owner and group when they are ones the home may hold (root, the
+    account, its group, the web server's group); ``None`` leaves the
+    account's.
+    """
+    mode, uid, gid = recorded
+    bits = mode & 0o7777
+    if (mode & 0o170000) != 0o040000:
+        bits &= ~ID_BITS
+    return bits, uid if uid in owners else None, gid if gid in groups else None

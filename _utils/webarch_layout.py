@@ -337,7 +337,15 @@ def check_host_clashes(
         ("gid", account["gid"], host.gid_owner),
     ):
         holder = owner(wanted) if wanted is not None else None
-        if holder is not None and holder != name:
+        if holder is not None and holder != name and holder in host.managed:
+            problems.add(
+                [*path, key],
+                f"{wanted} is webarch's account {holder!r} on this host: an account cannot "
+                "be renamed (its user, home, chroot, pool, databases and sites carry its "
+                f"name). To move it: add {name!r} without this {key}, copy {holder}'s files "
+                f"and databases into it, then set {holder}: {{state: absent}} (archived first)",
+            )
+        elif holder is not None and holder != name:
             problems.add([*path, key], f"{wanted} is already used by {holder!r} on this host")
 
 

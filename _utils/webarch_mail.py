@@ -470,10 +470,11 @@ def account_notify(
     }
 
 
-def mail_accounts(present: list[dict]) -> dict:
-    """The server-wide mail files: the gate's accounts, senders, aliases, send limits."""
+def mail_accounts(present: list[dict], active: list[dict]) -> dict:
+    """The server-wide mail files: the gate's accounts (the ``active`` ones:
+    a suspended account's mail is refused), senders, aliases, send limits."""
     return {
-        "lines": [paths.MAIL_ACCOUNTS_HEADER] + [f"{a['name']} {a['home']}" for a in present],
+        "lines": [paths.MAIL_ACCOUNTS_HEADER] + [f"{a['name']} {a['home']}" for a in active],
         "senders": {a["name"]: a["mail"]["sender"] for a in present},
         # Mail to ACCOUNT@hostname (bounces of its mail among it) goes to
         # its holder: Exim cannot deliver into the root-owned homes.

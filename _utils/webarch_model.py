@@ -232,6 +232,16 @@ ACCOUNT_KEYS = check.key_table(
         "user webarch did not create is left alone.",
     ),
     Key(
+        "suspended",
+        "true or false",
+        False,
+        "Suspend the whole account, its data untouched: every site answers 503 "
+        '"This site is suspended.", SSH and SFTP logins are refused (the user '
+        "expires; its processes are ended when it is suspended), its cron jobs and "
+        "PHP-FPM master stop, and the mail gate refuses its mail. Its files, databases "
+        "and nightly snapshots stay as they are; ``false`` brings everything back.",
+    ),
+    Key(
         "fullname",
         "display name",
         Derived("default: the username"),
@@ -366,13 +376,19 @@ def _account(
         )
         for site, site_data in sorted(sites_raw.items(), key=lambda kv: str(kv[0]))
     }
-    sites = {k: v for k, v in every_site.items() if v["state"] != "absent"}
+    suspended = check.boolean(data["suspended"], [*path, "suspended"], problems)
+    sites = {
+        k: {**v, "suspended": True} if suspended else v
+        for k, v in every_site.items()
+        if v["state"] != "absent"
+    }
     php_settings = php.account_php(data["php"], paths.home(name), [*path, "php"], problems)
     account_limits = limits.account_limits(name, data["limits"], server, php_settings, problems)
     backed_up = backup.account_backup(data, server, path, problems)
     return {
         "name": name,
         "state": state,
+        "suspended": suspended,
         "fullname": check.display_name(data["fullname"], [*path, "fullname"], problems)
         if "fullname" in data
         else name,
@@ -514,10 +530,17 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
     layout.check_server_paths(server, problems)
     targets = _only(only, accounts, problems)
     matomo = stats.matomo(pillar.get("matomo"), server, accounts, problems)
+    if matomo["local"] and accounts[matomo["local"]["account"]]["suspended"]:
+        problems.add(
+            ["webarch", "accounts", matomo["local"]["account"], "suspended"],
+            "this account runs the server's Matomo: move Matomo to another account first",
+        )
     if problems.items:
         # Group the problems by account (stable: each account's keep their order).
         raise ModelError(sorted(problems.items, key=lambda p: p.split(":", 3)[:3]))
     present_names = {a["name"] for a in present}
+    # Suspended accounts keep everything but what runs or takes logins.
+    active = [a for a in present if not a["suspended"]]
     managed_after = sorted((set(host.managed) & set(host.users)) | present_names)
     wanted = set(accounts) if targets is None else set(targets)
     return {
@@ -538,16 +561,22 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         "apache": web.apache(server),
         "waf": web.waf(present, osmajorrelease),
         "account_group": paths.ACCOUNT_GROUP,
-        "mail_accounts": mail.mail_accounts(present),
+        "mail_accounts": mail.mail_accounts(present, active),
         "notify_accounts": sorted(
             a["name"] for a in present if a["notify"]["kinds"] and a["name"] in wanted
         ),
         "db_dumps": db.db_dumps(server, present),
-        "cron": cron_model.cron_file(present, server["notify"]["from"]),
+        "cron": cron_model.cron_file(active, server["notify"]["from"]),
         "firewall": net.firewall(present),
         "pam_limits": limits.pam_file(present),
         "limits_oom_score_adjust": limits.OOM_SCORE_ADJUST,
-        "php_masters": php.masters(sorted(present_names & wanted)),
+        "php_masters": php.masters(sorted({a["name"] for a in active} & wanted)),
+        "suspended": sorted(present_names - {a["name"] for a in active}),
+        # The users this run expires (suspended) or un-expires (the others).
+        "expiry": {
+            "expired": sorted((present_names - {a["name"] for a in active}) & wanted),
+            "open": sorted({a["name"] for a in active} & wanted),
+        },
         "matomo": matomo,
         "quota": quota.quota(server, present),
         "backup": backup.backup(server, present),

@@ -145,6 +145,24 @@ webarch-{{ name }}-php-units:
     - require_in:
       - module: webarch-units-reload
 
+{%-   if account.suspended %}
+
+# Suspended: no socket, no master (the pool's configuration stays).
+webarch-{{ name }}-php-socket-enabled:
+  file.absent:
+    - name: {{ webarch.paths.systemd_dir }}/sockets.target.wants/{{ account.pool.socket_unit }}
+    - require_in:
+      - module: webarch-units-reload
+
+webarch-{{ name }}-php-socket:
+  service.dead:
+    - names:
+      - {{ account.pool.socket_unit }}
+      - {{ account.pool.unit }}
+    - require:
+      - module: webarch-units-reload
+{%-   else %}
+
 # Enabled as ``systemctl enable`` would do it, without its reload per account.
 webarch-{{ name }}-php-socket-enabled:
   file.symlink:
@@ -165,6 +183,7 @@ webarch-{{ name }}-php-socket:
       - cmd: webarch-php-handover
       - file: webarch-{{ name }}-fpm-pool
       - webarch_limits: webarch-{{ name }}-limits
+{%-   endif %}
 
 # A changed pool: a running master reloads it (a stopped one reads it when
 # its socket next starts it).

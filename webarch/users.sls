@@ -67,3 +67,28 @@ webarch-{{ name }}-site-{{ site_name }}-docroot:
       - file: webarch-{{ name }}-dir-sites
 {%-   endfor %}
 {%- endfor %}
+
+{%- if webarch.present %}
+
+# A suspended account's user expires (sshd refuses its logins, key or
+# password) and its processes end; the others' never expire.  One command
+# for all accounts, run only when /etc/shadow differs.
+{%-   set expired = ' ' ~ webarch.expiry.expired | join(' ') ~ ' ' %}
+{%-   set open = ' ' ~ webarch.expiry.open | join(' ') ~ ' ' %}
+{%-   set differs = "awk -F: -v s='" ~ expired ~ "' -v a='" ~ open ~ "' "
+        ~ "'index(s, \" \" $1 \" \") && $8 != \"1\" {print \"1\", $1} "
+        ~ "index(a, \" \" $1 \" \") && $8 != \"\" {print \"off\", $1}' /etc/shadow" %}
+
+webarch-accounts-expiry:
+  cmd.run:
+    - name: >-
+        {{ differs }} | while read expire user; do
+        if [ "$expire" = off ]; then usermod --expiredate '' "$user" || exit 1;
+        else usermod --expiredate 1 "$user" && { pkill -KILL -u "$user"; true; } || exit 1; fi;
+        done
+    - onlyif: {{ (differs ~ ' | grep -q .') | json }}
+    - require:
+{%-   for name in webarch.present %}
+      - user: webarch-{{ name }}-user
+{%-   endfor %}
+{%- endif %}

@@ -4,12 +4,13 @@ A fresh host converges pillar.example with ``backup: {enabled: true, days:
 3}``.  Three nights are made with ``webarch-backup --date`` (after that
 night's MariaDB dumps), alice's file and database changed between them; a
 fourth, failing night (a file of root's in her home she cannot read) keeps
-every day and mails the admin; the fifth, the real service, completes and
-expires the oldest day.  Checked from outside over SSH and SFTP as alice:
+every day and mails the admin, as does one with the store full; the next,
+the real service, completes and expires the oldest day.  Checked from
+outside over SSH and SFTP as alice:
 her three days with each day's file and dump, a copy back with cp, every
 write into a snapshot refused, bob's invisible; her symlink to bob's file
 stays a symlink, her setuid program is inert.  The store and the status on
-the host; the admin's restore through salt-call.
+the host; the admin's restore through salt-call, owners and modes as they were.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def nights(host: Host, pillar: dict) -> dict:
     host.run(["chown", "bob:bob", "/home/bob/private/note.txt"], check=True)
     as_alice(host, "ln -s /home/bob/private/note.txt ~/sites/www/bob-link;"
              " cp /usr/bin/id ~/private/myid && chmod 4755 ~/private/myid")  # fmt: skip
+    # A setuid program of root's in her home (a home brought over from elsewhere).
+    host.run(["sh", "-c", "cp /usr/bin/id /home/alice/private/rootid"
+              " && chmod 4755 /home/alice/private/rootid"], check=True)  # fmt: skip
     # A copy left by an interrupted night: never shown, dropped by the next one.
     host.run(["mkdir", "-p", f"{STORE}/alice/.partial-{days[0]}/half"], check=True)
     figures = []
@@ -80,11 +84,20 @@ def nights(host: Host, pillar: dict) -> dict:
         host.run(["mariadb", "alice_wp", "-e",
                   "CREATE TABLE IF NOT EXISTS probe (v VARCHAR(40)); DELETE FROM probe;"
                   f" INSERT INTO probe VALUES ('night-{number}')"], check=True)  # fmt: skip
+        # The last night's owners and modes of two directories, for the restore.
+        attrs = tree_attrs(host, "/home/alice", ["sites", "logs"])
         started = time.monotonic()
         night = run_night(host, day)
         assert night.returncode == 0, night.stdout + night.stderr
         figures.append((day, round(time.monotonic() - started, 1), night.stdout.strip()))
-    return {"days": days, "today": last.isoformat(), "figures": figures}
+    return {"days": days, "today": last.isoformat(), "figures": figures, "attrs": attrs}
+
+
+def tree_attrs(host: Host, top: str, names: list[str]) -> dict[str, str]:
+    """Every entry of ``top/NAME...``: its owner, group, mode and type."""
+    out = host.run(["sh", "-c", f"cd {top} && find {' '.join(names)} -printf '%p %u:%g %m %y\\n'"],
+                   check=True).stdout  # fmt: skip
+    return dict(line.split(" ", 1) for line in out.splitlines())
 
 
 def as_alice(host: Host, script: str) -> None:
@@ -96,6 +109,10 @@ def run_night(host: Host, day: str) -> subprocess.CompletedProcess:
     host.run(["systemctl", "start", "webarch-db-dump.service"], check=True)
     time.sleep(1.1)  # the next dump gets another second in its name
     return host.run(["/usr/local/sbin/webarch-backup", "--date", day])
+
+
+def listing(host: Host, path: str) -> list[str]:
+    return host.run(["ls", "-A", path], check=True).stdout.split()
 
 
 def ssh(host: Host, key: Path, command: str) -> subprocess.CompletedProcess:
@@ -123,7 +140,7 @@ def test_alice_lists_her_three_days_each_with_that_days_file_and_dump(host, key,
                        check=True).stdout.split()[0] for d in days}  # fmt: skip
     assert len(inodes) == 1
     # The interrupted night's copy is gone; none is left by the good ones.
-    assert host.run(["ls", "-A", f"{STORE}/alice"], check=True).stdout.split() == ["days"]
+    assert listing(host, f"{STORE}/alice") == [".owners", "days"]
 
 
 def test_sftp_lists_and_gets_yesterdays_file_and_cp_restores_it(host, key, nights, tmp_path):
@@ -183,10 +200,13 @@ def test_the_mount_is_read_only_and_inert_and_the_store_root_only(host, key, nig
     for path in (STORE, f"{STORE}/bob"):
         listing = host.run([*AS_ALICE, "ls", path])
         assert listing.returncode != 0 and "Permission denied" in listing.stderr, path
-    # Her setuid copy of id is kept (mode and all) but runs from no snapshot.
+    # Her setuid copy of id is kept (mode and all) but runs from no snapshot;
+    # root's setuid id in her home is hers there (its setuid bit then gives her uid).
     day = nights["days"][0]
     mode = host.run(["stat", "-c", "%a", f"{STORE}/alice/days/{day}/private/myid"], check=True)
     assert mode.stdout.strip() == "4755"
+    rootid = f"{STORE}/alice/days/{day}/private/rootid"
+    assert host.run(["stat", "-c", "%U %a", rootid], check=True).stdout.split() == ["alice", "4755"]
     result = ssh(host, key, f"~/backups/files/{day}/private/myid")
     assert result.returncode != 0 and "Permission denied" in result.stderr
 
@@ -238,7 +258,7 @@ def test_a_failed_night_keeps_every_day_and_mails_the_admin(host, nights, sink):
     assert night.returncode == 1, night.stdout
     assert "alice" in night.stdout and "FAILED" in night.stdout
     assert host.run(["ls", "-A", f"{STORE}/alice/days"], check=True).stdout.split() == days
-    assert host.run(["ls", "-A", f"{STORE}/alice"], check=True).stdout.split() == ["days"]
+    assert listing(host, f"{STORE}/alice") == [".owners", "days"]
     # bob's night went on and completed.
     assert host.run(["test", "-d", f"{STORE}/bob/days/{day}"]).returncode == 0
     deadline = time.monotonic() + 60
@@ -267,13 +287,37 @@ def test_a_night_killed_half_way_leaves_no_day(host, key, nights):
     assert ssh_ok(host, key, "ls -a ~/backups/files").split() == [".", "..", *days]
 
 
+def test_a_night_with_the_store_full_fails_clearly_and_keeps_every_day(host, nights):
+    """The store's file system full: alice's part of the store moved onto a small
+    tmpfs (a copy with its hard links and records: 4 MiB free), and 16 MiB new
+    in her home."""
+    days, day = nights["days"], nights["today"]
+    mine, small = f"{STORE}/alice", "/run/webarch-test-full"
+    fill = f"{small} && cp -a {mine}/. {small}/ && used=$(df --output=used -k {small} | tail -n 1)"
+    host.run(["sh", "-ec", f"mkdir -p {small} && mount -t tmpfs -o size=1G,mode=0700 full {fill}"
+              f" && mount -o remount,size=$((used + 4096))k {small}"
+              f" && mount --bind {small} {mine}"], check=True)  # fmt: skip
+    try:
+        as_alice(host, "head -c 16M /dev/urandom > ~/private/big.bin")
+        night = run_night(host, day)
+        kept = host.run(["ls", "-A", f"{mine}/days"], check=True).stdout.split()
+        left = host.run(["ls", "-A", mine], check=True).stdout.split()
+    finally:
+        host.run(["sh", "-c", f"umount {mine}; umount {small}; rm -f /home/alice/private/big.bin"])
+    assert night.returncode == 1, night.stdout
+    assert "alice" in night.stdout and "No space left on device" in night.stdout, night.stdout
+    assert kept == days and left == [".owners", "days"]
+    status = host.salt_call(["webarch_backup.status"])["local"]["accounts"]["alice"]
+    assert status["last_ok"] is False and "No space left" in status["error"], status
+
+
 def test_the_next_night_completes_and_expires_only_the_oldest_day(host, nights):
     days = nights["days"]
     run = host.run(["systemctl", "start", "webarch-backup.service"])
     assert run.returncode == 0, host.run(["journalctl", "-u", "webarch-backup", "-n", "30"]).stdout
     kept = host.run(["ls", "-A", f"{STORE}/alice/days"], check=True).stdout.split()
     assert kept == [*days[1:], nights["today"]]
-    assert host.run(["ls", "-A", f"{STORE}/alice"], check=True).stdout.split() == ["days"]
+    assert listing(host, f"{STORE}/alice") == [".owners", "days"]
 
 
 def test_status_and_restore_through_salt(host, nights, request):
@@ -298,8 +342,27 @@ def test_status_and_restore_through_salt(host, nights, request):
     assert host.salt_call(over)["local"]["restored"] == f"{restored}/note.txt"
     assert host.read_file(f"{restored}/note.txt") == "night 2\n"
     lines = [f"{d}: {s}s  {out}" for d, s, out in nights["figures"]]
+    lines.append(f"restore of {day}: {ret}")
     lines.append(f"store use of alice after 3 days: {alice['store_bytes']} bytes")
     request.config.webarch_summaries.append("backup nights\n" + "\n".join(lines))
+
+
+def test_a_restored_directory_has_its_owners_and_modes_as_they_were(host, nights):
+    """Root's logs and the web server's group of the sites come back as that night
+    had them (a night's copy is the account's: root records them); a setuid bit
+    of a file of root's never."""
+    day = nights["days"][2]
+    for name in ("sites", "logs"):
+        ret = host.salt_call(["webarch_backup.restore", "alice", name, day])["local"]
+        assert ret["restored"] == f"/home/alice/private/restored/{day}/{name}", ret
+        assert ret["attributes_set"] > 0, ret
+    restored = tree_attrs(host, f"/home/alice/private/restored/{day}", ["sites", "logs"])
+    assert restored == nights["attrs"]
+    assert restored["logs"] == "root:alice 750 d" and restored["sites"] == "alice:www-data 2750 d"
+    # root's setuid program comes back root's, without its setuid bit.
+    ret = host.salt_call(["webarch_backup.restore", "alice", "private/rootid", day])["local"]
+    assert host.run(["stat", "-c", "%U %a", ret["restored"]], check=True).stdout.split() == [
+        "root", "755"]  # fmt: skip
 
 
 def test_the_service_is_sandboxed(host, nights, request):

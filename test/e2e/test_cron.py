@@ -13,6 +13,10 @@ in her slice (user-UID.slice) under her limits, as systemd reports them and
 as the kernel applies them to the processes; a changed limit applied by the
 next run.  (What the limits stop is the noisy-neighbour suite's business,
 test/security/test_noisy.py.)
+
+Suspension (issue 19), last: alice suspended from pillar and resumed, checked
+from outside (HTTPS, SSH, mail from her chroot) and by checksums of her files
+and databases.
 """
 
 from __future__ import annotations
@@ -294,3 +298,82 @@ def test_a_changed_limit_is_applied_by_the_next_run(host, pillar):
     assert "alice hard nproc 80" in host.read_file("/etc/security/limits.d/60-webarch.conf")
     again = host.salt_call(["state.apply", "webarch"])
     assert failed(again) == {} and changed(again) == {}
+
+
+#: alice's sites in pillar.example.
+ALICE_SITES = ("www.alice.example", "wiki.alice.example")
+#: Mail from inside alice's chroot, as her processes send it (msmtp to the mail gate).
+SEND = "printf 'Subject: suspended-probe\\n\\nhi\\n' | /usr/sbin/sendmail friend@example.net"
+CHROOT_MAIL = ["chroot", "/chroots/alice", "setpriv", "--reuid=alice", "--regid=alice",
+               "--clear-groups", "sh", "-c", SEND]  # fmt: skip
+
+
+def site_codes(host: Host) -> dict[str, str]:
+    """Each of alice's sites' HTTP status and, for a 503, its text."""
+    codes = {}
+    for name in ALICE_SITES:
+        resolve = f"{name}:443:127.0.0.1"
+        out = host.net_run(["curl", "-sk", "--max-time", "20", "-w", " %{http_code}",
+                            "--resolve", resolve, f"https://{name}/"]).stdout  # fmt: skip
+        body, _, code = out.rpartition(" ")
+        codes[name] = f"{code} {body}" if code == "503" else code
+    return codes
+
+
+def alice_data(host: Host) -> tuple[str, str]:
+    """Checksums of alice's files (not her logs and scratch space) and of her databases."""
+    files = host.run(["sh", "-c", "cd /home/alice && find . -xdev -type f ! -path './logs/*'"
+                      " ! -path './tmp/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum"],
+                     check=True).stdout  # fmt: skip
+    dump = "mariadb-dump --skip-dump-date --skip-comments"
+    dumps = host.run(["sh", "-c", "for db in $(mariadb -N -e \"SHOW DATABASES LIKE 'alice%'\");"
+                      f" do {dump} \"$db\"; done | sha256sum"], check=True).stdout  # fmt: skip
+    return files.split()[0], dumps.split()[0]
+
+
+def alice_ssh(host: Host, key: Path) -> subprocess.CompletedProcess:
+    args = ["ssh", "-i", str(key), "-o", "BatchMode=yes", *SSH_OPTS, "alice@127.0.0.1"]
+    return host.net_run([*args, "echo in"])
+
+
+def test_a_suspended_account_is_refused_everywhere_its_data_unchanged(host, pillar, key, sink):
+    """Issue 19: alice suspended from pillar: her sites 503, SSH refused, her cron
+    jobs and PHP-FPM stopped, her mail refused, her files and databases as they
+    were; a second run changes nothing; resumed, everything is back."""
+    data = copy.deepcopy(pillar)
+    data["webarch"]["accounts"]["alice"]["limits"]["tasks_max"] = 80  # as the test before
+    wake(host)
+    files_before, codes_before = alice_data(host)[0], site_codes(host)
+    assert "503" not in str(codes_before)
+    data["webarch"]["accounts"]["alice"]["suspended"] = True
+    host.set_pillar(data)
+    ret = host.salt_call(["state.apply", "webarch"])
+    assert failed(ret) == {}
+    during = alice_data(host)
+    assert during[0] == files_before
+    assert site_codes(host) == {n: "503 This site is suspended." for n in ALICE_SITES}
+    assert alice_ssh(host, key).returncode == 255
+    assert host.run(["getent", "shadow", "alice"], check=True).stdout.split(":")[7] == "1"
+    timers = host.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
+                       "webarch-cron-alice.*"]).stdout  # fmt: skip
+    assert timers.strip() == "", timers
+    socket = show(host, "webarch-php@alice.socket", "ActiveState", "UnitFileState")
+    assert socket == {"ActiveState": "inactive", "UnitFileState": "disabled"}, socket
+    assert host.run(["pgrep", "-u", "alice"]).returncode == 1
+    mail = host.run(CHROOT_MAIL)
+    assert mail.returncode != 0, mail
+    assert wake(host, "bob") != "0"  # bob's site, PHP and all, go on
+    again = host.salt_call(["state.apply", "webarch"])
+    assert failed(again) == {} and changed(again) == {}
+    assert alice_data(host) == during
+    # Resumed: everything back, and still her data.
+    data["webarch"]["accounts"]["alice"]["suspended"] = False
+    host.set_pillar(data)
+    ret = host.salt_call(["state.apply", "webarch"])
+    assert failed(ret) == {}
+    assert alice_data(host)[0] == files_before
+    assert site_codes(host) == codes_before
+    assert alice_ssh(host, key).stdout.strip() == "in"
+    assert timer(host, "webarch-cron-alice.probe.timer")["ActiveState"] == "active"
+    sent = host.run(CHROOT_MAIL)
+    assert sent.returncode == 0, sent

@@ -17,6 +17,7 @@ def test_every_attack_and_leak_check_is_documented() -> None:
         test_attacks.WEB_ATTACKS,
         test_attacks.MAIL_ATTACKS,
         test_attacks.ESCAPE_ATTACKS,
+        test_attacks.BACKUP_ATTACKS,
         test_attacks.LEAK_CHECKS,
     )
     missing = [name for group in groups for name in group if f"* - {name}\n" not in text]

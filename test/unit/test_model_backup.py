@@ -6,6 +6,7 @@ import importlib.util
 import os
 
 import pytest
+import webarch_backup as backup
 from unit.model_helpers import host, problems
 from unit.program_helpers import program
 
@@ -169,3 +170,33 @@ def test_rsync_runs_as_the_account_and_links_to_the_day_before(prog):
 @pytest.mark.parametrize("args", [["--date", "2026-13-01"], ["--date", "yesterday"], ["Alice"]])
 def test_bad_arguments_are_refused(prog, args):
     assert prog.main(args) == 3
+
+
+def test_owners_under_gives_a_subtree_from_its_parent_deepest_first() -> None:
+    entries = {
+        "logs": [0o40750, 0, 1001],
+        "logs/access.log": [0o100640, 0, 1001],
+        "sites": [0o42750, 1001, 33],
+        "sites/www": [0o42750, 1001, 33],
+        "sites/www/a/index.php": [0o100640, 1001, 33],
+        "sites/wwwx": [0o42750, 1001, 33],
+    }
+    assert backup.owners_under(entries, "sites/www") == [
+        ("www/a/index.php", [0o100640, 1001, 33]),
+        ("www", [0o42750, 1001, 33]),
+    ]
+    assert [p for p, _ in backup.owners_under(entries, "logs")] == ["logs/access.log", "logs"]
+    assert backup.owners_under(entries, "private") == []
+
+
+def test_restored_attrs_never_set_setuid_or_setgid_on_a_file() -> None:
+    owners, groups = {0, 1001}, {0, 1001, 33}
+    assert backup.restored_attrs((0o104755, 0, 0), owners, groups) == (0o755, 0, 0)
+    assert backup.restored_attrs((0o102755, 1001, 33), owners, groups) == (0o755, 1001, 33)
+    # A directory keeps its setgid bit (the sites' group for new files).
+    assert backup.restored_attrs((0o42750, 1001, 33), owners, groups) == (0o2750, 1001, 33)
+
+
+def test_restored_attrs_leave_owners_a_home_does_not_hold() -> None:
+    owners, groups = {0, 1001}, {0, 1001, 33}
+    assert backup.restored_attrs((0o100600, 1002, 1002), owners, groups) == (0o600, None, None)

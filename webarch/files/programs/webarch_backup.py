@@ -16,7 +16,11 @@ account's symlinks.  The account's rsync runs outside its chroot and writes its
 snapshots, so the account's own processes must not take it over: its real gid
 is nogroup's (its effective and file-system gid the account's), and the kernel
 makes a program started with differing real and effective ids non-dumpable:
-no ptrace and no /proc/PID/mem of it by the account.  Then the days older
+no ptrace and no /proc/PID/mem of it by the account.  What the account's
+copy cannot hold (root's owner of the logs, the web server's group of the
+sites) root records in STORE/ACCOUNT/.owners/DATE.json.gz (root's, 0700),
+listing the home by file descriptors with lstat only (no symlink followed);
+the admin's restore (webarch_backup.restore) sets them back.  Then the days older
 than the store's DAYS are removed (only once the night's copy is in place:
 a failed night keeps every day).
 The days of accounts no longer backed up (and of retired ones) expire the
@@ -38,6 +42,7 @@ import contextlib
 import datetime
 import fcntl
 import grp
+import gzip
 import json
 import os
 import pwd
@@ -61,6 +66,8 @@ CONFIG = os.environ.get("WEBARCH_BACKUP_CONFIG", f"{paths.CONFIG_DIR}/backup.jso
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 NAME_RE = paths.USERNAME_RE
 DAYS = "days"
+#: Root's record of each day's owners (see above); its files are DATE.json.gz.
+OWNERS = ".owners"
 PARTIAL = ".partial-"
 RETIRED = ".retired-"
 #: The real gid of the accounts' rsync (see above): a group that owns nothing.
@@ -169,6 +176,8 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> d
                 raise NightError(f"rsync exited {proc.returncode}: {' | '.join(error)}")
             match = STATS_RE.search(proc.stdout)
             copied = int(re.sub(rb"[,.]", b"", match.group(1))) if match else 0
+            record = owners_record(account["home"], uid, gid, config["excludes"])
+            write_owners(account_fd, date, record)
             if date in os.listdir(days_fd):
                 # The same night again: the new copy replaces the old one whole.
                 old = f"{PARTIAL}old-{date}"
@@ -178,6 +187,7 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> d
             else:
                 os.rename(partial, date, src_dir_fd=account_fd, dst_dir_fd=days_fd)
             expired = expire(days_fd, date, config["days"])
+            drop_owners(account_fd, expired)
             days = day_names(days_fd)
         finally:
             os.close(days_fd)
@@ -193,6 +203,77 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> d
         "days": days,
         "expired": expired,
     }
+
+
+def owners_record(home: str, uid: int, gid: int, excludes: list) -> dict[str, list[int]]:
+    """
+    The entries of the home (as rsync copies it: its file system, not the
+    excludes) whose owner or group is not the account's: ``{PATH: [MODE,
+    UID, GID]}``.  Root lists the home through directory file descriptors and
+    lstat only: it never follows the account's symlinks.
+    """
+    skip = {pattern.strip("/") for pattern in excludes}
+    entries: dict[str, list[int]] = {}
+    top = open_dir(home)
+    try:
+        device = os.fstat(top).st_dev
+        for root, dirs, files, root_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            prefix = "" if root == "." else root[2:] + "/"
+            for name in [*dirs, *files]:
+                try:
+                    info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                path = prefix + name
+                if (info.st_uid, info.st_gid) != (uid, gid):
+                    entries[path] = [info.st_mode, info.st_uid, info.st_gid]
+            dirs[:] = [
+                d for d in dirs
+                if prefix + d not in skip and _same_device(d, root_fd, device)
+            ]  # fmt: skip
+    finally:
+        os.close(top)
+    return entries
+
+
+def _same_device(name: str, dir_fd: int, device: int) -> bool:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_dev == device
+    except FileNotFoundError:
+        return False
+
+
+def write_owners(account_fd: int, date: str, entries: dict[str, list[int]]) -> None:
+    """The day's record of owners, root's, in place before the day is (replaced whole)."""
+    owners_fd = ensure_dir(OWNERS, account_fd, 0, 0, 0o700)
+    try:
+        data = gzip.compress(json.dumps({"entries": entries}, sort_keys=True).encode())
+        tmp, name = f".{date}.tmp", f"{date}.json.gz"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=owners_fd)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=owners_fd, dst_dir_fd=owners_fd)
+    finally:
+        os.close(owners_fd)
+
+
+def drop_owners(account_fd: int, days: list[str]) -> None:
+    """Remove the records of owners of expired ``days``."""
+    if not days:
+        return
+    try:
+        owners_fd = open_dir(OWNERS, account_fd)
+    except FileNotFoundError:
+        return
+    try:
+        for day in days:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{day}.json.gz", dir_fd=owners_fd)
+    finally:
+        os.close(owners_fd)
 
 
 def expire(days_fd: int, date: str, keep: int) -> list[str]:
@@ -226,6 +307,7 @@ def expire_others(store_fd: int, wanted: set[str], date: str, keep: int) -> list
                     left = day_names(days_fd)
                 finally:
                     os.close(days_fd)
+                drop_owners(account_fd, gone)
             else:
                 gone, left = [], []
         finally:

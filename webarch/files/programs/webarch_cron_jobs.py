@@ -185,7 +185,7 @@ def systemctl(*args: str) -> str:
     if os.environ.get("WEBARCH_CRON_NO_SYSTEMCTL") == "1":
         return ""
     proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0 and args[0] != "show":
+    if proc.returncode != 0 and args[0] not in ("show", "reset-failed"):
         raise RuntimeError(f"systemctl {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout
 
@@ -238,6 +238,10 @@ def apply(todo: dict[str, list[str]], wanted: dict[str, str]) -> None:
         os.chmod(os.path.join(UNIT_DIR, name), 0o644)
     if todo["write"] or todo["remove"]:
         systemctl("daemon-reload")
+    # A removed job's failed run is forgotten with it (no "not-found failed" unit left).
+    removed = [name for name in todo["remove"] if name.endswith(".service")]
+    if removed:
+        systemctl("reset-failed", "--", *removed)
     for timer in todo["start"]:
         systemctl("enable", "--now", "--", timer)
 

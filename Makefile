@@ -105,7 +105,7 @@ demo-stop:
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
-# The benchmarks of issues 8 and 15 (not part of `make test`): one line per figure, then
+# The benchmarks of issues 8, 15 and 17 (not part of `make test`): one line per figure, then
 # ratios and PASS/MISS per target.  See bench/README.rst; each script takes --quick.
 .PHONY: bench
 bench: prereqs venv
@@ -114,3 +114,4 @@ bench: prereqs venv
 	$(PY) bench/apache_fds.py
 	$(PY) bench/memory.py
 	$(PY) bench/matomo.py
+	$(PY) bench/backup.py

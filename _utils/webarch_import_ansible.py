@@ -24,17 +24,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import webarch_check as check
 import webarch_import_ansible_sites as sites
+import webarch_import_report as report_module
 import webarch_layout as layout
-import webarch_model as model
 import webarch_paths as paths
 import yaml
 from webarch_import_report import (
     MAPPED,
     NOT_MAPPED,
     UNREAD,
-    VALIDATION,
     VAULT,
     ConversionError,
     Entry,
@@ -172,23 +170,8 @@ def convert(host_vars: Any, source: str, release: int = 12) -> tuple[dict, Repor
     if run.problems:
         raise ConversionError(source, run.problems)
     pillar = {"webarch": {"accounts": accounts}}
-    _validate(pillar, run, release)
+    report_module.validate(pillar, run, release, "users")
     return pillar, run.report
-
-
-def _validate(pillar: dict, run: Run, release: int) -> None:
-    """webarch's own validation of ``pillar``: each problem a decision for its account."""
-    host = layout.HostUsers(users={"root": 0, "www-data": 33}, groups={"root": 0})
-    try:
-        model.build_model(pillar["webarch"], host, release)
-    except check.ModelError as exc:
-        for problem in exc.problems:
-            parts = problem.split(":")
-            account = parts[2] if parts[:2] == ["webarch", "accounts"] and len(parts) > 3 else ""
-            who, where = (
-                (f"account {account}", f"users.{account}") if account else ("the server", "")
-            )
-            run.report.add(Entry(where, VALIDATION, f"{who} needs a decision: {problem}"))
 
 
 def _account(name: Any, data: Any, path: list[str], run: Run) -> dict | None:

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import webarch_check as check
+import webarch_layout as layout
+import webarch_model as model
+
 MAPPED = "mapped"
 NOT_MAPPED = "not mapped"
 DECISION = "needs a decision"
@@ -169,3 +173,19 @@ def dict_items(
         else:
             found.append((str(index), item))
     return found
+
+
+def validate(pillar: dict, run: Run, release: int, prefix: str) -> None:
+    """webarch's own validation of ``pillar``: each problem a decision for its
+    account (reported at ``PREFIX.ACCOUNT``, the account's path in the input)."""
+    host = layout.HostUsers(users={"root": 0, "www-data": 33}, groups={"root": 0})
+    try:
+        model.build_model(pillar["webarch"], host, release)
+    except check.ModelError as exc:
+        for problem in exc.problems:
+            parts = problem.split(":")
+            account = parts[2] if parts[:2] == ["webarch", "accounts"] and len(parts) > 3 else ""
+            who, where = (
+                (f"account {account}", f"{prefix}.{account}") if account else ("the server", "")
+            )
+            run.report.add(Entry(where, VALIDATION, f"{who} needs a decision: {problem}"))

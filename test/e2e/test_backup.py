@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import re
 import subprocess
 import time
@@ -139,6 +140,11 @@ def test_alice_lists_her_three_days_each_with_that_days_file_and_dump(host, key,
     inodes = {host.run(["stat", "-c", "%i %h", f"{STORE}/alice/days/{d}/sites/www/big-1.bin"],
                        check=True).stdout.split()[0] for d in days}  # fmt: skip
     assert len(inodes) == 1
+    # The store's use, counted night by night, is what du counts (within its
+    # directories' own blocks).
+    status = json.loads(host.read_file("/var/lib/webarch/backup-status.json"))["accounts"]
+    du = int(host.run(["du", "-sB1", f"{STORE}/alice"], check=True).stdout.split()[0])
+    assert abs(du - status["alice"]["store_bytes"]) <= 16384, (du, status["alice"])
     # The interrupted night's copy is gone; none is left by the good ones.
     assert listing(host, f"{STORE}/alice") == [".owners", "days"]
 

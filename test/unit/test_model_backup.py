@@ -200,3 +200,29 @@ def test_restored_attrs_never_set_setuid_or_setgid_on_a_file() -> None:
 def test_restored_attrs_leave_owners_a_home_does_not_hold() -> None:
     owners, groups = {0, 1001}, {0, 1001, 33}
     assert backup.restored_attrs((0o100600, 1002, 1002), owners, groups) == (0o600, None, None)
+
+
+def test_a_nights_own_bytes_leave_out_what_it_shares_and_add_up_to_the_whole(prog, tmp_path):
+    """The store's use counted night by night (the last total, plus the new day's
+    own bytes, minus the expired day's) equals counting every day."""
+    days = tmp_path / "days"
+    (days / "d1").mkdir(parents=True)
+    (days / "d1" / "kept").write_bytes(b"k" * (256 << 10))
+    (days / "d1" / "old").write_bytes(b"o" * (128 << 10))
+    fd = os.open(days, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        total = prog.tree_bytes(fd)
+        (days / "d2").mkdir()
+        os.link(days / "d1" / "kept", days / "d2" / "kept")
+        (days / "d2" / "new").write_bytes(b"n" * (64 << 10))
+        os.link(days / "d2" / "new", days / "d2" / "new-again")  # a hard link in the home
+        new = prog.own_bytes(fd, "d2")
+        assert (64 << 10) <= new < (64 << 10) + (16 << 10)
+        total += new
+        freed = prog.own_bytes(fd, "d1")  # d2 is in place: only "old" is d1's alone
+        assert (128 << 10) <= freed < (128 << 10) + (16 << 10)
+        total -= freed
+        prog.remove("d1", fd)
+        assert total == prog.tree_bytes(fd)
+    finally:
+        os.close(fd)

@@ -115,20 +115,25 @@ def day_names(fd: int) -> list[str]:
     return sorted(n for n in os.listdir(fd) if DATE_RE.fullmatch(n))
 
 
+def entries(fd: int) -> Iterator[os.stat_result]:
+    """The lstat of every entry below the directory ``fd`` (no symlink followed)."""
+    for _root, dirs, files, root_fd in os.fwalk(dir_fd=fd, follow_symlinks=False):
+        for name in dirs + files:
+            try:
+                yield os.lstat(name, dir_fd=root_fd)
+            except FileNotFoundError:
+                continue
+
+
 def tree_bytes(fd: int) -> int:
     """Disk use of a tree (each inode once: hard-linked days count once)."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for _root, dirs, files, root_fd in os.fwalk(dir_fd=fd, follow_symlinks=False):
-        for name in dirs + files:
-            try:
-                info = os.lstat(name, dir_fd=root_fd)
-            except FileNotFoundError:
-                continue
-            key = (info.st_dev, info.st_ino)
-            if key not in seen:
-                seen.add(key)
-                total += info.st_blocks * 512
+    for info in entries(fd):
+        key = (info.st_dev, info.st_ino)
+        if key not in seen:
+            seen.add(key)
+            total += info.st_blocks * 512
     return total
 
 
@@ -147,8 +152,36 @@ def rsync_argv(
     ]  # fmt: skip
 
 
-def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> dict:
-    """One account's night: the copy, the rename, the expiry.  Its figures."""
+def own_bytes(fd: int, name: str) -> int:
+    """
+    Disk use of what only the tree ``fd/name`` holds: its directories and the
+    files all of whose hard links are in it (a night's new files; the files of
+    an expiring day that no later day shares).  Counts one day, not the store.
+    """
+    links: dict[tuple[int, int], list[int]] = {}
+    top = open_dir(name, fd)
+    try:
+        total = os.fstat(top).st_blocks * 512
+        for info in entries(top):
+            if stat.S_ISDIR(info.st_mode):
+                total += info.st_blocks * 512
+                continue
+            seen = links.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, 0])
+            seen[0] += 1
+            seen[2] = info.st_blocks * 512
+    finally:
+        os.close(top)
+    return total + sum(size for count, nlink, size in links.values() if count >= nlink)
+
+
+def night(name: str, account: dict, config: dict, date: str, store_fd: int, previous: dict) -> dict:
+    """One account's night: the copy, the rename, the expiry.  Its figures.
+
+    The store's use is counted from the last night's (``previous``, the status
+    of the account): plus this night's own bytes, minus those of the expired
+    days, so a night walks one day, not all of them; counted whole when there
+    is no last night to count from (or this night replaces a day).
+    """
     started = time.monotonic()
     user = pwd.getpwnam(name)
     uid, gid = user.pw_uid, user.pw_gid
@@ -162,7 +195,8 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> d
             for entry in os.listdir(account_fd):
                 if entry.startswith(PARTIAL):
                     remove(entry, account_fd)
-            earlier = [d for d in day_names(days_fd) if d <= date]
+            before = day_names(days_fd)
+            earlier = [d for d in before if d <= date]
             link = earlier[-1] if earlier else None
             partial = f"{PARTIAL}{date}"
             dest = f"{config['store']}/{name}/{partial}"
@@ -178,6 +212,12 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> d
             copied = int(re.sub(rb"[,.]", b"", match.group(1))) if match else 0
             record = owners_record(account["home"], uid, gid, config["excludes"])
             write_owners(account_fd, date, record)
+            counted = (
+                isinstance(previous.get("days_bytes"), int)
+                and previous.get("days") == before
+                and date not in before
+            )
+            days_bytes = previous["days_bytes"] + own_bytes(account_fd, partial) if counted else 0
             if date in os.listdir(days_fd):
                 # The same night again: the new copy replaces the old one whole.
                 old = f"{PARTIAL}old-{date}"
@@ -186,12 +226,18 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> d
                 remove(old, account_fd)
             else:
                 os.rename(partial, date, src_dir_fd=account_fd, dst_dir_fd=days_fd)
+            if counted:
+                days_bytes -= sum(
+                    own_bytes(days_fd, d) for d in expiring(days_fd, date, config["days"])
+                )
             expired = expire(days_fd, date, config["days"])
             drop_owners(account_fd, expired)
             days = day_names(days_fd)
+            if not counted:
+                days_bytes = tree_bytes(days_fd)
         finally:
             os.close(days_fd)
-        used = tree_bytes(account_fd)
+        used = days_bytes + owners_bytes(account_fd)
     finally:
         os.close(account_fd)
     return {
@@ -200,6 +246,7 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int) -> d
         "duration": round(time.monotonic() - started, 3),
         "bytes_copied": copied,
         "store_bytes": used,
+        "days_bytes": days_bytes,
         "days": days,
         "expired": expired,
     }
@@ -276,10 +323,27 @@ def drop_owners(account_fd: int, days: list[str]) -> None:
         os.close(owners_fd)
 
 
+def owners_bytes(account_fd: int) -> int:
+    """Disk use of the account's records of owners (a file a day)."""
+    try:
+        fd = open_dir(OWNERS, account_fd)
+    except FileNotFoundError:
+        return 0
+    try:
+        return tree_bytes(fd)
+    finally:
+        os.close(fd)
+
+
+def expiring(days_fd: int, date: str, keep: int) -> list[str]:
+    """The days older than ``keep`` days before ``date``."""
+    cutoff = (datetime.date.fromisoformat(date) - datetime.timedelta(days=keep)).isoformat()
+    return [d for d in day_names(days_fd) if d <= cutoff]
+
+
 def expire(days_fd: int, date: str, keep: int) -> list[str]:
     """Remove the days older than ``keep`` days before ``date``; the removed ones."""
-    cutoff = (datetime.date.fromisoformat(date) - datetime.timedelta(days=keep)).isoformat()
-    gone = [d for d in day_names(days_fd) if d <= cutoff]
+    gone = expiring(days_fd, date, keep)
     for day in gone:
         remove(day, days_fd)
     return gone
@@ -353,14 +417,19 @@ def append_log(path: str, line: str) -> None:
         os.close(fd)
 
 
-def write_status(path: str, results: dict[str, dict]) -> None:
-    """Merge this night's results into the status file (root-only, replaced whole)."""
+def read_status(path: str) -> dict[str, dict]:
+    """The accounts' entries of the status file (none when it is missing or unreadable)."""
     try:
         with open(path, encoding="utf-8") as handle:
-            status = json.load(handle)
-    except (OSError, ValueError):
-        status = {}
-    accounts = status.get("accounts", {})
+            accounts = json.load(handle).get("accounts", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return accounts if isinstance(accounts, dict) else {}
+
+
+def write_status(path: str, results: dict[str, dict]) -> None:
+    """Merge this night's results into the status file (root-only, replaced whole)."""
+    accounts = read_status(path)
     for name, result in results.items():
         # A failed night keeps the figures of the last good one.
         accounts[name] = {**accounts.get(name, {}), **result}
@@ -404,13 +473,15 @@ def run_night(date: str, only: list[str]) -> int:
         return 2
     os.umask(0o077)
     store_fd = open_store(config)
+    last = read_status(config["status"])
     results: dict[str, dict] = {}
     failures: dict[str, str] = {}
     with locked(store_fd):
         for name in only or sorted(accounts):
             started = time.monotonic()
             try:
-                result = night(name, accounts[name], config, date, store_fd)
+                previous = last.get(name, {}) if last.get(name, {}).get("ok") else {}
+                result = night(name, accounts[name], config, date, store_fd, previous)
             except (NightError, OSError, KeyError) as exc:
                 why = str(exc) if isinstance(exc, NightError) else f"{type(exc).__name__}: {exc}"
                 failures[name] = why

@@ -139,9 +139,13 @@ WALK_MAX = 50000
 PHP_SUFFIXES = (".php", ".phtml", ".php5", ".php7")
 DB_USERS_SQL = (
     "SELECT User, Host, IFNULL(JSON_VALUE(Priv, '$.plugin'), ''), "
-    "IF(IFNULL(JSON_VALUE(Priv, '$.authentication_string'), '') <> '', 1, 0) "
+    "IF(IFNULL(JSON_VALUE(Priv, '$.authentication_string'), '') <> '', 1, 0), "
+    "IF(JSON_VALUE(Priv, '$.plugin') = 'mysql_native_password', "
+    "IFNULL(JSON_VALUE(Priv, '$.authentication_string'), ''), '') "
     "FROM mysql.global_priv ORDER BY User, Host"
 )
+#: What the returned pillar shows instead of a kept password's hash (the file has it).
+HASH_SHOWN = "(in the out= file only)"
 
 
 def _read_text(path: str) -> str | None:
@@ -216,14 +220,18 @@ def _mariadb_rows(sql: str) -> list[list[str]]:
 
 
 def _mariadb() -> dict | None:
-    """Databases, users (whether each has a password, never its hash) and grants."""
+    """Databases, users (whether each has a password; a mysql_native_password
+    hash, which only the pillar file gets) and grants."""
     if not shutil.which("mariadb") or not os.path.exists(paths.MARIADB_SOCKET):
         return None
     databases = [row[0] for row in _mariadb_rows("SELECT SCHEMA_NAME FROM "
                                                  "information_schema.SCHEMATA")]  # fmt: skip
     users, grants = [], []
-    for user, host, plugin, password in _mariadb_rows(DB_USERS_SQL):
-        users.append({"user": user, "host": host, "plugin": plugin, "password": password == "1"})
+    for user, host, plugin, password, digest in _mariadb_rows(DB_USERS_SQL):
+        row = {"user": user, "host": host, "plugin": plugin, "password": password == "1"}
+        if digest:
+            row["password_hash"] = digest  # kept in the pillar file, never returned
+        users.append(row)
         for (line,) in _mariadb_rows(f"SHOW GRANTS FOR {_literal(user)}@{_literal(host)}"):
             # Never the hash of IDENTIFIED BY PASSWORD '...' (only whether it is there).
             grants.append({"user": user, "host": host, "grant": line.split(" IDENTIFIED ")[0]})
@@ -258,6 +266,17 @@ def _scan() -> dict:
     }
 
 
+def _without_hashes(pillar: dict) -> dict:
+    """``pillar`` with every kept password hash replaced (a result goes to the job cache)."""
+    accounts = {
+        name: {**account, "db_password_hash": HASH_SHOWN}
+        if account.get("db_password_hash")
+        else account
+        for name, account in pillar["webarch"]["accounts"].items()
+    }
+    return {**pillar, "webarch": {**pillar["webarch"], "accounts": accounts}}
+
+
 def legacy(out: str | None = None, release: int | None = None) -> dict:
     """
     Scan this host, a legacy server (Apache mpm-itk with mod_php, MariaDB, user
@@ -271,9 +290,11 @@ def legacy(out: str | None = None, release: int | None = None) -> dict:
     why, or needing a decision; then webarch's validation problems by account)
     and ``summary`` (the counts and the seconds the scan took).  With ``out``,
     also write the pillar there (mode 0600), the decisions as comments on top.
-    Nothing on the host changes but that file; no password or hash is read
-    into the result.  ``release`` (12 or 13; default: this host's) is the
-    Debian release it is validated for.
+    Nothing on the host changes but that file.  A MariaDB user's
+    mysql_native_password hash is kept (``db_password_hash``: applications keep
+    their password) in that file only: the result shows it as
+    ``(in the out= file only)``; no password is read.  ``release`` (12 or 13;
+    default: this host's) is the Debian release it is validated for.
 
     CLI Example:
 
@@ -295,7 +316,7 @@ def legacy(out: str | None = None, release: int | None = None) -> dict:
         except OSError as exc:
             raise CommandExecutionError(f"cannot write {out}: {exc}") from None
     return {
-        "pillar": pillar,
+        "pillar": _without_hashes(pillar),
         "report": report.lines(),
         "summary": {
             "source": source,

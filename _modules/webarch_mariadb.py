@@ -203,6 +203,25 @@ def user_exists(user: str, host: str = "localhost") -> bool:
     return bool(rows)
 
 
+def has_password_hash(user: str, host: str, password_hash: str) -> bool:
+    """
+    Whether ``user@host`` logs in by unix_socket or by the password of
+    ``password_hash`` (and nothing else).  The hash is compared here, never
+    sent to MariaDB.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.has_password_hash alice localhost "$HASH"
+    """
+    if not user_exists(user, host):
+        return False
+    rows = _query(f"SHOW CREATE USER {_literal(user)}@{_literal(host)}")
+    wanted = f"IDENTIFIED VIA unix_socket OR mysql_native_password USING '{password_hash}'"
+    return bool(rows) and rows[0][0].rstrip().endswith(wanted)
+
+
 def set_password_hash(user: str, host: str, password_hash: str) -> None:
     """
     Let ``user@host`` log in by unix_socket first, or by the password of ``password_hash``.

@@ -160,6 +160,25 @@ def _db_privileges(value: Any, path: list[str], problems: check.Problems) -> lis
     return found
 
 
+#: A mysql_native_password hash, as SHOW CREATE USER shows it.
+PASSWORD_HASH_RE = re.compile(r"^\*[0-9A-F]{40}$")
+
+
+def _password_hash(data: dict, path: list[str], problems: check.Problems) -> str | None:
+    """``db_password_hash``: an existing password kept (upper-case hex), or None."""
+    value = data.get("db_password_hash")
+    if value is None:
+        return None
+    hpath = [*path, "db_password_hash"]
+    if not isinstance(value, str) or not PASSWORD_HASH_RE.fullmatch(value.upper()):
+        # Never echo the value: it is a password's hash.
+        problems.add(hpath, "must be a mysql_native_password hash: '*' and 40 hex digits")
+        return None
+    if data.get("db_password") is True:
+        problems.add(hpath, "keeps an existing password: not with db_password: true")
+    return value.upper()
+
+
 def account_mariadb(name: str, data: dict, server: dict, problems: check.Problems) -> dict:
     """An account's MariaDB user (``NAME@localhost``, unix_socket), databases, ~/.my.cnf."""
     path = ["webarch", "accounts", name]
@@ -171,6 +190,7 @@ def account_mariadb(name: str, data: dict, server: dict, problems: check.Problem
     return {
         "user": name,
         "host": "localhost",
+        "password_hash": _password_hash(data, path, problems),
         "prefix": db_prefix(name),
         "privileges": _db_privileges(data.get("db_privileges"), [*path, "db_privileges"], problems),
         "databases": databases,

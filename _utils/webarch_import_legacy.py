@@ -133,7 +133,8 @@ def _check_shape(scan: Any, run: Run) -> None:
             ("grants", {"user", "host", "grant"}),
         ):
             for index, row in enumerate(mariadb[key]):
-                if not isinstance(row, dict) or set(row) != keys:
+                # A user's password_hash is there when it has a mysql_native_password one.
+                if not isinstance(row, dict) or set(row) - {"password_hash"} != keys:
                     run.error(
                         ["mariadb", key, str(index)],
                         f"must be a mapping of {', '.join(sorted(keys))}",
@@ -359,16 +360,24 @@ def _db_user(user: dict, ctx: Context) -> None:
     if not user.get("password"):
         run.mapped(path, f"accounts:{name} (its MariaDB user, by unix_socket)")
         return
-    used = name in ctx.wp_passwords
+    used = " that wp-config.php uses" if name in ctx.wp_passwords else ""
+    digest = user.get("password_hash")
+    if isinstance(digest, str) and db.PASSWORD_HASH_RE.fullmatch(digest.upper()):
+        ctx.accounts[name]["db_password_hash"] = digest.upper()
+        run.mapped(
+            path,
+            f"accounts:{name}:db_password_hash (its password{used} kept: unix_socket OR "
+            "mysql_native_password)",
+        )
+        return
     run.decide(
         path,
         (
-            f"it has a password{' that wp-config.php uses' if used else ''}: webarch's pillar has "
-            "no key that keeps a password hash (db_password: true issues and mails a new one). "
-            f"After converging, {name} logs in by unix_socket, which a site running as {name} over "
-            "the socket passes whatever password it sends; for clients that log in by password, "
-            "put the old hash back: webarch_mariadb.set_password_hash (unix_socket OR "
-            "mysql_native_password), the hash read from mysql.global_priv on this host"
+            f"it has a password{used} that is no mysql_native_password hash: webarch can keep "
+            f"only such a one (db_password_hash). After converging, {name} logs in by "
+            f"unix_socket, which a site running as {name} over the socket passes whatever "
+            "password it sends; for clients that log in by password, give it a new one "
+            "(db_password: true) or set db_password_hash"
         ),
     )
 

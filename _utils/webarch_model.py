@@ -235,11 +235,9 @@ ACCOUNT_KEYS = check.key_table(
         "suspended",
         "true or false",
         False,
-        "Suspend the whole account, its data untouched: every site answers 503 "
-        '"This site is suspended.", SSH and SFTP logins are refused (the user '
-        "expires; its processes are ended when it is suspended), its cron jobs and "
-        "PHP-FPM master stop, and the mail gate refuses its mail. Its files, databases "
-        "and nightly snapshots stay as they are; ``false`` brings everything back.",
+        'Suspend the whole account: its sites answer 503 "This site is suspended.", SSH '
+        "and SFTP are refused (the user expires, its processes end), its cron jobs and "
+        "PHP-FPM stop, the mail gate refuses its mail; its data stays. ``false`` resumes.",
     ),
     Key(
         "fullname",
@@ -292,6 +290,14 @@ ACCOUNT_KEYS = check.key_table(
         "Let the account's MariaDB user log in with a password as well as by its Unix "
         "user (``unix_socket OR mysql_native_password``, unix_socket first, so "
         "applications still need none). Generated and mailed; needs ``email``.",
+    ),
+    Key(
+        "db_password_hash",
+        "mysql_native_password hash (``*`` and 40 hex digits)",
+        None,
+        "Keep an existing password of the account's MariaDB user (an account moved from "
+        "another server: its applications keep their password): ``unix_socket OR "
+        "mysql_native_password`` with this hash, nothing mailed; not with ``db_password``.",
     ),
     Key("resets", "mapping", {}, "Ask for new generated passwords."),
     Key(

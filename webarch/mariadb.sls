@@ -103,10 +103,27 @@ webarch-{{ name }}-mariadb-user:
         what: user
         user: {{ my.user }}
         host: {{ my.host }}
-        unix_socket: {{ not account.notify.db_password }}
+        unix_socket: {{ not (account.notify.db_password or my.password_hash) }}
     - require:
       - service: webarch-mariadb-service
       - user: webarch-{{ name }}-user
+{%-   if my.password_hash %}
+
+# An existing password kept (an account moved from another server).
+webarch-{{ name }}-mariadb-password-hash:
+  module.run:
+    - webarch_mariadb.set_password_hash:
+      - user: {{ my.user }}
+      - host: {{ my.host }}
+      - password_hash: {{ my.password_hash | json }}
+    - unless:
+      - fun: webarch_mariadb.has_password_hash
+        user: {{ my.user }}
+        host: {{ my.host }}
+        password_hash: {{ my.password_hash | json }}
+    - require:
+      - mysql_user: webarch-{{ name }}-mariadb-user
+{%-   endif %}
 
 {%-   for dbname in my.present %}
 

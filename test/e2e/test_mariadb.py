@@ -9,6 +9,8 @@ are this machine's, run in the test host's network namespace only.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -394,3 +396,28 @@ def test_listen_localhost_switch(db):
     assert "webarch-mariadb-service" in str(changed(ret))
     assert "127.0.0.1:3306" in db.run(["ss", "-Hltn"], check=True).stdout
     assert php(db).startswith("ok alice@localhost ")
+
+
+def test_an_existing_password_is_kept_by_its_hash(db):
+    """Issue 19: an account moved from another server keeps its MariaDB password
+    (applications with it in their config go on working): unix_socket OR that
+    password, set from its hash, nothing mailed, the hash in no state output."""
+    password = "legacy-Pass-2019"
+    digest = "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
+    pillar = pillar_for(db.keys, {"alice_wp": None}, mariadb={"listen_localhost": True})
+    pillar["webarch"]["accounts"]["bob"]["state"] = "absent"
+    pillar["webarch"]["accounts"]["alice"]["db_password_hash"] = digest
+    ret = apply(db, pillar)
+    assert failed(ret) == {}
+    assert [k for k in changed(ret) if "password-hash" in k], changed(ret)
+    # root's shell, not alice's Unix user: only her old password logs in as her.
+    login = ["mariadb", "-u", "alice", "--batch", "--skip-column-names", "-e",
+             "SELECT CURRENT_USER()"]  # fmt: skip
+    assert db.run([*login, f"-p{password}"], check=True).stdout.strip() == "alice@localhost"
+    assert db.run([*login, "-pnot-hers"]).returncode != 0
+    # Her own Unix user (her shell, her PHP) still needs none.
+    assert ssh_ok(db, "alice", "mysql -N -e 'SELECT CURRENT_USER()'").strip() == "alice@localhost"
+    assert php(db).startswith("ok alice@localhost ")
+    again = apply(db, pillar)
+    assert failed(again) == {} and changed(again) == {}
+    assert digest not in json.dumps(ret) + json.dumps(again)

@@ -12,6 +12,7 @@ a file tree.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import stat
 from pathlib import Path
@@ -143,7 +144,7 @@ def test_fixture_report_counts(converted):
         kind: sum(e.kind == kind for e in entries)
         for kind in (MAPPED, NOT_MAPPED, DECISION, VALIDATION)
     }
-    assert counts == {MAPPED: 63, NOT_MAPPED: 21, DECISION: 19, VALIDATION: 1}
+    assert counts == {MAPPED: 64, NOT_MAPPED: 21, DECISION: 18, VALIDATION: 1}
 
 
 def test_fixture_report_complete(converted):
@@ -339,6 +340,10 @@ def test_site_type_php_from_files_or_settings():
     assert site_of("")[0]["type"] == "static"
 
 
+#: alice's MariaDB password's hash in the scan (the fixture's; not wp-config's password).
+ALICE_HASH = "*" + "C0FFEE" * 6 + "C0FF"
+
+
 def test_wordpress_database_and_user(converted):
     accounts, by_path, _ = converted
     assert accounts["alice"]["sites"]["blog"]["app"] == {"database": "alice_wp"}
@@ -348,9 +353,20 @@ def test_wordpress_database_and_user(converted):
     assert entry(by_path, f"{wp} DB_HOST").kind == MAPPED
     assert entry(by_path, f"{wp} DB_PASSWORD").kind == NOT_MAPPED
     keep = entry(by_path, "mariadb.users.alice@localhost")
-    assert keep.kind == DECISION
+    assert keep.kind == MAPPED
+    assert "accounts:alice:db_password_hash" in keep.text
     assert "that wp-config.php uses" in keep.text
-    assert "webarch_mariadb.set_password_hash" in keep.text
+    assert accounts["alice"]["db_password_hash"] == ALICE_HASH
+
+
+def test_a_password_that_is_no_native_hash_is_a_decision():
+    scan = fixture_scan()
+    for row in scan["mariadb"]["users"]:
+        row.pop("password_hash", None)
+    pillar, report = leg.convert(scan)
+    (keep,) = [e for e in report.entries if e.path == "mariadb.users.alice@localhost"]
+    assert keep.kind == DECISION and "db_password_hash" in keep.text
+    assert "db_password_hash" not in pillar["webarch"]["accounts"]["alice"]
 
 
 def test_wordpress_other_user_and_tcp_host():
@@ -563,11 +579,15 @@ def test_module_legacy_writes_the_pillar_0600(module, tmp_path, monkeypatch):
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     text = out.read_text()
     assert "by webarch_import.legacy:" in text
-    assert yaml.safe_load(text) == result["pillar"]
+    written = yaml.safe_load(text)
+    # The kept hash is in the file (0600) only, never in the result (the job cache).
+    assert written["webarch"]["accounts"]["alice"]["db_password_hash"] == ALICE_HASH
+    assert ALICE_HASH not in json.dumps(result)
+    assert module._without_hashes(written) == result["pillar"]
     assert "#   /home/alice/.forward: needs a decision" in text
     assert WP_PASSWORD not in text
     summary = result["summary"]
-    assert (summary["mapped"], summary["validation"]) == (63, 1)
+    assert (summary["mapped"], summary["validation"]) == (64, 1)
     assert summary["seconds"] >= 0
 
 

@@ -238,3 +238,29 @@ def test_mysqli_socket_is_webarchs(model):
         "webarch:accounts:alice:php:admin_values:mysqli.default_socket: is set by webarch "
         "(use the account's php keys)"
     ]
+
+
+HASH = "*" + "A1" * 20
+
+
+def test_an_existing_password_hash_is_kept_upper_case(model):
+    built = model.build_model(one_account(db_password_hash=HASH.lower()), host(model), 12)
+    assert built["accounts"]["alice"]["mariadb"]["password_hash"] == HASH
+
+
+def test_no_password_hash_by_default(model):
+    built = model.build_model(one_account(), host(model), 12)
+    assert built["accounts"]["alice"]["mariadb"]["password_hash"] is None
+
+
+@pytest.mark.parametrize("value", ["secret", "*A1", HASH[1:] + "A", 42, "*" + "G" * 40])
+def test_a_bad_password_hash_is_named_never_echoed(model, value):
+    found = problems(model, one_account(db_password_hash=value))
+    assert len(found) == 1 and "webarch:accounts:alice:db_password_hash" in found[0], found
+    assert str(value) not in found[0], found
+
+
+def test_a_kept_password_and_a_new_one_exclude_each_other(model):
+    pillar = one_account(db_password_hash=HASH, db_password=True, email="a@alice.example")
+    found = problems(model, pillar)
+    assert any("db_password_hash" in p and "not with db_password" in p for p in found), found

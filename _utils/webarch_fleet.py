@@ -52,23 +52,26 @@ def clashes(pillars: dict[str, Any]) -> list[str]:
     Every account present on more than one minion, and every site name used
     on more than one, as lines naming each minion and pillar path; sorted.
     """
-    accounts: dict[str, list[str]] = {}
-    names: dict[str, list[str]] = {}
+    accounts: dict[str, list[tuple[str, str]]] = {}
+    names: dict[str, list[tuple[str, str]]] = {}
     for minion in sorted(pillars):
         for name, account in sorted(_present_accounts(pillars[minion]).items()):
             path = ":".join([*ACCOUNTS, name])
-            accounts.setdefault(name, []).append(f"{minion} {path}")
+            accounts.setdefault(name, []).append((minion, path))
             for below, host_name in _site_names(account):
-                names.setdefault(host_name, []).append(f"{minion} {path}:{below}")
-    lines = [
-        f"account {name} is on {len(places)} servers: {'; '.join(places)}"
-        for name, places in sorted(accounts.items())
-        if len({p.split(" ")[0] for p in places}) > 1
+                names.setdefault(host_name, []).append((minion, f"{path}:{below}"))
+    return [
+        *_lines("account {} is on {} servers: {}", accounts),
+        *_lines("site name {} is served by {} servers: {}", names),
     ]
-    lines += [
-        f"site name {host_name} is served by {len({p.split(' ')[0] for p in places})} "
-        f"servers: {'; '.join(places)}"
-        for host_name, places in sorted(names.items())
-        if len({p.split(" ")[0] for p in places}) > 1
-    ]
+
+
+def _lines(form: str, places: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """A line for each key found on more than one minion, with every minion and path."""
+    lines = []
+    for key, found in sorted(places.items()):
+        minions = {minion for minion, _ in found}
+        if len(minions) > 1:
+            where = "; ".join(f"{minion} {path}" for minion, path in found)
+            lines.append(form.format(key, len(minions), where))
     return lines

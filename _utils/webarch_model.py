@@ -544,9 +544,9 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
     if problems.items:
         # Group the problems by account (stable: each account's keep their order).
         raise ModelError(sorted(problems.items, key=lambda p: p.split(":", 3)[:3]))
-    present_names = {a["name"] for a in present}
-    # Suspended accounts keep everything but what runs or takes logins.
+    present_names = {a["name"] for a in present}  # suspended ones keep all but what runs
     active = [a for a in present if not a["suspended"]]
+    suspended = {a["name"] for a in present if a["suspended"]}
     managed_after = sorted((set(host.managed) & set(host.users)) | present_names)
     wanted = set(accounts) if targets is None else set(targets)
     return {
@@ -576,12 +576,12 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         "firewall": net.firewall(present),
         "pam_limits": limits.pam_file(present),
         "limits_oom_score_adjust": limits.OOM_SCORE_ADJUST,
-        "php_masters": php.masters(sorted({a["name"] for a in active} & wanted)),
-        "suspended": sorted(present_names - {a["name"] for a in active}),
+        "php_masters": php.masters(sorted((present_names - suspended) & wanted)),
+        "suspended": sorted(suspended),
         # The users this run expires (suspended) or un-expires (the others).
         "expiry": {
-            "expired": sorted((present_names - {a["name"] for a in active}) & wanted),
-            "open": sorted({a["name"] for a in active} & wanted),
+            "expired": sorted(suspended & wanted),
+            "open": sorted((present_names - suspended) & wanted),
         },
         "matomo": matomo,
         "quota": quota.quota(server, present),

@@ -74,15 +74,25 @@ check: venv
 check-update: venv
 	$(PY) -m formula_check --update
 
-# Everything on Debian 12 test hosts, then the end-to-end tests again on Debian 13
-# where a release can differ (its packages, PHP, Python, systemd).  test_accounts (the
-# pillar's mistakes, test mode, interrupted runs, users and homes: Salt's and the
-# model's logic, the same on both) runs on Debian 12 only: it kept a cold .ci/run
-# under 60 minutes (60m0s with it in session 10).
+# Everything on Debian 12 test hosts and, at the same time, the end-to-end tests on
+# Debian 13 where a release can differ (its packages, PHP, Python, systemd): two pytest
+# runs side by side (a test host mostly waits on one core; this machine has two),
+# the Debian 13 one with its own work dirs (TRIXIE_RUN: hosts of the same name get
+# their own machine names and cgroups), its browser screenshots in test/artifacts/debian13/
+# and its lines marked "debian13|".
+# test_accounts (the pillar's mistakes, test mode, interrupted runs, users and homes:
+# Salt's and the model's logic, the same on both) runs on Debian 12 only.
+TRIXIE_RUN ?= /var/tmp/webarch-test-run-trixie
 test: prereqs venv lint check
-	$(PY) -m pytest --durations=30 test
-	WEBARCH_TEST_RELEASE=trixie $(PY) -m pytest --durations=30 -m e2e \
-	  --ignore=test/e2e/test_accounts.py test
+	@rc=$$(mktemp); \
+	( WEBARCH_TEST_RELEASE=trixie WEBARCH_TEST_RUN=$(TRIXIE_RUN) \
+	  WEBARCH_TEST_ARTIFACTS=$(CURDIR)/test/artifacts/debian13 $(PY) -m pytest \
+	    --durations=30 -m e2e --ignore=test/e2e/test_accounts.py test 2>&1; \
+	  echo $$? > $$rc ) | sed -u 's/^/debian13| /' & \
+	$(PY) -m pytest --durations=30 test; bookworm=$$?; \
+	wait; trixie=$$(cat $$rc); rm -f $$rc; \
+	echo "make test: Debian 12 run exit $$bookworm, Debian 13 run exit $$trixie"; \
+	[ "$$bookworm" = 0 ] && [ "$$trixie" = 0 ]
 
 image: prereqs venv
 	$(PY) -m testhost build --release $(RELEASE)
@@ -107,6 +117,14 @@ clean:
 
 # The benchmarks of issues 8, 15 and 17 (not part of `make test`): one line per figure, then
 # ratios and PASS/MISS per target.  See bench/README.rst; each script takes --quick.
+# PNG charts (bench/charts/) from the benchmarks' saved stdout: BENCH_OUTPUT (files).
+BENCH_OUTPUT ?= $(wildcard /var/tmp/webarch-bench/issue20/*.out)
+.PHONY: charts
+charts: venv
+	$(PY) -m pip install -q $$($(PYTHON) -c 'import tomllib; \
+	  print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))')
+	$(PY) bench/charts.py $(BENCH_OUTPUT)
+
 .PHONY: bench
 bench: prereqs venv
 	$(PY) bench/converge.py --profile

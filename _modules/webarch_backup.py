@@ -11,7 +11,8 @@ by root through the account's symlinks; by default into
 ``overwrite=True``.  The copy keeps modes and times, and then root gives the
 restored entries that were not the account's the owner, group and mode the
 night recorded (the night's copy is written as the account, which cannot set
-them: root records them in ``STORE/ACCOUNT/.owners/DATE.json.gz``), through
+them: root records them in ``STORE/ACCOUNT/.owners/DATE.json.gz``; a btrfs
+snapshot holds them itself, read by root with lstat only), through
 file descriptors opened without following any symlink, never a setuid or
 setgid bit on a file, and only owners a home holds (root, the account, its
 group, the web server's group).
@@ -32,6 +33,7 @@ import subprocess
 from typing import Any
 
 import webarch_backup as model
+import webarch_backup_btrfs as btrfs
 import webarch_paths as paths
 from salt.exceptions import CommandExecutionError
 
@@ -67,11 +69,26 @@ def _days(store: str, name: str) -> list[str]:
         return []
 
 
+def _nights(config: dict[str, Any]) -> dict[str, Any]:
+    """The accounts' last nights, from the status file webarch-backup writes."""
+    try:
+        with open(config["status"], encoding="utf-8") as handle:
+            return json.load(handle).get("accounts", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _status_names(config: dict[str, Any]) -> set[str]:
+    """The accounts with a night in the status file (one no longer backed up too)."""
+    return set(_nights(config))
+
+
 def status() -> dict[str, Any]:
     """
     The snapshots of every account: its days, its last night (when, how long,
-    bytes copied, ok or why not) and its share of the store (bytes, hard links
-    counted once).
+    bytes copied, ok or why not) and its share of the store in bytes, with
+    how it was counted (rsync days: hard links once; btrfs snapshots: the
+    qgroups' exclusive bytes of the days).
 
     CLI Example:
 
@@ -80,11 +97,7 @@ def status() -> dict[str, Any]:
         salt '*' webarch_backup.status
     """
     config = _config()
-    try:
-        with open(config["status"], encoding="utf-8") as handle:
-            nights = json.load(handle).get("accounts", {})
-    except (OSError, ValueError):
-        nights = {}
+    nights = _nights(config)
     accounts = {}
     for name in sorted(set(config["accounts"]) | set(nights)):
         night = nights.get(name, {})
@@ -97,9 +110,32 @@ def status() -> dict[str, Any]:
             "duration": night.get("duration"),
             "bytes_copied": night.get("bytes_copied"),
             "store_bytes": night.get("store_bytes"),
+            "method": night.get("method"),
+            "store_counted": night.get("store_counted", "du of the days (hard links once)"),
             "error": night.get("error"),
         }
     return {"store": config["store"], "days": config["days"], "accounts": accounts}
+
+
+def plan(method: str = "auto", store: str | None = None, subvolumes: bool = False) -> dict:
+    """
+    The method of the nights on this host (``btrfs`` or ``rsync``) for the
+    pillar's ``method`` (``auto``, ``rsync``, ``btrfs``) and ``store``, and
+    ``problem``: why not, when the pillar asks for btrfs and the store is not
+    on the btrfs of the homes (naming ``webarch:backup:method``), else None.
+    ``subvolumes``: whether the homes are made as btrfs subvolumes (quotas on).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_backup.plan btrfs /var/lib/webarch-backups
+    """
+    if method not in btrfs.METHODS:
+        raise CommandExecutionError(f"method must be one of {', '.join(btrfs.METHODS)}")
+    store = store or model.STORE
+    resolved, problem = btrfs.plan(method, store, paths.HOME_BASE, bool(subvolumes))
+    return {"method": resolved, "requested": method, "store": store, "problem": problem}
 
 
 def _relative(path: str, home: str) -> str:
@@ -211,7 +247,12 @@ def restore(
             _as_account(user, [*rsync, f"./{relative}", f"{target}/"], cwd=day)
         owners = {0, user.pw_uid}
         groups = {0, user.pw_gid, grp.getgrnam(paths.WEB_USER).gr_gid}
-        fixed = _restore_attrs(_owners(fds[1], date), relative, target, owners, groups)
+        if btrfs.subvolume_id(fds[-1]) is not None:
+            # A snapshot holds its owners and modes itself.
+            recorded = _snapshot_owners(fds[-1], relative, user.pw_uid, user.pw_gid)
+        else:
+            recorded = _owners(fds[1], date)
+        fixed = _restore_attrs(recorded, relative, target, owners, groups)
     finally:
         for fd in fds:
             os.close(fd)
@@ -310,6 +351,39 @@ def _owners(account_fd: int, date: str) -> dict[str, list[int]]:
         os.close(owners_fd)
     with os.fdopen(fd, "rb") as handle:
         return json.loads(gzip.decompress(handle.read()))["entries"]
+
+
+def _snapshot_owners(day_fd: int, relative: str, uid: int, gid: int) -> dict[str, list[int]]:
+    """
+    The entries of ``relative`` (and below) in a btrfs snapshot whose owner or
+    group is not the account's, as a night's record has them: ``{PATH: [MODE,
+    UID, GID]}``.  Root lists them through directory file descriptors and
+    lstat only (no symlink followed; the snapshot is read-only).
+    """
+    parent, _, name = relative.rpartition("/")
+    prefix = f"{parent}/" if parent else ""
+    found: dict[str, list[int]] = {}
+    dir_fd = _open_dirs(parent.split("/") if parent else [], day_fd)
+    try:
+        top = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        items = [(relative, top)]
+        if stat.S_ISDIR(top.st_mode):
+            start = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                for root, dirs, files, root_fd in os.fwalk(
+                    ".", dir_fd=start, follow_symlinks=False
+                ):
+                    below = f"{prefix}{name}/" + ("" if root == "." else root[2:] + "/")
+                    items += [(below + n, os.stat(n, dir_fd=root_fd, follow_symlinks=False))
+                              for n in [*dirs, *files]]  # fmt: skip
+            finally:
+                os.close(start)
+    finally:
+        os.close(dir_fd)
+    for path, info in items:
+        if (info.st_uid, info.st_gid) != (uid, gid):
+            found[path] = [info.st_mode, info.st_uid, info.st_gid]
+    return found
 
 
 def _restore_attrs(

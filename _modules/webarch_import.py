@@ -137,6 +137,8 @@ READ_MAX = 1 << 20
 #: The most directory entries looked at for a PHP file in a document root.
 WALK_MAX = 50000
 PHP_SUFFIXES = (".php", ".phtml", ".php5", ".php7")
+#: At most this many of a site's files only their owner reads are listed.
+UNSERVED_MAX = 20
 DB_USERS_SQL = (
     "SELECT User, Host, IFNULL(JSON_VALUE(Priv, '$.plugin'), ''), "
     "IF(IFNULL(JSON_VALUE(Priv, '$.authentication_string'), '') <> '', 1, 0), "
@@ -173,6 +175,32 @@ def _has_php(root: str) -> bool:
     return False
 
 
+def _unserved(root: str, web_gid: int) -> list[str]:
+    """Files (not PHP: the account's pool reads those) and directories under ``root``
+    that only their owner can read: mpm-itk served them as the account, webarch's
+    Apache reads them as the web server (others, or the group www-data).  At most
+    UNSERVED_MAX, symlinks not followed, at most WALK_MAX entries looked at."""
+    found: list[str] = []
+    seen = 0
+    for top, dirs, files in os.walk(root):
+        for name, need in [(d, 0o1) for d in dirs] + [
+            (f, 0o4) for f in files if not f.endswith(PHP_SUFFIXES)
+        ]:
+            try:
+                info = os.stat(f"{top}/{name}", follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                continue
+            group_ok = info.st_gid == web_gid and info.st_mode & (need << 3)
+            if not info.st_mode & need and not group_ok:
+                found.append(f"{top}/{name}")
+        seen += len(dirs) + len(files)
+        if seen > WALK_MAX or len(found) >= UNSERVED_MAX:
+            break
+    return found[:UNSERVED_MAX]
+
+
 def _docroot(root: str) -> dict:
     """Owner, PHP files and wp-config.php (or the one WordPress reads one level up)."""
     try:
@@ -184,7 +212,22 @@ def _docroot(root: str) -> dict:
     parent = os.path.dirname(root)
     if wp_config is None and not os.path.exists(f"{parent}/wp-settings.php"):
         wp_config = _read_text(f"{parent}/wp-config.php")
-    return {"owner": owner, "php": _has_php(root), "wp_config": wp_config}
+    try:
+        web_gid = grp.getgrnam(paths.WEB_USER).gr_gid
+    except KeyError:
+        web_gid = -1
+    return {"owner": owner, "php": _has_php(root), "wp_config": wp_config,
+            "unserved": _unserved(root, web_gid)}  # fmt: skip
+
+
+def _in_the_way(home: str) -> list[str]:
+    """The directories of webarch's home layout that are files or symlinks in ``home``."""
+    return [
+        part
+        for part in legacy_import.LAYOUT_DIRS
+        if os.path.islink(f"{home}/{part}")
+        or (os.path.lexists(f"{home}/{part}") and not os.path.isdir(f"{home}/{part}"))
+    ]
 
 
 def _users() -> list[dict]:
@@ -198,7 +241,8 @@ def _users() -> list[dict]:
             group = str(entry.pw_gid)
         found.append({"name": entry.pw_name, "uid": entry.pw_uid, "gid": entry.pw_gid,
                       "group": group, "gecos": entry.pw_gecos, "home": entry.pw_dir,
-                      "shell": entry.pw_shell})  # fmt: skip
+                      "shell": entry.pw_shell,
+                      "in_the_way": _in_the_way(entry.pw_dir)})  # fmt: skip
     return found
 
 

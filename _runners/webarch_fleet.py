@@ -25,7 +25,8 @@ def check(tgt: str = "*", tgt_type: str = "glob") -> dict[str, Any]:
     """
     Every clash between the targeted minions' pillars (accounts present on
     two minions, site names served by two), each with its minions and pillar
-    paths; ``ok`` is false (and the run's exit code 1) when there is one.
+    paths; ``ok`` is false and ``retcode`` (salt-run's exit code) 1 when
+    there is one.
 
     CLI Example:
 
@@ -38,6 +39,7 @@ def check(tgt: str = "*", tgt_type: str = "glob") -> dict[str, Any]:
     minions = sorted(found["minions"])
     pillars = {minion: __salt__["pillar.show_pillar"](minion) for minion in minions}
     lines = fleet.clashes(pillars)
-    if lines:
-        __context__["retcode"] = 1
-    return {"ok": not lines, "minions": minions, "clashes": lines}
+    retcode = 1 if lines else 0
+    # success of the job's return event; salt-run exits with the return's retcode.
+    __context__["retcode"] = retcode
+    return {"ok": not lines, "minions": minions, "clashes": lines, "retcode": retcode}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import webarch_backup_btrfs as btrfs
 import webarch_check as check
 import webarch_layout as layout
 import webarch_paths as paths
@@ -78,6 +79,20 @@ BACKUP_KEYS = check.key_table(
         "once its own snapshot of the account is complete.",
     ),
     Key(
+        "method",
+        "``auto``, ``rsync`` or ``btrfs``",
+        "auto",
+        "How a night is taken. ``rsync``: a copy of each home made as its account, "
+        "unchanged files hard links to the day before (any file system; a night "
+        "costs a look at every file). ``btrfs``: a read-only btrfs snapshot of each "
+        "home, made by the kernel (a night costs what changed); it needs the homes "
+        "to be btrfs subvolumes (the formula makes them so where ``quota`` is on) "
+        "and the store on the same btrfs (a subvolume of it mounted at ``store``); "
+        "otherwise the run fails naming this key. ``auto``: ``btrfs`` where the "
+        "store is on the btrfs of the homes and quotas are on, else ``rsync`` (an "
+        "older home that is no subvolume is copied with rsync).",
+    ),
+    Key(
         "time",
         "time of day ``HH:MM``",
         "04:00",
@@ -101,6 +116,11 @@ def backup_settings(value: Any, server_paths: dict, problems: check.Problems) ->
     enabled = check.boolean(get("enabled"), [*path, "enabled"], problems)
     store = _store(get("store"), server_paths, [*path, "store"], problems)
     days = check.integer(get("days"), [*path, "days"], problems, 1, 3650)
+    method = get("method")
+    if method not in btrfs.METHODS:
+        choices = ", ".join(btrfs.METHODS)
+        problems.add([*path, "method"], f"must be one of {choices}, not {check.describe(method)}")
+        method = None
     time = get("time")
     if not isinstance(time, str) or not TIME_RE.fullmatch(time):
         problems.add([*path, "time"], f"must be a time of day HH:MM, not {check.describe(time)}")
@@ -109,6 +129,7 @@ def backup_settings(value: Any, server_paths: dict, problems: check.Problems) ->
         "enabled": bool(enabled),
         "store": store,
         "days": days,
+        "method": method,
         "time": time,
         "on_calendar": f"*-*-* {time}:00" if time else None,
     }
@@ -164,6 +185,9 @@ def backup(server: dict, present: list[dict]) -> dict:
         "config": {
             "store": settings["store"],
             "days": settings["days"],
+            # The pillar's; backup.sls puts the method of the host in "method".
+            "requested": settings["method"],
+            "method": settings["method"],
             "excludes": list(EXCLUDES),
             "admin_email": server["admin_email"],
             "from": server["notify"]["from"],

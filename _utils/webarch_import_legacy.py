@@ -17,9 +17,11 @@ as being there (``password: true``), never its hash.
 
 The scan (the shape :py:func:`webarch_import.legacy` builds)::
 
-    users:      [{name, uid, gid, group, gecos, home, shell}]   # uid 1000-59999
+    users:      [{name, uid, gid, group, gecos, home, shell,    # uid 1000-59999
+                  in_the_way: [DIR]}]   # optional: layout dirs that are files or symlinks
     vhosts:     {PATH: TEXT}            # /etc/apache2/sites-enabled/*.conf
-    docroots:   {DIR: {owner: USER|null, php: bool, wp_config: TEXT|null}}
+    docroots:   {DIR: {owner: USER|null, php: bool, wp_config: TEXT|null,
+                       unserved: [PATH]}}   # optional: files only their owner reads
     crontabs:   {USER: TEXT}            # /var/spool/cron/crontabs/USER
     forwards:   {USER: TEXT}            # ~/.forward
     mariadb:    null (none found) or
@@ -47,10 +49,14 @@ from webarch_import_legacy_apache import SOURCE, clean_dir, docroots, parse_apac
 from webarch_import_legacy_sites import Context
 from webarch_import_report import ConversionError, Report, Run
 
-__all__ = ["ConversionError", "Report", "convert", "docroots", "parse_apache"]
+__all__ = ["LAYOUT_DIRS", "ConversionError", "Report", "convert", "docroots", "parse_apache"]
 
 SCAN_KEYS = ("users", "vhosts", "docroots", "crontabs", "forwards", "mariadb")
 USER_KEYS = ("name", "uid", "gid", "group", "gecos", "home", "shell")
+#: The directories of webarch's home layout below the home (webarch_layout.account_dirs).
+LAYOUT_DIRS = tuple(
+    d["path"].split("/", 3)[3] for d in layout.account_dirs("user") if d["id"] != "home"
+)
 
 DB_SYSTEM_USERS = ("root", "mariadb.sys", "mysql", "debian-sys-maint", "")
 GRANT_RE = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<db>`(?:[^`]|``)+`|\*)\.(?P<table>\S+) TO ")
@@ -100,8 +106,12 @@ def _check_shape(scan: Any, run: Run) -> None:
     else:
         for index, user in enumerate(users):
             upath = ["users", str(index)]
-            if not isinstance(user, dict) or set(user) != set(USER_KEYS):
-                run.error(upath, f"must be a mapping of {', '.join(USER_KEYS)}")
+            if not isinstance(user, dict) or set(user) - {"in_the_way"} != set(USER_KEYS):
+                run.error(upath, f"must be a mapping of {', '.join(USER_KEYS)}[, in_the_way]")
+            elif not isinstance(user.get("in_the_way", []), list) or not all(
+                isinstance(p, str) and p in LAYOUT_DIRS for p in user.get("in_the_way", [])
+            ):
+                run.error([*upath, "in_the_way"], f"must be a list of {', '.join(LAYOUT_DIRS)}")
             elif not all(isinstance(user[k], int) for k in ("uid", "gid")):
                 run.error(upath, "uid and gid must be integers")
             elif not all(isinstance(user[k], str) for k in ("name", "group", "home", "shell")):
@@ -114,9 +124,15 @@ def _check_shape(scan: Any, run: Run) -> None:
             run.error([key], "must be a mapping of names to texts")
     roots = scan.get("docroots", {})
     if not isinstance(roots, dict) or not all(
-        isinstance(v, dict) and set(v) == {"owner", "php", "wp_config"} for v in roots.values()
+        isinstance(v, dict)
+        and set(v) - {"unserved"} == {"owner", "php", "wp_config"}
+        and isinstance(v.get("unserved", []), list)
+        for v in roots.values()
     ):
-        run.error(["docroots"], "must be a mapping of directories to {owner, php, wp_config}")
+        run.error(
+            ["docroots"],
+            "must be a mapping of directories to {owner, php, wp_config[, unserved]}",
+        )
     mariadb = scan.get("mariadb")
     if mariadb is not None and (
         not isinstance(mariadb, dict)
@@ -159,7 +175,13 @@ def _accounts(ctx: Context) -> None:
         ctx.accounts[name] = account
         if layout.ID_MIN <= user["uid"] <= layout.ID_MAX:
             account["uid"] = user["uid"]
-            run.mapped([*path, "uid"], f"accounts:{name}:uid (kept: the files keep their owner)")
+            # This existing user is the account: converging takes it over in place.
+            account["adopt"] = True
+            run.mapped(
+                [*path, "uid"],
+                f"accounts:{name}:uid and adopt: true (the user is adopted: its uid, "
+                "group and files kept)",
+            )
         else:
             run.decide(
                 [*path, "uid"],
@@ -191,6 +213,12 @@ def _accounts(ctx: Context) -> None:
                 f"{' or '.join(layout.SHELLS)}: the account gets {layout.SHELLS[0]}",
             )
         home = clean_dir(user["home"])
+        for part in user.get("in_the_way", []):
+            run.decide(
+                [*path, "home", part],
+                f"~/{part} is a file or a symlink where webarch's home layout has a "
+                "directory: move it away before converging (the run fails on it)",
+            )
         if home == paths.home(name):
             run.mapped([*path, "home"], f"the home {home} (adopted where it is)")
         else:

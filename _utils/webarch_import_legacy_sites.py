@@ -458,6 +458,14 @@ def _php_number(value: str, kind: str) -> int | None:
 def _site_type(info: dict, sctx: dict, ctx: Context) -> None:
     """static, php or wordpress: from the files of the document root."""
     run, data, target, root = ctx.run, sctx["data"], sctx["target"], sctx["root"]
+    for path in info.get("unserved", []):
+        run.decide(
+            [path],
+            "only its owner can read it: mpm-itk served it as the account, webarch's "
+            f"Apache reads a site's files as {paths.WEB_USER} (PHP files excepted): "
+            f"'chgrp {paths.WEB_USER} FILE; chmod g+r FILE' (g+x for a directory) keeps "
+            "it served, else it answers 403",
+        )
     if info.get("wp_config"):
         data["type"] = "wordpress"
         run.mapped(
@@ -480,10 +488,15 @@ def _wp_config(text: str, sctx: dict, ctx: Context) -> None:
     found = {m.group(1): m.group(3) for m in WP_DEFINE_RE.finditer(text)}
     where = f"{root}/wp-config.php"
     if "DB_NAME" in found:
-        sctx["data"]["app"] = {"database": found["DB_NAME"]}
-        run.mapped([f"{where} DB_NAME"], f"{sctx['target']}:app:database")
+        # No app block: it would have webarch set and mail a new admin password
+        # (the notification of an app), replacing the existing admin's.
+        run.mapped(
+            [f"{where} DB_NAME"],
+            f"the database {found['DB_NAME']} (an account's by its grants, see mariadb; "
+            f"{sctx['target']} gets no app block: the existing admin keeps its password)",
+        )
     else:
-        run.decide([where], "no DB_NAME define found: name the database in app:database")
+        run.decide([where], "no DB_NAME define found: which database does WordPress use?")
     db_user = found.get("DB_USER")
     if db_user == user:
         run.mapped([f"{where} DB_USER"], f"the account's MariaDB user {user}@localhost")

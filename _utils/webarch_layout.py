@@ -304,6 +304,46 @@ def account_dirs(name: str) -> list[dict]:
     ]
 
 
+#: The ``adopt`` key's documentation (webarch_model's account table).
+ADOPT_DOC = (
+    "Take over the existing Unix user of this name, which webarch did not create (a "
+    "server of the old platform, scanned by ``webarch_import.legacy``): needs ``uid`` "
+    "equal to the user's, and ``gid`` equal to its group's when set. The user keeps its "
+    "uid, group and every file; its home gets webarch's layout (the home root's, "
+    "``~/sites``, ``~/logs``, ``~/tmp``, ``~/private``, ``~/.ssh``: each made or its "
+    "owner and mode set, nothing in them deleted or rewritten; a layout path that is a "
+    "file or a symlink fails the run). From the first run on the user is webarch's, like "
+    "one it created (``state: absent`` archives and removes it). Without ``adopt`` such "
+    "a user is refused."
+)
+
+
+def _adoption(account: dict, host: HostUsers, path: list[str], problems: check.Problems) -> bool:
+    """Whether ``account`` adopts its existing unmanaged user; report a mismatch."""
+    name = account["name"]
+    if not account.get("adopt") or name in host.managed:
+        return False
+    uid, gid = host.users.get(name), host.groups.get(name)
+    if uid is None and gid is None:
+        return False
+    ok = True
+    if uid is not None and account["uid"] != uid:
+        given = "" if account["uid"] is None else f", not {account['uid']}"
+        problems.add(
+            [*path, "uid"],
+            f"must be {uid} to adopt the existing user {name!r} (adopt: true keeps its "
+            f"uid and files){given}",
+        )
+        ok = False
+    if gid is not None and account["gid"] is not None and account["gid"] != gid:
+        problems.add(
+            [*path, "gid"],
+            f"must be {gid} (the existing group {name!r}) to adopt it, not {account['gid']}",
+        )
+        ok = False
+    return ok
+
+
 def check_host_clashes(
     account: dict, host: HostUsers, reserved: frozenset[str], problems: check.Problems
 ) -> None:
@@ -313,7 +353,7 @@ def check_host_clashes(
     if name in reserved:
         problems.add(path, f"username {name!r} is reserved")
         return
-    managed = name in host.managed
+    managed = name in host.managed or _adoption(account, host, path, problems)
     uid = host.users.get(name)
     if uid is not None and not ID_MIN <= uid <= ID_MAX:
         problems.add(path, f"username {name!r} is a system user on this host (uid {uid})")
@@ -321,7 +361,7 @@ def check_host_clashes(
         problems.add(
             path,
             f"username {name!r} clashes with existing user (uid {uid}) that webarch "
-            "does not manage",
+            "does not manage (adopt: true, with its uid, takes it over)",
         )
     gid = host.groups.get(name)
     if gid is not None and not ID_MIN <= gid <= ID_MAX:
@@ -330,7 +370,7 @@ def check_host_clashes(
         problems.add(
             path,
             f"group {name!r} already exists on this host (gid {gid}) and webarch "
-            "does not manage it",
+            "does not manage it (adopt: true takes it over)",
         )
     for key, wanted, owner in (
         ("uid", account["uid"], host.uid_owner),

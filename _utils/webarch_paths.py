@@ -88,6 +88,11 @@ APACHE_CONF = f"{APACHE_DIR}/conf-available/webarch.conf"
 APACHE_HTTP_SITE = f"{APACHE_DIR}/sites-available/000-webarch.conf"
 APACHE_DEFAULT_CERT = f"{APACHE_DIR}/webarch-default.crt"
 APACHE_DEFAULT_KEY = f"{APACHE_DIR}/webarch-default.key"
+#: The accounts' site files as Salt renders them, before webarch-apache-sites
+#: checks them all at once and puts them in sites-available (root's only).
+APACHE_STAGING_DIR = f"{CONFIG_DIR}/apache-sites"
+#: Its last install's refused files and why (JSON, root's).
+APACHE_SITES_VERDICTS = "/run/webarch-apache-sites.json"
 #: The accounts' own logs (~/logs/*), rotated daily.
 LOGROTATE_CONF = "/etc/logrotate.d/webarch"
 

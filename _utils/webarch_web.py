@@ -29,9 +29,12 @@ APACHE_MODULES = (
 )  # fmt: skip
 
 #: Off: the other MPMs (mpm_itk too: an imported server of the old platform may
-#: have it), the ways to run code as Apache's own user, and mod_status.
+#: have it), the ways to run code as Apache's own user, and mod_status.  In this
+#: order, each after the one before (apache.sls): ``a2dismod mpm_prefork`` refuses
+#: while a module that depends on it is on (mpm_itk, and mod_php, which apache()
+#: puts first), and ``a2enmod mpm_event`` while prefork is on.
 APACHE_MODULES_OFF = (
-    "mpm_prefork", "mpm_worker", "mpm_itk", "cgi", "cgid", "userdir", "include", "suexec",
+    "mpm_itk", "mpm_prefork", "mpm_worker", "cgi", "cgid", "userdir", "include", "suexec",
     # A .htaccess can name any handler (AddType server-status .txt, or a
     # RewriteRule's [H=server-status]): the server's status page is no account's.
     "status",
@@ -508,7 +511,7 @@ def apache(server: dict) -> dict:
     """Apache's server-wide settings: the modules on and off, what .htaccess may hold."""
     return {
         "modules": list(APACHE_MODULES),
-        "modules_off": [*APACHE_MODULES_OFF, f"php{server['php_version']}"],
+        "modules_off": [f"php{server['php_version']}", *APACHE_MODULES_OFF],
         "htaccess_directives": list(HTACCESS_DIRECTIVES),
         "allow_override": htaccess.ALLOW_OVERRIDE,
         "auth_dir": paths.APACHE_AUTH_DIR,

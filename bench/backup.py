@@ -50,10 +50,21 @@ before.  Nothing is asserted (a shared 2-core machine).  Run from the repository
 as root::
 
     PYTHONPATH=test .venv/bin/python bench/backup.py [--quick] [--keep] [--formula DIR]
+        [--method btrfs]
+
+``--method btrfs`` (host ``wb-backup-btrfs``): /home is a btrfs of its own
+(testhost.homefs, BTRFS_MIB on a loop device) with quotas on, so each home is
+a subvolume, and the store is a subvolume of it mounted at STORE; a night is a
+read-only snapshot of each home.  There ``bytes_copied`` is none (nothing is
+copied), ``store_bytes`` the qgroups' exclusive bytes of the days, and the
+store walk is not made (the job makes none); the copied-vs-changed target
+does not apply; wrk runs last 1 s (before the nights as during night 2), to
+fall within a night of a few seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import re
@@ -62,6 +73,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from common import (
@@ -71,13 +84,16 @@ from common import (
     base_arguments,
     bench_host,
     bench_pillar,
+    cached_image,
     figure,
+    formula_snapshot,
     progress,
     ratio,
     sh,
     target,
 )
 from testhost import config
+from testhost.homefs import HomeFs
 
 #: The tree of every account: small files (1 to SMALL_KIB KiB), their directories, large files.
 SMALL_FILES = 1500
@@ -96,6 +112,10 @@ NEEDED_FREE = 6 * 1024**3
 APP = "sites/www/app"
 STORE = "/var/lib/webarch-backups"
 PAGE = "bench.php"
+#: --method btrfs: the size of the hosts's /home (homes, their snapshots, the dumps).
+BTRFS_MIB = 6144
+#: --method btrfs: the store's subvolume on the btrfs of the homes (mounted at STORE).
+BTRFS_STORE = "/home/.webarch-backups"
 
 #: Makes every account's tree (as the account's files); prints the totals as JSON.
 TREE_SCRIPT = r"""
@@ -348,11 +368,32 @@ def site(name: str) -> str:
     return f"www.{name}.example"
 
 
-def pillar(count: int) -> dict[str, Any]:
-    """The bench accounts with the snapshots on (default store, 30 days)."""
+def pillar(count: int, method: str) -> dict[str, Any]:
+    """The bench accounts with the snapshots on (default store, 30 days); btrfs:
+    quotas on (no limits), so that each home is a subvolume."""
     data = bench_pillar(count)
-    data["webarch"]["backup"] = {"enabled": True}
+    data["webarch"]["backup"] = {"enabled": True, "method": method}
+    if method == "btrfs":
+        data["webarch"]["quota"] = {"enabled": True}
     return data
+
+
+@contextlib.contextmanager
+def btrfs_host(release: str, formula: Path | None, keep: bool) -> Iterator[Host]:
+    """``wb-backup-btrfs``: /home a btrfs, the store a subvolume of it at STORE."""
+    host = Host(name="wb-backup-btrfs", image=cached_image(release),
+                formula_dir=formula_snapshot(formula),
+                home_fs=HomeFs(size_mb=BTRFS_MIB, fstype="btrfs"))  # fmt: skip
+    if host.is_running():
+        host.stop()
+    host.start()
+    try:
+        sh(host, f"btrfs -q subvolume create {BTRFS_STORE} && mkdir -p {STORE}"
+                 f" && mount --bind {BTRFS_STORE} {STORE}")  # fmt: skip
+        yield host
+    finally:
+        if not keep:
+            host.stop()
 
 
 def py(host: Host, script: str, args: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
@@ -429,7 +470,7 @@ def status(host: Host, date: str, accounts: list[str]) -> dict[str, float]:
         raise RuntimeError(f"night {date} not ok for {bad[:5]}: {[got.get(n) for n in bad[:2]]}")
     return {
         "accounts_s": sum(got[n]["duration"] for n in accounts),
-        "bytes_copied": sum(got[n]["bytes_copied"] for n in accounts),
+        "bytes_copied": sum(got[n]["bytes_copied"] or 0 for n in accounts),
         "store_bytes": sum(got[n]["store_bytes"] for n in accounts),
         "days": min(len(got[n]["days"]) for n in accounts),
     }
@@ -496,7 +537,10 @@ def night(
     started = time.monotonic()
     sh(host, f"sync -f {STORE}/")
     flush_s = time.monotonic() - started
-    walk = py(host, WALK_SCRIPT, {"accounts": accounts, "store": STORE})
+    btrfs = measured_method(host) == "btrfs"
+    walk = (
+        {"seconds": 0.0} if btrfs else py(host, WALK_SCRIPT, {"accounts": accounts, "store": STORE})
+    )
     measured = json.loads(host.read_file(f"/root/bench-night-{number}.json"))
     if measured["returncode"] != 0:
         raise RuntimeError(
@@ -515,6 +559,11 @@ def night(
     return figures, runs
 
 
+def measured_method(host: Host) -> str:
+    """The method of the host's nights (backup.json, from the Salt run)."""
+    return json.loads(host.read_file("/etc/webarch/backup.json"))["method"]
+
+
 def main() -> int:
     parser = base_arguments(__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -524,11 +573,19 @@ def main() -> int:
         help="nights to make (at least 3; those after the third are quiet like it: how a"
         " night's cost grows with the days kept)",
     )
+    parser.add_argument(
+        "--method",
+        choices=("rsync", "btrfs"),
+        default="rsync",
+        help="rsync (any file system) or btrfs (homes and store on one btrfs)",
+    )
     args = parser.parse_args()
     if args.nights < 3:
         parser.error("--nights: at least 3")
     count = 10 if args.quick else 100
     wrk_s, before_rounds = (3, 1) if args.quick else (5, 2)
+    if args.method == "btrfs":  # a night of a few seconds: shorter runs, before as during
+        wrk_s, before_rounds = 1, 4
     where = config.run_root()
     while not where.exists():
         where = where.parent
@@ -537,11 +594,14 @@ def main() -> int:
         raise SystemExit(f"only {free / 1024**3:.1f} GiB free: the run needs about 3 GiB + margin")
     accounts = [account_name(i) for i in range(1, count + 1)]
     load = loaded_accounts(count)
-    with bench_host(
-        "wb-backup", release=args.release, formula=args.formula, keep=args.keep
-    ) as host:
+    if args.method == "btrfs":
+        booted = btrfs_host(args.release, args.formula, args.keep)
+    else:
+        booted = bench_host("wb-backup", release=args.release, formula=args.formula,
+                            keep=args.keep)  # fmt: skip
+    with booted as host:
         sh(host, f"echo '127.0.0.1 {' '.join(site(n) for n in load)}' >> /etc/hosts")
-        host.set_pillar(pillar(count))
+        host.set_pillar(pillar(count, args.method))
         progress(f"converging {count} accounts with the snapshots on")
         run = apply_webarch(host)
         progress(f"converged in {run.seconds:.0f}s ({run.states} states)")
@@ -629,13 +689,21 @@ def main() -> int:
                 rchar=figures["rchar"],
                 wchar=figures["wchar"],
             )
-        du = sh(host, f"du -sb --apparent-size {STORE}; du -sB1 {STORE}")
-        progress(f"store (apparent, disk): {' '.join(du.split()[::2])}")
-    return report(nights, summary(before), summary(during) if during else None)
+        method = measured_method(host)
+        if method == "btrfs":
+            progress(sh(host, f"btrfs filesystem df {STORE}; btrfs qgroup show --raw {STORE}"
+                              " | tail -n 3"))  # fmt: skip
+        else:
+            du = sh(host, f"du -sb --apparent-size {STORE}; du -sB1 {STORE}")
+            progress(f"store (apparent, disk): {' '.join(du.split()[::2])}")
+    return report(nights, summary(before), summary(during) if during else None, method)
 
 
 def report(
-    nights: list[dict[str, Any]], before: dict[str, float], during: dict[str, float] | None
+    nights: list[dict[str, Any]],
+    before: dict[str, float],
+    during: dict[str, float] | None,
+    method: str = "rsync",
 ) -> int:
     """Ratios and targets: following nights against the first, sites before and during."""
     first = nights[0]
@@ -684,13 +752,15 @@ def report(
         f"night 3 / night 1 {bytes_ratio:.4f} (< 0.05; {quiet['store_added']} / "
         f"{first['store_added']} bytes)",
     )
-    copied = ratio(quiet["bytes_copied"], quiet["changed_since"])
-    target(
-        "backup_following_copied_vs_changed",
-        0.9 <= copied <= 1.1,
-        f"{copied:.3f} (0.9-1.1; {quiet['bytes_copied']} copied / {quiet['changed_since']} "
-        "bytes of files changed since the last night: the bench's, dumps, logs)",
-    )
+    figure("backup_method", method=method)
+    if method != "btrfs":  # a snapshot copies nothing
+        copied = ratio(quiet["bytes_copied"], quiet["changed_since"])
+        target(
+            "backup_following_copied_vs_changed",
+            0.9 <= copied <= 1.1,
+            f"{copied:.3f} (0.9-1.1; {quiet['bytes_copied']} copied / {quiet['changed_since']} "
+            "bytes of files changed since the last night: the bench's, dumps, logs)",
+        )
     figure("backup_sites", phase="before", **{k: round(v, 2) for k, v in before.items()})
     if during is None:
         progress("night 2 ended before a wrk run did: no figure during the night")

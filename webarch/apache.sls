@@ -3,8 +3,12 @@
 # Apache with core modules only (event MPM, proxy_fcgi, ssl, http2, md): one
 # port-80 virtual host redirecting to HTTPS, and a file per account with a
 # virtual host per site.  Every file is checked with apache2 -t (together with
-# the rest of the configuration) before it is put in place: a bad file keeps
-# the old one live and fails its state, the others still reload.
+# the rest of the configuration) before it is put in place: the server-wide
+# files one by one, the accounts' files all at once (rendered into a staging
+# directory, then webarch-apache-sites checks every changed one in a single
+# apache2 -t and puts those that pass in place).  A bad file keeps the old one
+# live and fails webarch-apache-sites-refused, naming it; the others still
+# reload.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
 {%- set apache = webarch.apache %}
@@ -23,9 +27,10 @@ webarch-apache-module-{{ module }}:
     - name: {{ module }}
     - require:
       - pkg: webarch-packages
-      - apache_module: webarch-apache-module-off-{{ apache.modules_off[0] }}
+      - apache_module: webarch-apache-module-off-{{ apache.modules_off[-1] }}
 {%- endfor %}
 
+{#- Each after the one before: a module that depends on another goes first. #}
 {%- for module in apache.modules_off %}
 
 webarch-apache-module-off-{{ module }}:
@@ -33,6 +38,9 @@ webarch-apache-module-off-{{ module }}:
     - name: {{ module }}
     - require:
       - pkg: webarch-packages
+{%-   if not loop.first %}
+      - apache_module: webarch-apache-module-off-{{ loop.previtem }}
+{%-   endif %}
 {%- endfor %}
 
 {%- for site in ('000-default', 'default-ssl') %}
@@ -60,11 +68,25 @@ webarch-apache-restart-for-modules:
 
 webarch-apache-check-script:
   file.managed:
-    - name: {{ webarch.paths.program_dir }}/webarch-apache-check
-    - source: salt://{{ tplroot }}/files/programs/webarch-apache-check.sh
+    - names:
+      - {{ webarch.paths.program_dir }}/webarch-apache-check:
+        - source: salt://{{ tplroot }}/files/programs/webarch-apache-check.sh
+      - {{ webarch.paths.program_dir }}/webarch-apache-sites:
+        - source: salt://{{ tplroot }}/files/programs/webarch_apache_sites.py
     - user: root
     - group: root
     - mode: '0755'
+
+# The accounts' files as rendered (see webarch-apache-sites-install); a full
+# run removes those of accounts no longer here.
+webarch-apache-staging-dir:
+  file.directory:
+    - name: {{ webarch.paths.apache_staging_dir }}
+    - user: root
+    - group: root
+    - mode: '0700'
+    - makedirs: true
+    - clean: {{ webarch.only is none }}
 
 # Apache's piped logger: a reload of Apache starts it anew (it watches this).
 webarch-apache-log-split:
@@ -236,9 +258,7 @@ webarch-apache-waf-module-off:
   apache_module.disabled:
     - name: security2
     - require:
-{%-   for name in webarch.present %}
-      - file: webarch-{{ name }}-apache-sites
-{%-   endfor %}
+      - cmd: webarch-apache-sites-install
       - pkg: webarch-packages
 {%- endif %}
 
@@ -275,13 +295,13 @@ webarch-{{ name }}-site-{{ site_name }}-auth:
 
 webarch-{{ name }}-apache-sites:
   file.managed:
-    - name: {{ account.apache.file }}
+    - name: {{ webarch.paths.apache_staging_dir }}/{{ account.apache.site }}.conf
     - source: salt://{{ tplroot }}/files/templates/apache-account.conf.jinja
     - template: jinja
     - user: root
     - group: root
-    - mode: '0644'
-    - check_cmd: {{ webarch.paths.program_dir }}/webarch-apache-check {{ account.apache.file }}
+    - mode: '0600'
+    - makedirs: true
     - context:
         account: {{ account | json }}
         override_list: {{ apache.htaccess_directives | json }}
@@ -294,11 +314,47 @@ webarch-{{ name }}-apache-sites:
 {%-   if waf.enabled %}
       - file: webarch-apache-waf-conf
 {%-   endif %}
+    - require_in:
+      - file: webarch-apache-staging-dir
   apache_site.enabled:
     - name: {{ account.apache.site }}
     - require:
+      - cmd: webarch-apache-sites-install
+{%- endfor %}
+
+# One apache2 -t of the whole configuration with every changed account file
+# in it (on a scratch copy of /etc/apache2), then those that pass go live: a
+# check per file read every other account's file each time (quadratic in
+# accounts).  A file refused keeps the live one; webarch-apache-sites-refused
+# fails, naming the account and quoting Apache.  Both run only when a staged
+# file is not live.
+webarch-apache-sites-install:
+  cmd.run:
+    - name: {{ webarch.paths.program_dir }}/webarch-apache-sites install
+    - unless: {{ webarch.paths.program_dir }}/webarch-apache-sites current
+    - stateful: true
+    - require:
+      - file: webarch-apache-check-script
+      - file: webarch-program-lib
+      - file: webarch-apache-staging-dir
+      - file: webarch-apache-webarch
+      - apache_conf: webarch-apache-webarch
+      - file: webarch-apache-000-webarch
+      - apache_site: webarch-apache-000-webarch
+{%- if waf.enabled %}
+      - file: webarch-apache-waf-conf
+{%- endif %}
+{%- for name in webarch.present %}
       - file: webarch-{{ name }}-apache-sites
 {%- endfor %}
+
+webarch-apache-sites-refused:
+  cmd.run:
+    - name: {{ webarch.paths.program_dir }}/webarch-apache-sites refused
+    # (The last install's refusals, if any; the program says which still are.)
+    - onlyif: grep -qs sha256 {{ webarch.paths.apache_sites_verdicts }}
+    - require:
+      - cmd: webarch-apache-sites-install
 
 # mod_md fetches certificates in the background and stages them; Apache uses a
 # new one after a graceful reload.  mod_md reports "renewed" (the first
@@ -391,8 +447,8 @@ webarch-apache-service:
 {%- elif webarch.only is none %}
 {%-   do watched.append('apache_module: webarch-apache-waf-module-off') %}
 {%- endif %}
+{%- do watched.append('cmd: webarch-apache-sites-install') %}
 {%- for name in webarch.present %}
-{%-   do watched.extend(['file: webarch-' ~ name ~ '-apache-sites',
-                         'apache_site: webarch-' ~ name ~ '-apache-sites']) %}
+{%-   do watched.append('apache_site: webarch-' ~ name ~ '-apache-sites') %}
 {%- endfor %}
     {{- service_requisites('watch_any', watched) }}

@@ -7,6 +7,8 @@
 # at ~/backups/files (the mount is in chroot.sls, from the account's chroot).
 # STORE is root's (0711): nobody lists it; each account's rsync reaches its
 # own STORE/USERNAME (0700) only, and no account's chroot shows the store.
+# On btrfs (webarch:backup:method) a night is a read-only snapshot of each
+# home (a subvolume) made by the kernel as STORE/USERNAME/days/YYYY-MM-DD.
 # Switched off: the timer and its units go, the store and its days stay.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch, service_requisites with context %}
@@ -21,14 +23,31 @@ include:
   - {{ tplroot }}.mariadb
   - {{ tplroot }}.chroot
 {%- if backup.enabled %}
+{#- btrfs or rsync on this host (webarch:backup:method; auto: btrfs where the
+    store is on the btrfs of the homes and they are subvolumes, quotas on). #}
+{%-   set plan = salt['webarch_backup.plan'](backup.method, backup.store, webarch.quota.enabled) %}
+
+# Fails (naming webarch:backup:method) when btrfs is asked for and cannot be.
+webarch-backup-method:
+  webarch_backup.method:
+    - name: {{ backup.store }}
+    - method: {{ backup.method }}
+    - subvolumes: {{ webarch.quota.enabled }}
+    - require_in:
+      - file: webarch-backup-config
+      - file: webarch-backup-units
 
 webarch-backup-program:
   file.managed:
-    - name: {{ program }}
-    - source: salt://{{ tplroot }}/files/programs/webarch_backup.py
+    - names:
+      - {{ program }}:
+        - source: salt://{{ tplroot }}/files/programs/webarch_backup.py
+        - mode: '0755'
+      - {{ webarch.paths.program_lib_dir }}/webarch_backup_btrfs.py:
+        - source: salt://_utils/webarch_backup_btrfs.py
+        - mode: '0644'
     - user: root
     - group: root
-    - mode: '0755'
     - require:
       - file: webarch-program-lib
 
@@ -50,7 +69,7 @@ webarch-backup-log-dir:
 webarch-backup-config:
   file.serialize:
     - name: {{ backup.config_path }}
-    - dataset: {{ backup.config | json }}
+    - dataset: {{ dict(backup.config, method=plan.method) | json }}
     - serializer: json
     - user: root
     - group: root
@@ -98,6 +117,7 @@ webarch-backup-units:
             program: {{ program }}
             store: {{ backup.store }}
             state_dir: {{ webarch.paths.state_dir }}
+            snapshots: {{ plan.method == 'btrfs' }}
       - {{ units[1] }}:
         - source: salt://{{ tplroot }}/files/systemd/{{ backup.unit }}.timer.jinja
         - context:
@@ -131,7 +151,8 @@ webarch-backup-stop:
 
 webarch-backup-absent:
   file.absent:
-    - names: {{ (units + [program, backup.config_path]) | json }}
+    - names: {{ (units + [program, backup.config_path,
+                 webarch.paths.program_lib_dir ~ '/webarch_backup_btrfs.py']) | json }}
   module.run:
     - service.systemctl_reload: []
     - onchanges:

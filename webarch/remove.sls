@@ -26,6 +26,14 @@ webarch-{{ name }}-remove-apache-site:
       - apache_site: webarch-{{ name }}-remove-apache-site
     {{- service_requisites('watch', ['service: webarch-apache-service'], '_in') }}
 
+# Its rendered file too (a full run's clean of the staging directory would;
+# a run limited by webarch_only does not clean): else it would go live again.
+webarch-{{ name }}-remove-apache-staged:
+  file.absent:
+    - name: {{ webarch.paths.apache_staging_dir }}/{{ account.apache.site }}.conf
+    - require_in:
+      - cmd: webarch-apache-sites-install
+
 webarch-{{ name }}-remove-php-socket:
   service.dead:
     - name: {{ account.pool.socket_unit }}

@@ -1,6 +1,8 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
-# Each present account: its group, its user and the standard layout of its home.
+# Each present account: its group, its user and the standard layout of its home
+# (an adopted user, adopt: true, keeps its uid, group and files: only the layout's
+# directories are made or get their owner and mode, never their contents).
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch with context %}
 ---
@@ -50,6 +52,9 @@ webarch-{{ name }}-dir-{{ dir.id }}:
     - user: {{ dir.user }}
     - group: {{ dir.group }}
     - mode: '{{ dir.mode }}'
+    # An adopted home's own file or symlink in the way fails the run: never
+    # replaced, never followed.
+    - allow_symlink: false
     - require:
       - user: webarch-{{ name }}-user
 {%-   endfor %}

@@ -127,8 +127,13 @@ def ssh_ok(host: Host, key: Path, command: str) -> str:
     return result.stdout
 
 
-def test_alice_lists_her_three_days_each_with_that_days_file_and_dump(host, key, nights):
-    days = nights["days"]
+def no_partial(host: Host, account: str = "alice") -> bool:
+    """Whether the account's part of the store holds no night's partial copy."""
+    return not [e for e in listing(host, f"{STORE}/{account}") if e.startswith(".partial-")]
+
+
+def assert_three_days(host: Host, key: Path, days: list[str]) -> None:
+    """alice lists her days over SSH, each with that night's file and dump."""
     assert ssh_ok(host, key, "ls -a ~/backups/files").split() == [".", "..", *days]
     for number, day in enumerate(days, 1):
         snap = f"~/backups/files/{day}"
@@ -136,6 +141,22 @@ def test_alice_lists_her_three_days_each_with_that_days_file_and_dump(host, key,
         dump = ssh_ok(host, key, f"ls {snap}/backups/mariadb/alice_wp-*.sql.gz | tail -n 1")
         text = ssh_ok(host, key, f"zcat {dump.strip()} | grep -o \"'night-[0-9]'\"")
         assert text.split() == [f"'night-{number}'"], (day, text)
+
+
+def admin_mails(host: Host, sink: RelaySink) -> list[dict]:
+    """The failure mails of the nights the relay got (waiting up to a minute for one)."""
+    deadline = time.monotonic() + 60
+    mails: list[dict] = []
+    while time.monotonic() < deadline and not mails:
+        host.run(["exim4", "-qff"])
+        mails = [m for m in sink.messages() if "Backup of" in str(m["message"]["Subject"])]
+        time.sleep(1)
+    return mails
+
+
+def test_alice_lists_her_three_days_each_with_that_days_file_and_dump(host, key, nights):
+    days = nights["days"]
+    assert_three_days(host, key, days)
     # Unchanged files are one file on disk across the days (hard links).
     inodes = {host.run(["stat", "-c", "%i %h", f"{STORE}/alice/days/{d}/sites/www/big-1.bin"],
                        check=True).stdout.split()[0] for d in days}  # fmt: skip
@@ -267,12 +288,7 @@ def test_a_failed_night_keeps_every_day_and_mails_the_admin(host, nights, sink):
     assert listing(host, f"{STORE}/alice") == [".owners", "days"]
     # bob's night went on and completed.
     assert host.run(["test", "-d", f"{STORE}/bob/days/{day}"]).returncode == 0
-    deadline = time.monotonic() + 60
-    mails: list[dict] = []
-    while time.monotonic() < deadline and not mails:
-        host.run(["exim4", "-qff"])
-        mails = [m for m in sink.messages() if "Backup of" in str(m["message"]["Subject"])]
-        time.sleep(1)
+    mails = admin_mails(host, sink)
     assert len(mails) == 1
     assert "hostmaster@coop.example" in str(mails[0]["message"]["To"])
     body = mails[0]["message"].get_payload(decode=True).decode()
@@ -323,7 +339,7 @@ def test_the_next_night_completes_and_expires_only_the_oldest_day(host, nights):
     assert run.returncode == 0, host.run(["journalctl", "-u", "webarch-backup", "-n", "30"]).stdout
     kept = host.run(["ls", "-A", f"{STORE}/alice/days"], check=True).stdout.split()
     assert kept == [*days[1:], nights["today"]]
-    assert listing(host, f"{STORE}/alice") == [".owners", "days"]
+    assert no_partial(host)
 
 
 def test_status_and_restore_through_salt(host, nights, request):

@@ -705,6 +705,14 @@ def test_logs_rotate_and_logging_goes_on(web):
     assert "marker=after-rotation" in now and "marker=before-rotation" not in now
 
 
+#: The state that fails when an account's new Apache file was refused.
+REFUSED = "cmd_|-webarch-apache-sites-refused_|-/usr/local/sbin/webarch-apache-sites refused_|-run"
+#: The state that puts the accounts' checked Apache files in place.
+INSTALLED = (
+    "cmd_|-webarch-apache-sites-install_|-/usr/local/sbin/webarch-apache-sites install_|-run"
+)
+
+
 def test_a_config_that_fails_its_check_keeps_the_old_one_live(web):
     pillar = web.web_pillar
     bob_shop = pillar["webarch"]["accounts"]["bob"]["sites"]["shop"]
@@ -712,10 +720,14 @@ def test_a_config_that_fails_its_check_keeps_the_old_one_live(web):
     web.run(["mv", "/etc/apache2/webarch-default.key", "/root/key.saved"], check=True)
     try:
         ret = apply(web, pillar)
+        # Bob's new file was checked with every other change at once (one
+        # apache2 -t) and refused: the refusal names him, his old file stays.
         broken = failed(ret)
+        assert REFUSED in broken, broken
+        told = state_results(ret)[REFUSED]["changes"]["stderr"]
         conf = "/etc/apache2/sites-available/webarch-bob.conf"
-        key = f"file_|-webarch-bob-apache-sites_|-{conf}_|-managed"
-        assert "check_cmd execution failed" in broken[key]
+        assert f"{conf} (account bob) kept as it was" in told
+        assert "alice" not in told
         assert "X-Shop" not in web.read_file(conf)
         # The old configuration still serves every site.
         assert status(web, "https://shop.bob.example/") == "200"
@@ -757,9 +769,10 @@ def test_a_run_limited_to_one_account(web):
     web.run(["systemctl", "stop", "webarch-db-dump.timer"], check=True)
     ret = apply(web, pillar, only("alice"))
     assert failed(ret) == {}
-    conf = "/etc/apache2/sites-available/webarch-alice.conf"
+    staged = "/etc/webarch/apache-sites/webarch-alice.conf"
     assert set(changed(ret)) == {
-        f"file_|-webarch-alice-apache-sites_|-{conf}_|-managed",
+        f"file_|-webarch-alice-apache-sites_|-{staged}_|-managed",
+        INSTALLED,
         "service_|-webarch-apache-service_|-apache2_|-running",
     }
     assert not [key for key in state_results(ret) if "-bob-" in key]
@@ -774,7 +787,8 @@ def test_a_run_limited_to_one_account(web):
     ret = apply(web, web.web_pillar)
     assert failed(ret) == {}
     assert set(changed(ret)) == {
-        f"file_|-webarch-alice-apache-sites_|-{conf}_|-managed",
+        f"file_|-webarch-alice-apache-sites_|-{staged}_|-managed",
+        INSTALLED,
         "service_|-webarch-apache-service_|-apache2_|-running",
         "service_|-webarch-db-dump-timer_|-webarch-db-dump.timer_|-running",
     }

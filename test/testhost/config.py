@@ -22,9 +22,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WEBARCH_TEST_CACHE", "/var/cache/webarch-test"))
 
 
+#: Parent of the per-host work dirs unless WEBARCH_TEST_RUN says otherwise.
+DEFAULT_RUN_ROOT = Path("/var/tmp/webarch-test-run")
+
+
 def run_root() -> Path:
     """Parent of the per-host work dirs (env WEBARCH_TEST_RUN)."""
-    return Path(os.environ.get("WEBARCH_TEST_RUN", "/var/tmp/webarch-test-run"))
+    return Path(os.environ.get("WEBARCH_TEST_RUN", str(DEFAULT_RUN_ROOT)))
 
 
 def osmajorrelease(release: str) -> int:

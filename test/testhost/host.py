@@ -12,6 +12,7 @@ Per host work dir (env WEBARCH_TEST_RUN, default /var/tmp/webarch-test-run)/<nam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -166,9 +167,22 @@ class Host:
         """Where this machine mounts the /home file system (with home_fs)."""
         return self.run_dir / "home-fs"
 
+    @property
+    def instance(self) -> str:
+        """This machine's name for the host: its name, plus its run root's if not the default.
+
+        Hosts of the same name under two run roots (``make test`` runs the Debian 12 and
+        Debian 13 suites at once, each with its own WEBARCH_TEST_RUN) get their own
+        cgroups and systemd-nspawn machine names; the host's hostname stays ``name``.
+        """
+        root = self.run_dir.parent
+        if root == config.DEFAULT_RUN_ROOT:
+            return self.name
+        return f"{self.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}"
+
     def cgroups(self) -> list[Path]:
         """The host's own cgroup in each hierarchy systemd tracks processes in."""
-        return [root / CGROUP_PARENT / self.name for root in system.systemd_cgroup_roots()]
+        return [root / CGROUP_PARENT / self.instance for root in system.systemd_cgroup_roots()]
 
     # ------------------------------------------------------------------ reconnect
 
@@ -202,7 +216,7 @@ class Host:
         except (FileNotFoundError, ValueError):
             return None
         argv = system.pid_cmdline(pid)
-        ours = bool(argv) and "systemd-nspawn" in argv[0] and f"--machine={self.name}" in argv
+        ours = bool(argv) and "systemd-nspawn" in argv[0] and f"--machine={self.instance}" in argv
         return pid if ours and system.pid_alive(pid) else None
 
     def is_running(self) -> bool:
@@ -380,7 +394,8 @@ class Host:
             "--register=no",
             "--keep-unit",
             "--private-network",
-            f"--machine={self.name}",
+            f"--machine={self.instance}",
+            f"--hostname={self.name}",
             "--console=read-only",
             "--link-journal=no",
             "--resolv-conf=off",
@@ -404,7 +419,7 @@ class Host:
             procs.append(str(cgroup / "cgroup.procs"))
         if self.limits is not None:
             self._remove_limits()  # leftovers of a crashed run
-            limited = self.limits.make(self.name)
+            limited = self.limits.make(self.instance)
             (self.run_dir / "limits").write_text("".join(f"{c}\n" for c in limited))
             procs += [str(cgroup / "cgroup.procs") for cgroup in limited]
         # sh moves itself into the cgroups, then becomes systemd-nspawn (same pid).

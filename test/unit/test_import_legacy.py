@@ -129,13 +129,9 @@ def test_fixture_host_three_accounts(converted):
     assert accounts["bob"]["sites"]["bob-example"]["type"] == "static"
     assert accounts["carol"]["sites"]["shop"]["type"] == "php"
     validation = [e.text for e in entries if e.kind == VALIDATION]
-    # Only what the old host cannot say: alice's WordPress needs an email for its
-    # admin password (her .forward is two targets), carol's X-Powered-By unset was
-    # not carried.
-    assert validation == [
-        "account alice needs a decision: webarch:accounts:alice:sites:blog:app: needs the "
-        "account's email: the admin password is sent there"
-    ]
+    # An existing WordPress gets no app block (no admin password to mail), so the
+    # pillar validates as it is.
+    assert validation == []
 
 
 def test_fixture_report_counts(converted):
@@ -144,7 +140,7 @@ def test_fixture_report_counts(converted):
         kind: sum(e.kind == kind for e in entries)
         for kind in (MAPPED, NOT_MAPPED, DECISION, VALIDATION)
     }
-    assert counts == {MAPPED: 64, NOT_MAPPED: 21, DECISION: 18, VALIDATION: 1}
+    assert counts == {MAPPED: 64, NOT_MAPPED: 21, DECISION: 18, VALIDATION: 0}
 
 
 def test_fixture_report_complete(converted):
@@ -346,9 +342,12 @@ ALICE_HASH = "*" + "C0FFEE" * 6 + "C0FF"
 
 def test_wordpress_database_and_user(converted):
     accounts, by_path, _ = converted
-    assert accounts["alice"]["sites"]["blog"]["app"] == {"database": "alice_wp"}
+    # No app block: it would set and mail a new admin password over the existing one.
+    assert "app" not in accounts["alice"]["sites"]["blog"]
+    assert "alice_wp" in accounts["alice"]["databases"]
     wp = "/home/alice/sites/blog/wp-config.php"
     assert entry(by_path, f"{wp} DB_NAME").kind == MAPPED
+    assert "the existing admin keeps its password" in entry(by_path, f"{wp} DB_NAME").text
     assert entry(by_path, f"{wp} DB_USER").kind == MAPPED
     assert entry(by_path, f"{wp} DB_HOST").kind == MAPPED
     assert entry(by_path, f"{wp} DB_PASSWORD").kind == NOT_MAPPED
@@ -542,7 +541,7 @@ def test_malformed_scan_errors_with_paths():
     assert found == [
         "extra: unknown key of the scan (known: users, vhosts, docroots, crontabs, forwards, "
         "mariadb)",
-        "users.0: must be a mapping of name, uid, gid, group, gecos, home, shell",
+        "users.0: must be a mapping of name, uid, gid, group, gecos, home, shell[, in_the_way]",
         "vhosts: must be a mapping of names to texts",
         "mariadb: must be null or {databases, users, grants}, each a list",
     ]
@@ -587,7 +586,7 @@ def test_module_legacy_writes_the_pillar_0600(module, tmp_path, monkeypatch):
     assert "#   /home/alice/.forward: needs a decision" in text
     assert WP_PASSWORD not in text
     summary = result["summary"]
-    assert (summary["mapped"], summary["validation"]) == (64, 1)
+    assert (summary["mapped"], summary["validation"]) == (64, 0)
     assert summary["seconds"] >= 0
 
 
@@ -611,3 +610,56 @@ def test_module_reads_no_symlink(module, tmp_path):
     assert module._read_text(str(tmp_path / ".forward")) is None
     assert module._read_text(str(secret)) == "root-only"
     assert module._read_text(str(tmp_path)) is None
+
+
+# Adoption (the existing users become the accounts) and what would change for them.
+
+
+def test_every_user_is_adopted_with_its_ids(converted):
+    accounts, by_path, _ = converted
+    for name in ("alice", "bob", "carol"):
+        assert accounts[name]["adopt"] is True and "uid" in accounts[name]
+        assert "adopt: true" in entry(by_path, f"passwd.{name}.uid").text
+
+
+def test_a_system_uid_is_not_adopted():
+    accounts, report, _ = small(users=[user("alice", uid=999)])
+    assert "adopt" not in accounts["alice"] and "uid" not in accounts["alice"]
+    assert report["passwd.alice.uid"].kind == DECISION
+
+
+def test_layout_dirs_in_the_way_are_decisions():
+    accounts, report, _ = small(users=[user("alice", in_the_way=["logs", ".ssh"])])
+    assert accounts["alice"]["adopt"] is True
+    for part in ("logs", ".ssh"):
+        found = report[f"passwd.alice.home.{part}"]
+        assert found.kind == DECISION and "move it away before converging" in found.text
+    assert errors({"users": [user("alice", in_the_way=["etc"])]}) == [
+        "users.0.in_the_way: must be a list of sites, logs, tmp, private, .ssh"
+    ]
+
+
+def test_files_only_the_owner_reads_are_decisions():
+    site, lines = site_of("", unserved=["/home/alice/sites/www/secret.txt"])
+    assert site["type"] == "static"
+    found = lines["/home/alice/sites/www/secret.txt"]
+    assert found.kind == DECISION and "chgrp www-data FILE; chmod g+r FILE" in found.text
+
+
+def test_module_finds_the_unserved_and_the_layout_in_the_way(module, tmp_path):
+    root = tmp_path / "sites" / "www"
+    (root / "private").mkdir(parents=True)
+    for name, mode in (("open.html", 0o644), ("mine.html", 0o600), ("app.php", 0o600)):
+        (root / name).write_text("x")
+        (root / name).chmod(mode)
+    (root / "private").chmod(0o700)
+    (root / "link").symlink_to("/etc/shadow")
+    # The web server's group may read it: served.
+    (root / "group.html").write_text("x")
+    (root / "group.html").chmod(0o640)
+    web_gid = os.stat(root / "group.html").st_gid
+    found = sorted(module._unserved(str(root), web_gid))
+    assert found == [str(root / "mine.html"), str(root / "private")]
+    (tmp_path / "logs").write_text("a file where ~/logs goes")
+    (tmp_path / ".ssh").symlink_to("/etc")
+    assert module._in_the_way(str(tmp_path)) == ["logs", ".ssh"]

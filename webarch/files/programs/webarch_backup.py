@@ -23,6 +23,10 @@ listing the home by file descriptors with lstat only (no symlink followed);
 the admin's restore (webarch_backup.restore) sets them back.  Then the days older
 than the store's DAYS are removed (only once the night's copy is in place:
 a failed night keeps every day).
+On btrfs (backup.json's method, from webarch:backup:method) a home that is a
+subvolume on the store's btrfs is not copied: the kernel snapshots it,
+read-only, straight as days/DATE (webarch_backup_btrfs: ioctls on fds; no
+file read, no symlink followed, owners kept), and an expired day is deleted whole.
 The days of accounts no longer backed up (and of retired ones) expire the
 same way.  Each account gets a line in the root-only log (duration, bytes
 copied, store use) and its entry in the status file; a night with a failed
@@ -59,6 +63,7 @@ LIB_DIR = "/usr/local/lib/webarch"
 if LIB_DIR not in sys.path:
     sys.path.insert(0, LIB_DIR)
 
+import webarch_backup_btrfs as btrfs  # noqa: E402
 import webarch_paths as paths  # noqa: E402
 import webarch_progs as progs  # noqa: E402
 
@@ -106,8 +111,12 @@ def ensure_dir(name: str, dir_fd: int, uid: int, gid: int, mode: int) -> int:
 
 
 def remove(name: str, dir_fd: int) -> None:
-    """Remove a tree inside ``dir_fd`` without following any symlink in it."""
-    shutil.rmtree(name, dir_fd=dir_fd)
+    """Remove a tree inside ``dir_fd`` without following any symlink in it (a
+    btrfs snapshot: deleted whole)."""
+    if btrfs.is_subvolume(dir_fd, name):
+        btrfs.delete(dir_fd, name)
+    else:
+        shutil.rmtree(name, dir_fd=dir_fd)
 
 
 def day_names(fd: int) -> list[str]:
@@ -190,6 +199,11 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int, prev
     account_fd = ensure_dir(name, store_fd, uid, gid, 0o700)
     try:
         days_fd = ensure_dir(DAYS, account_fd, 0, gid, 0o750)
+        if config.get("method") == "btrfs" and snapshots(account["home"], store_fd, config):
+            try:
+                return snapshot_night(account_fd, days_fd, account["home"], config, date, started)
+            finally:
+                os.close(days_fd)
         try:
             # An interrupted night's copy is never used: it starts again.
             for entry in os.listdir(account_fd):
@@ -197,7 +211,7 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int, prev
                     remove(entry, account_fd)
             before = day_names(days_fd)
             earlier = [d for d in before if d <= date]
-            link = earlier[-1] if earlier else None
+            link = earlier[-1] if earlier and not btrfs.is_subvolume(days_fd, earlier[-1]) else None
             partial = f"{PARTIAL}{date}"
             dest = f"{config['store']}/{name}/{partial}"
             nogroup = grp.getgrnam(NOGROUP).gr_gid
@@ -243,6 +257,7 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int, prev
     return {
         "ok": True,
         "date": date,
+        "method": "rsync",
         "duration": round(time.monotonic() - started, 3),
         "bytes_copied": copied,
         "store_bytes": used,
@@ -250,6 +265,57 @@ def night(name: str, account: dict, config: dict, date: str, store_fd: int, prev
         "days": days,
         "expired": expired,
     }
+
+
+def snapshots(home: str, store_fd: int, config: dict) -> bool:
+    """
+    Whether the home is snapshotted (btrfs) rather than copied: it is a
+    subvolume on the store's btrfs.  Where it is not, ``auto`` copies it
+    with rsync and an explicit ``btrfs`` fails the account's night.
+    """
+    home_fd = open_dir(home)
+    try:
+        problem = btrfs.home_problem(home_fd, store_fd)
+    finally:
+        os.close(home_fd)
+    if problem is not None and config.get("requested") == "btrfs":
+        raise NightError(f"{btrfs.PILLAR_PATH} is btrfs, but {problem}")
+    return problem is None
+
+
+def snapshot_night(
+    account_fd: int, days_fd: int, home: str, config: dict, date: str, started: float
+) -> dict:
+    """
+    One account's night on btrfs: a read-only snapshot of the home made by
+    the kernel straight as ``days/DATE`` (a snapshot exists whole or not at
+    all: it needs no partial name, and a read-only one could not be renamed
+    into ``days/``), the same night again replacing the day; then the expiry
+    (each day deleted whole).  The store's use: the qgroups' exclusive bytes
+    of the days (what each day alone holds), when the quotas are on.
+    """
+    for entry in os.listdir(account_fd):
+        if entry.startswith(PARTIAL):
+            remove(entry, account_fd)
+    home_fd = open_dir(home)
+    try:
+        if date in os.listdir(days_fd):
+            remove(date, days_fd)
+        btrfs.snapshot(home_fd, days_fd, date)
+    finally:
+        os.close(home_fd)
+    expired = expire(days_fd, date, config["days"])
+    days = day_names(days_fd)
+    used, counted = None, "not counted: the btrfs quotas (qgroups) are off"
+    figures = btrfs.exclusive(config["store"])
+    if figures is not None:
+        ids = [btrfs.subvolume_id_of(days_fd, d) for d in days]
+        used = sum(figures.get(i, 0) for i in ids if i is not None)
+        counted = "the sum of the days' qgroup exclusive bytes (a day's own extents)"
+    return {"ok": True, "date": date, "method": "btrfs",
+            "duration": round(time.monotonic() - started, 3), "bytes_copied": None,
+            "store_bytes": used, "store_counted": counted, "days_bytes": None,
+            "days": days, "expired": expired}  # fmt: skip
 
 
 def owners_record(home: str, uid: int, gid: int, excludes: list) -> dict[str, list[int]]:
@@ -491,10 +557,11 @@ def run_night(date: str, only: list[str]) -> int:
             else:
                 result["last_run"] = now()
                 results[name] = result
+                copied = result["bytes_copied"]
                 line = (
                     f"{now()} {name} {date}: ok in {result['duration']}s, "
-                    f"{result['bytes_copied']} bytes copied, store {result['store_bytes']} "
-                    f"bytes, {len(result['days'])} day(s)"
+                    + ("btrfs snapshot" if copied is None else f"{copied} bytes copied")
+                    + f", store {result['store_bytes']} bytes, {len(result['days'])} day(s)"
                 )
             append_log(config["log"], line)
             print(line)

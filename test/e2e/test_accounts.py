@@ -17,18 +17,22 @@ getent passwd; getent group
 dpkg-query -W -f '${Package} ${Version} ${Status}\n'
 find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
   -o -path /var/cache/salt -o -path /var/log -o -path /var/lib/systemd \
-  -o -path /var/tmp -o -path /srv/pillar \) -prune -o -printf '%p %m %u %g\n' | sort
+  -o -path /var/tmp -o -path /srv/pillar -o -path '*/wp-content/uploads' \
+  -o -path '/var/lib/mysql/*/*archive_*' \) -prune -o -printf '%p %m %u %g\n' | sort
 find /etc /var/lib/webarch /home /chroots -xdev \( -path /etc/apache2/md \
-  -o -path '*/home/*/logs' \) -prune -o -type f -exec sha256sum {} + 2>/dev/null | sort
-findmnt -rn -o TARGET,SOURCE,OPTIONS | sort
+  -o -path '*/home/*/logs' -o -path '*/wp-content/uploads' \) -prune \
+  -o -type f -exec sha256sum {} + 2>/dev/null | sort
+findmnt -rn -o TARGET,SOURCE,OPTIONS | grep -Ev '^/(sys|proc|dev)(/| )' | sort
 """
 
 
 def snapshot(host: Host) -> list[str]:
-    """Users, groups, packages and every file (with mode and owner) on the host; the
-    contents of all but mod_md's own store (its ACME jobs retry on their own) and the
+    """Users, groups, packages, every file (with mode and owner) and mount on the host;
+    the contents of all but mod_md's own store (its ACME jobs retry on their own) and the
     accounts' logs (their cron jobs, pillar.example's wp-cron every 15 minutes, write
-    there on their own)."""
+    there on their own).  Left out too, as what runs on its own writes there: the
+    WordPress sites' uploads (wp-cron makes the month's directory), Matomo's archive
+    tables (its archiving job) and the container's own mounts under /sys, /proc, /dev."""
     return host.run(["bash", "-c", SNAPSHOT_CMD], check=True).stdout.splitlines()
 
 

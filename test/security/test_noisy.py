@@ -221,7 +221,7 @@ def alice_leftovers(host: Host) -> str:
 def oom_outside_alice(target: Target) -> list[str]:
     """Out-of-memory kills since the start of anything but alice's processes: this
     machine's kernel log (the host's memory cgroup) and the host's journal."""
-    cgroup = f"{CGROUP_PARENT}-{NAME}"
+    cgroup = f"{CGROUP_PARENT}-{target.host.instance}"
     kernel = [line for line in noisy.oom_kills(target.since, cgroup)
               if f",uid={target.alice_uid}" not in line]  # fmt: skip
     grep = "oom-kill|out of memory|oom killer"
@@ -243,7 +243,7 @@ def test_safety_net_caps_the_host(target):
     host = target.host
     cgroups = [Path(line) for line in (host.run_dir / "limits").read_text().split()]
     assert {c.parts[4] for c in cgroups} == {"memory", "pids", "cpu"}, cgroups
-    assert {c.name for c in cgroups} == {f"{CGROUP_PARENT}-{NAME}"}, cgroups
+    assert {c.name for c in cgroups} == {f"{CGROUP_PARENT}-{host.instance}"}, cgroups
     settings = {k: v for files in Limits().settings().values() for k, v in files.items()}
     for cgroup in cgroups:
         assert str(host.init_pid()) in (cgroup / "cgroup.procs").read_text().split(), cgroup

@@ -49,7 +49,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check --output-format concise .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/salt-lint webarch/*.sls webarch/reactor/*.sls
+	$(VENV)/bin/salt-lint webarch/*.sls webarch/reactor/*.sls webarch/orch/*.sls
 	$(VENV)/bin/yamllint --strict .
 	$(PY) test/lint_formula.py
 	$(PY) -c 'import docutils.core; docutils.core.publish_doctree(open("README.rst").read(), \
@@ -133,3 +133,4 @@ bench: prereqs venv
 	$(PY) bench/memory.py
 	$(PY) bench/matomo.py
 	$(PY) bench/backup.py
+	$(PY) bench/mounts.py

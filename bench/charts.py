@@ -11,6 +11,10 @@ saved), and writes into bench/charts/ (``--out``):
   of the full run, whichever is larger);
 * ``apache.png``: Apache's configuration check and graceful reload (seconds)
   and Apache's memory (PSS) against accounts;
+* ``mounts.png``: what systemd takes to start a unit with a mount namespace,
+  to restart logind and to reload, against accounts, with the chroots' mounts
+  in PID 1's namespace and in one of their own (bench/mounts.py's ``mounts``
+  lines);
 * ``serving.png``: requests per second of the new stack over the legacy ones
   (mpm-itk + mod_php, prefork + mod_php), per page and scenario, from
   ``serving_median`` lines; with none in the files given, the ratios of
@@ -162,6 +166,45 @@ def apache_chart(figures: Figures, out: Path) -> Path | None:
     return save(fig, out / "apache.png")
 
 
+#: bench/mounts.py's probes: (key, label).
+MOUNT_PROBES = [
+    ("logind_s", "restart systemd-logind"),
+    ("reload_s", "systemctl daemon-reload"),
+    ("strict_s", "unit with ProtectSystem=strict"),
+    ("privtmp_s", "unit with PrivateTmp=yes"),
+    ("plain_s", "unit without a mount namespace"),
+]
+
+
+def mounts_chart(figures: Figures, out: Path) -> Path | None:
+    """systemd's costs against accounts, the chroots' mounts in PID 1's namespace or not."""
+    rows = figures.get("mounts", [])
+    keys = [key for key, _ in MOUNT_PROBES]
+    modes = {
+        mode: by_accounts([r for r in rows if r.get("mode") == mode], *keys)
+        for mode in ("host", "ns")
+    }
+    if not any(modes.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for index, (key, label) in enumerate(MOUNT_PROBES):
+        color = f"C{index}"
+        for mode, line, where in (
+            ("host", "o-", "mounts in PID 1's namespace"),
+            ("ns", "s--", "in a namespace of their own"),
+        ):
+            if modes[mode]:
+                xs, ys = series(modes[mode], key)
+                ax.plot(xs, ys, line, color=color, label=f"{label}, {where}")
+    ax.set_yscale("log")
+    ax.set_xlabel("accounts (7 chroot mounts each)")
+    ax.set_ylabel("seconds (log scale)")
+    ax.set_title("systemd against the chroots' mounts", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return save(fig, out / "mounts.png")
+
+
 def serving_ratios(figures: Figures) -> tuple[list[tuple[str, float, float]], str]:
     """(label, new/itk, new/prefork) per page and scenario, and where they come from."""
     ratios = []
@@ -265,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = read_figures(args.files)
     for line in growth(figures):
         print(line)
-    for chart in (converge_chart, targeted_chart, apache_chart, serving_chart):
+    for chart in (converge_chart, targeted_chart, apache_chart, mounts_chart, serving_chart):
         path = chart(figures, args.out)
         if path:
             print(f"{path} {path.stat().st_size // 1024} KiB")

@@ -32,9 +32,13 @@ Facts this relies on:
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import logging
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -111,6 +115,8 @@ class FleetMaster:
         self.master_id = master_id
         self.state_tree = root / "state-tree"
         self.pillar_tree = root / "pillar-tree"
+        #: The saltenv ``webarch-move``: a move's artifacts, served to its target only.
+        self.move_tree = root / "move-tree"
         self.daemon: Any = None
         self.listener: Any = None
         self._log_server: Any = None
@@ -135,7 +141,10 @@ class FleetMaster:
         reactor = yaml.safe_load((self.repo / REACTOR_CONF).read_text())["reactor"]
         return {
             "interface": self.interface,
-            "file_roots": {"base": [str(self.state_tree)]},
+            "file_roots": {"base": [str(self.state_tree)], "webarch-move": [str(self.move_tree)]},
+            # A move's artifacts come to the master with cp.push (docs/fleet.rst).
+            "file_recv": True,
+            "file_recv_max_size": 1024,
             "pillar_roots": {"base": [str(self.pillar_tree)]},
             "runner_dirs": [str(self.repo / "_runners")],
             "utils_dirs": [str(self.repo / "_utils")],
@@ -157,6 +166,7 @@ class FleetMaster:
         started = time.monotonic()
         self.copy_formula()
         self.pillar_tree.mkdir(parents=True, exist_ok=True)
+        self.move_tree.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.listener = EventListener(timeout=3600)
         self.listener.start()
         self._log_server = LogServer(log_host="127.0.0.1", log_level="warning")
@@ -345,3 +355,61 @@ def failed_states(ret: Any) -> dict[str, str]:
 def ids_of(keys: Sequence[str]) -> list[str]:
     """The state ids (``__id__``) of state keys ``mod_|-id_|-name_|-fun``."""
     return sorted(key.split("_|-")[1] for key in keys)
+
+
+class Prober:
+    """Polls ``https://NAME/`` every ``interval`` seconds in a thread, at the address
+    written in ``target`` (a file: what a move's switch command rewrites), and keeps
+    each answer's (monotonic time, HTTP status; 0 when there was none, address)."""
+
+    def __init__(self, name: str, target: Path, interval: float = 0.1) -> None:
+        self.name = name
+        self.target = target
+        self.interval = interval
+        self.answers: list[tuple[float, int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._context = ssl.create_default_context()
+        self._context.check_hostname = False
+        self._context.verify_mode = ssl.CERT_NONE
+
+    def status(self, address: str) -> int:
+        """One GET / at ``address``: its status (0 when it failed)."""
+        request = f"GET / HTTP/1.1\r\nHost: {self.name}\r\nConnection: close\r\n\r\n"
+        try:
+            with (
+                socket.create_connection((address, 443), timeout=5) as raw,
+                self._context.wrap_socket(raw, server_hostname=self.name) as tls,
+            ):
+                tls.sendall(request.encode())
+                line = tls.recv(64).split(b"\r\n", 1)[0].decode(errors="replace")
+        except OSError:
+            return 0
+        parts = line.split()
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            address = self.target.read_text().strip()
+            self.answers.append((time.monotonic(), self.status(address), address))
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def wait_for(self, status: int, address: str, timeout: float = 120.0) -> None:
+        """Until an answer ``status`` from ``address`` came; else fail."""
+        deadline = time.monotonic() + timeout
+        while not any(s == status and a == address for _t, s, a in list(self.answers)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {status} from {address}: {self.answers[-5:]}")
+            time.sleep(0.2)
+
+    def longest_gap(self) -> float:
+        """The longest time between two answers 200 in a row (seconds)."""
+        times = [t for t, s, _a in self.answers if s == 200]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)

@@ -24,7 +24,15 @@ from pathlib import Path
 
 import pytest
 from e2e.helpers import SSH_OPTS, RelaySink, password_in, relay_sink
-from fleet import FleetMaster, FleetMinion, Lan, changed_states, failed_states, ids_of
+from fleet import (
+    FleetMaster,
+    FleetMinion,
+    Lan,
+    Prober,
+    changed_states,
+    failed_states,
+    ids_of,
+)
 from testhost import Host, ensure_image
 
 pytestmark = pytest.mark.e2e
@@ -372,3 +380,135 @@ def test_a_formula_upgrade_changes_only_the_accounts_it_touches(master, fleet):
     wa1 = fleet["wa-fleet-1"]
     assert "x-static-site: yes" in headers(wa1, "www.dave.example")
     assert "x-static-site" not in headers(wa1, "www.alice.example")
+
+
+# --------------------------------------------------------------------------- moving an account
+
+SOURCE, TARGET, SITE = "wa-fleet-1", "wa-fleet-2", "www.alice.example"
+#: Her home as the test sees it (~/logs left out: the servers write there), then the
+#: SHA-256 of every file.
+TREE = (
+    "cd /home/alice && find . -path ./logs -prune -o -printf '%P|%y|%u|%g|%m|%s|%l\\n' | sort"
+    " && find . -path ./logs -prune -o -type f -print0 | sort -z | xargs -0 sha256sum"
+)
+FILL = """set -e
+cd /home/alice
+mkdir -p sites/www/sub/deeper private/notes
+printf 'moved alice\\n' > sites/www/index.html
+printf 'deep\\n' > sites/www/sub/deeper/file.txt
+printf '#!/bin/sh\\necho hi\\n' > private/notes/run.sh
+head -c 400000 /dev/urandom > private/blob.bin
+ln -s ../index.html sites/www/sub/link-to-index
+chown -R alice:alice private && chown -R alice:www-data sites/www
+chmod 0640 sites/www/index.html && chmod 0604 sites/www/sub/deeper/file.txt
+chmod 2750 sites/www/sub && chmod 0711 private/notes/run.sh && chmod 0600 private/blob.bin
+"""
+ROWS = (
+    "CREATE TABLE alice_db.t (id INT PRIMARY KEY, v VARCHAR(64), b BLOB);"
+    "INSERT INTO alice_db.t VALUES (1, 'one', NULL), (2, 'deux', RANDOM_BYTES(100)),"
+    " (3, UUID(), RANDOM_BYTES(1000));"
+)
+CHECKSUM = "CHECKSUM TABLE alice_db.t EXTENDED"
+
+
+def sh(member: Member, script: str) -> str:
+    proc = member.host.run(["sh", "-c", script])
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def found_key(data: object, key: str) -> object:
+    """The first value of ``key`` anywhere in a nested return."""
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        data = list(data.values())
+    if isinstance(data, list):
+        for item in data:
+            value = found_key(item, key)
+            if value is not None:
+                return value
+    return None
+
+
+def steps(ret: dict) -> dict[str, float]:
+    """The steps an orchestration ran: {id: seconds}, in order."""
+    states = next(iter(ret["data"].values()))
+    ordered = sorted(states.values(), key=lambda s: s["__run_num__"])
+    return {s["__id__"].removeprefix("webarch-move-"): s["duration"] / 1000 for s in ordered}
+
+
+def test_an_account_moves_to_another_server_with_one_command(master, fleet, pillars, tmp_path):
+    """alice (a home with odd modes, a symlink, a database) moves from wa-fleet-1 to
+    wa-fleet-2 with one orchestration while a prober polls her site; the trees and the
+    tables are equal on both; then her removal from wa-fleet-1 touches nobody else."""
+    source, target = fleet[SOURCE], fleet[TARGET]
+    new = copy.deepcopy(pillars)
+    alice = new[SOURCE]["webarch"]["accounts"]["alice"]
+    alice["databases"] = {"alice_db": {}}
+    master.set_pillars(new)
+    assert failed_states(master.salt(SOURCE, "state.apply", "webarch", only("alice"))[SOURCE]) == {}
+    sh(source, FILL)
+    sh(source, f'mariadb -e "{ROWS}"')
+    assert curl(source, SITE) == "moved alice\n"
+    (mail,) = [m for m in password_mails(source) if m["rcpt_tos"] == ["alice@alice.example"]]
+    mails_on_target = len(password_mails(target))
+    # The admin's pillar of the new server gets her; the old one keeps her for now.
+    new[TARGET]["webarch"]["accounts"]["alice"] = copy.deepcopy(alice)
+    master.set_pillars(new)
+    # A bad request stops at the first step, naming the pillar path; nothing runs.
+    bad = {"webarch_move": {"account": "alice", "from": SOURCE, "to": SOURCE}}
+    code, ret, _err = master.run(
+        "state.orchestrate", "webarch.orch.move", f"pillar={json.dumps(bad)}"
+    )
+    assert code != 0
+    assert "webarch_move:to: the same server" in json.dumps(ret)
+    assert len(steps(ret)) == 1
+    switched = tmp_path / "switch-target"
+    switched.write_text(source.address)
+    prober = Prober(SITE, switched)
+    prober.start()
+    try:
+        prober.wait_for(200, source.address)
+        request = {"account": "alice", "from": SOURCE, "to": TARGET,
+                   "switch_cmd": f"printf %s {target.address} > {switched}"}  # fmt: skip
+        started = time.monotonic()
+        pillar = "pillar=" + json.dumps({"webarch_move": request})
+        code, ret, err = master.run("state.orchestrate", "webarch.orch.move", pillar, timeout=1800)
+        total = time.monotonic() - started
+        assert code == 0, json.dumps(ret)[-6000:] + err[-2000:]
+        prober.wait_for(200, target.address)
+    finally:
+        prober.stop()
+    statuses = {(s, a) for _t, s, a in prober.answers}
+    assert (503, source.address) in statuses  # she was suspended there during the copy
+    print(f"\nMOVE downtime_s={prober.longest_gap():.2f} copy_bytes={found_key(ret, 'copy_bytes')}"
+          f" copy_s={found_key(ret, 'copy_s')} total_s={total:.1f}")  # fmt: skip
+    print("MOVE steps_s " + " ".join(f"{k}={v:.1f}" for k, v in steps(ret).items()))
+    # Nothing of hers is left on the master.
+    assert list(master.move_tree.iterdir()) == []
+    pushed = Path(master.daemon.config["cachedir"]) / "minions" / SOURCE / "files"
+    assert not list(pushed.rglob("*.gz"))
+    # Equal, as the test sees them (not only as the move says).
+    assert sh(target, TREE) == sh(source, TREE)
+    assert "private/blob.bin|f|alice|alice|600|400000|" in sh(target, TREE)
+    assert sh(target, f'mariadb -N -e "{CHECKSUM}"') == sh(source, f'mariadb -N -e "{CHECKSUM}"')
+    assert curl(target, SITE) == "moved alice\n"
+    assert ssh_password_login(target, "alice", password_in(mail), tmp_path) == 0
+    assert len(password_mails(target)) == mails_on_target  # nothing issued again
+    # The old server keeps the verified archive and the dump.
+    assert len(sh(source, "ls /var/backups/webarch/alice-*.tar.gz").split()) == 1
+    assert sh(source, "ls /var/backups/webarch/databases/").count("alice_db-") == 1
+    # The admin removes her from the old server: only she changes there.
+    new[SOURCE]["webarch"]["accounts"]["alice"] = {"state": "absent"}
+    master.set_pillars(new)
+    assert master.run("webarch_fleet.check")[0] == 0
+    ret = highstate(master)
+    for minion in MEMBERS:
+        assert failed_states(ret[minion]) == {}, minion
+    assert touched_accounts(ret[SOURCE]) == {"alice"}
+    assert changed_states(ret[TARGET]) == changed_states(ret["wa-fleet-3"]) == {}
+    assert source.host.run(["id", "alice"]).returncode != 0
+    assert len(sh(source, "ls /var/backups/webarch/alice-*.tar.gz").split()) == 2
+    assert curl(target, SITE) == "moved alice\n"
+    pillars.update(new)

@@ -197,10 +197,13 @@ def systemd_cgroup_roots() -> list[Path]:
 def cgroup_pids(cgroup: Path) -> list[int]:
     """Pids in ``cgroup`` and all its descendants."""
     pids: list[int] = []
-    for procs in cgroup.rglob("cgroup.procs"):
+    # os.walk, not rglob: a cgroup that goes away during the walk is skipped.
+    for directory, _, files in os.walk(cgroup):
+        if "cgroup.procs" not in files:
+            continue
         try:
-            pids += [int(p) for p in procs.read_text().split()]
-        except (FileNotFoundError, OSError):
+            pids += [int(p) for p in Path(directory, "cgroup.procs").read_text().split()]
+        except OSError:
             continue
     return pids
 

@@ -1,0 +1,89 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Move a hosting account from one server of the fleet to another (docs/fleet.rst):
+#   salt-run state.orchestrate webarch.orch.move \
+#     pillar='{"webarch_move": {"account": "alice", "from": "web1", "to": "web2"}}'
+# Each step requires the one before and stops the move when it fails (failhard).
+# The request is validated by the first step (webarch_fleet.move_check).
+{%- set req = pillar.get('webarch_move', {}) %}
+{%- set req = req if req is mapping else {} %}
+{%- set account = req.get('account', '') | string %}
+{%- set only = {'webarch_only': [account]} %}
+{%- set held = {account: {'suspended': true} } %}
+{%- set suspended = {'webarch_only': [account], 'webarch': {'accounts': held} } %}
+---
+webarch-move-check:
+  salt.runner:
+    - name: webarch_fleet.move_check
+    - request: {{ req | json }}
+    - failhard: true
+
+# The passwords the account was sent already are not issued again on "to".
+webarch-move-seed:
+  salt.runner:
+    - name: webarch_fleet.move_seed
+    - request: {{ req | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-check
+
+# "to": the account made (user, chroot, databases, vhosts, certificates),
+# suspended: nothing of it runs or is served yet.
+webarch-move-to-prepared:
+  salt.state:
+    - tgt: {{ req.get('to', '') | string | json }}
+    - sls: webarch
+    - pillar: {{ suspended | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-seed
+
+# "from": the account suspended (sites 503, SSH refused, cron and PHP stopped):
+# the downtime starts here.
+webarch-move-from-suspended:
+  salt.state:
+    - tgt: {{ req.get('from', '') | string | json }}
+    - sls: webarch
+    - pillar: {{ suspended | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-to-prepared
+
+# Verified archive, dumps and manifest on "from", fetched and checked on "to".
+webarch-move-copied:
+  salt.runner:
+    - name: webarch_fleet.move_copy
+    - request: {{ req | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-from-suspended
+
+# Unpacked and loaded on "to"; the manifests compared: equal, else the move stops.
+webarch-move-unpacked:
+  salt.function:
+    - name: webarch_move.unpack
+    - tgt: {{ req.get('to', '') | string | json }}
+    - arg:
+      - {{ account | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-copied
+
+# "to" serves the account (its pillar as it is: not suspended).
+webarch-move-to-served:
+  salt.state:
+    - tgt: {{ req.get('to', '') | string | json }}
+    - sls: webarch
+    - pillar: {{ only | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-unpacked
+
+# DNS or the front-end pointed at "to": the downtime ends here.
+webarch-move-switched:
+  salt.runner:
+    - name: webarch_fleet.move_switch
+    - request: {{ req | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-to-served

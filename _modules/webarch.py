@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import grp
 import json
+import os
 import pwd
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,21 @@ def _host_users() -> layout.HostUsers:
         groups={g.gr_name: g.gr_gid for g in grp.getgrall()},
         managed=_read_registry(),
         socket_key=_machine_id(),
+        moved=_moved(),
     )
+
+
+def _moved(directory: str = paths.MOVED_DIR) -> tuple[tuple[str, str], ...]:
+    """The accounts moved away from this host (webarch.orch.move) and where to."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return ()
+    found = []
+    for name in names:
+        with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as handle:
+            found.append((name, handle.readline().strip()[:200]))
+    return tuple(found)
 
 
 def _machine_id(path: str = "/etc/machine-id") -> str:

@@ -158,6 +158,47 @@ def ledger(name: str) -> dict[str, dict]:
     return move.moved_ledger(entries)
 
 
+def mark_moved(name: str, target: str) -> str:
+    """
+    Record on this (the old) server that account ``name`` moved to ``target``:
+    from now on a run that has it present here is refused (validation names
+    ``webarch:accounts:NAME:state``) until its pillar says absent, so that this
+    copy is never served again by mistake.  Returns the marker's path.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 webarch_move.mark_moved alice web2
+    """
+    os.makedirs(paths.MOVED_DIR, mode=0o700, exist_ok=True)
+    path = os.path.join(paths.MOVED_DIR, move.checked_name(name))
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with open(f"{path}.new", "w", encoding="utf-8") as handle:
+        handle.write(f"to {target} on {stamp} by webarch.orch.move\n")
+    os.replace(f"{path}.new", path)
+    return path
+
+
+def unmark_moved(name: str) -> bool:
+    """
+    Forget that account ``name`` once moved away from this server (it is moving
+    back here); whether there was a marker.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 webarch_move.unmark_moved alice
+    """
+    path = os.path.join(paths.MOVED_DIR, move.checked_name(name))
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def seed(name: str, entries: dict[str, dict]) -> dict[str, Any]:
     """
     Before the account's first run on this server: its ledger entries from the old
@@ -172,6 +213,7 @@ def seed(name: str, entries: dict[str, dict]) -> dict[str, Any]:
     """
     import fcntl
 
+    unmark_moved(name)  # coming back to a server it once left
     account, _model = _account(name)
     entries = move.moved_ledger(entries)
     kinds = account["notify"]["kinds"]

@@ -175,10 +175,11 @@ def move_copy(request: Any = None, timeout: int = 3600) -> dict[str, Any]:
 
 def move_switch(request: Any = None) -> dict[str, Any]:
     """
-    The switch of a move: ``switch_cmd`` of the request run on the master (a shell
-    command that points DNS or the front-end at ``to``; environment
-    WEBARCH_MOVE_ACCOUNT, _FROM, _TO and _SITES, the site names); none: the admin
-    points them at ``to`` now.
+    The switch of a move: ``from`` records that the account moved (its pillar
+    there is refused until it says absent), then ``switch_cmd`` of the request
+    runs on the master (a shell command that points DNS or the front-end at
+    ``to``; environment WEBARCH_MOVE_ACCOUNT, _FROM, _TO and _SITES, the site
+    names); none: the admin points them at ``to`` now.
 
     CLI Example:
 
@@ -193,6 +194,10 @@ def move_switch(request: Any = None) -> dict[str, Any]:
     except move.MoveError as exc:
         return _failed(str(exc))
     sites = move.site_names(__salt__["pillar.show_pillar"](req["to"]), req["account"])
+    try:  # before the switch: the old copy is never served again by mistake
+        _call(req["from"], "webarch_move.mark_moved", req["account"], req["to"])
+    except move.MoveError as exc:
+        return _failed(str(exc))
     if not req["switch_cmd"]:
         where = f"no switch_cmd: point {' '.join(sites)} at {req['to']}"
         return {"switched": False, "comment": where}

@@ -90,6 +90,8 @@ class HostUsers(NamedTuple):
     managed: frozenset[str] = frozenset()
     #: A host secret (/etc/machine-id) that keys the names of the pool sockets.
     socket_key: str = ""
+    #: Accounts moved away from this host: (name, where to and when).
+    moved: tuple[tuple[str, str], ...] = ()
 
     def uid_owner(self, uid: int) -> str | None:
         """Return the name of the host user with ``uid``, if any."""
@@ -353,6 +355,14 @@ def check_host_clashes(
     if name in reserved:
         problems.add(path, f"username {name!r} is reserved")
         return
+    moved = dict(host.moved).get(name)
+    if moved is not None:
+        problems.add(
+            [*path, "state"],
+            f"{name} was moved to another server ({moved}): set state: absent here to "
+            f"remove this copy (its archive is kept), or delete {paths.MOVED_DIR}/{name} "
+            "to serve it here again",
+        )
     managed = name in host.managed or _adoption(account, host, path, problems)
     uid = host.users.get(name)
     if uid is not None and not ID_MIN <= uid <= ID_MAX:

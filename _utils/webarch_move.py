@@ -75,6 +75,13 @@ def request(data: Any) -> dict[str, str]:
             "switch_cmd": switch}  # fmt: skip
 
 
+def checked_name(name: Any) -> str:
+    """``name`` if it is a valid account name (a file name on the servers), else MoveError."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise MoveError(f"{name!r} is not a valid account name")
+    return name
+
+
 def move_clashes(pillars: dict[str, Any], account: str, source: str, target: str) -> list[str]:
     """The fleet check of a move: the account present on both servers (else a line),
     and every clash of the fleet once the account has left ``source``."""

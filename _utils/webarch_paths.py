@@ -36,6 +36,10 @@ STATE_DIR = "/var/lib/webarch"
 #: here is never touched by webarch.
 REGISTRY_PATH = f"{STATE_DIR}/managed-accounts"
 REGISTRY_HEADER = "# Accounts created or taken over by webarch (managed by Salt)."
+#: Accounts moved away from this server (webarch.orch.move): one file each,
+#: named after the account, its first line saying where to and when.  A
+#: present account with such a file is refused until its pillar says absent.
+MOVED_DIR = f"{STATE_DIR}/moved"
 #: What webarch did of each site's application (root 0600 JSON per site).
 APPS_DIR = f"{STATE_DIR}/apps"
 

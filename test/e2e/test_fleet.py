@@ -499,6 +499,12 @@ def test_an_account_moves_to_another_server_with_one_command(master, fleet, pill
     # The old server keeps the verified archive and the dump.
     assert len(sh(source, "ls /var/backups/webarch/alice-*.tar.gz").split()) == 1
     assert sh(source, "ls /var/backups/webarch/databases/").count("alice_db-") == 1
+    # Until the admin says absent there, the old server refuses to serve her copy
+    # again (its pillar still has her present and not suspended).
+    refused = json.dumps(master.salt(SOURCE, "state.apply", "webarch")[SOURCE])
+    moved = "webarch:accounts:alice:state: alice was moved to another server"
+    assert f"{moved} (to {TARGET}" in refused
+    assert "503" in headers(source, SITE).split("\n")[0]
     # The admin removes her from the old server: only she changes there.
     new[SOURCE]["webarch"]["accounts"]["alice"] = {"state": "absent"}
     master.set_pillars(new)

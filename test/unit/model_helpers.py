@@ -15,6 +15,7 @@ def host(model: ModuleType, **kw: object) -> object:
         users=dict(data["users"]),
         groups=dict(data["groups"]),
         managed=frozenset(data.get("managed", ())),
+        moved=tuple(data.get("moved", ())),
     )
 
 

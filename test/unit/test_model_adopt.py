@@ -101,3 +101,23 @@ def test_adopted_uid_of_another_user_is_still_refused(model):
     snapshot = {**LEGACY, "users": {**LEGACY["users"], "bob": 1002}}
     found = problems(model, one_account(adopt=True, uid=1002), **snapshot)
     assert "webarch:accounts:alice:uid: 1002 is already used by 'bob' on this host" in found
+
+
+#: alice moved away from this host by webarch.orch.move (its marker's first line).
+MOVED = {"moved": [("alice", "to web2 on 2026-12-06 02:40 UTC by webarch.orch.move")]}
+
+
+def test_an_account_moved_away_is_refused_while_present(model):
+    found = problems(model, one_account(), managed=["alice"], **MOVED)
+    assert found == [
+        "webarch:accounts:alice:state: alice was moved to another server (to web2 on "
+        "2026-12-06 02:40 UTC by webarch.orch.move): set state: absent here to remove this "
+        "copy (its archive is kept), or delete /var/lib/webarch/moved/alice to serve it here "
+        "again"
+    ]
+
+
+def test_an_account_moved_away_may_be_absent_and_others_are_untouched(model):
+    pillar = {"accounts": {"alice": {"state": "absent"}, "bob": {}}}
+    built = model.build_model(pillar, host(model, managed=["alice"], **MOVED))
+    assert built["present"] == ["bob"]

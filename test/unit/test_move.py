@@ -128,3 +128,10 @@ def test_pack_waits_longer_than_the_log_splitter_takes_to_see_a_home_gone() -> N
     program = Path(__file__).parents[2] / "webarch/files/programs/webarch_log_split.py"
     (line,) = [x for x in program.read_text().splitlines() if x.startswith("CHECK_INTERVAL =")]
     assert float(line.split("=")[1]) == move.LOG_SPLIT_CHECK_S < move.STAGE_SETTLE_S
+
+
+def test_a_marker_is_named_after_a_valid_account_only() -> None:
+    assert move.checked_name("alice") == "alice"
+    for bad in ("../etc", "Alice", "", None, "a/b"):
+        with pytest.raises(move.MoveError, match="not a valid account name"):
+            move.checked_name(bad)

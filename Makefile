@@ -118,7 +118,7 @@ clean:
 # The benchmarks of issues 8, 15 and 17 (not part of `make test`): one line per figure, then
 # ratios and PASS/MISS per target.  See bench/README.rst; each script takes --quick.
 # PNG charts (bench/charts/) from the benchmarks' saved stdout: BENCH_OUTPUT (files).
-BENCH_OUTPUT ?= $(wildcard /var/tmp/webarch-bench/issue20/*.out)
+BENCH_OUTPUT ?= $(wildcard /var/tmp/webarch-bench/s13/big.out /var/tmp/webarch-bench/s13/mounts.out)
 .PHONY: charts
 charts: venv
 	$(PY) -m pip install -q $$($(PYTHON) -c 'import tomllib; \

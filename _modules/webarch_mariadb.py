@@ -146,6 +146,27 @@ def in_place(
     raise CommandExecutionError(f"in_place: what must be user, database or grant, not {what!r}")
 
 
+def checksums(databases: list[str]) -> dict[str, str]:
+    """
+    ``CHECKSUM TABLE ... EXTENDED`` of every base table of ``databases``:
+    {db.table: sum} (an account's move compares them on both servers).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 webarch_mariadb.checksums '[alice_wp]'
+    """
+    found: dict[str, str] = {}
+    for db in databases:
+        tables = _query(f"SHOW FULL TABLES FROM {_ident(db)} WHERE Table_type = 'BASE TABLE'")
+        names = [f"{_ident(db)}.{_ident(row[0])}" for row in tables]
+        if names:
+            rows = _query(f"CHECKSUM TABLE {', '.join(names)} EXTENDED")
+            found.update({row[0]: row[1] for row in rows})
+    return found
+
+
 def held_beyond(user: str, database: str, privileges: list[str], host: str = "localhost") -> bool:
     """
     Tell whether ``user@host`` may hold more than ``privileges`` on ``database``.

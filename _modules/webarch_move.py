@@ -87,36 +87,6 @@ def _stage_root(home: str) -> str:
     return root
 
 
-def _query(sql: str) -> list[list[str]]:
-    cmd = ["mariadb", f"--socket={paths.MARIADB_SOCKET}", "--user=root", "--batch",
-           "--skip-column-names", "--raw", "-e", sql]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise CommandExecutionError(f"MariaDB refused {sql!r}: {proc.stderr.strip()}")
-    return [line.split("\t") for line in proc.stdout.splitlines()]
-
-
-def checksums(databases: list[str]) -> dict[str, str]:
-    """
-    ``CHECKSUM TABLE ... EXTENDED`` of every base table of ``databases``: {db.table: sum}.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt web1 webarch_move.checksums '[alice_wp]'
-    """
-    found: dict[str, str] = {}
-    for db in databases:
-        quoted = "`" + db.replace("`", "``") + "`"
-        tables = _query(f"SHOW FULL TABLES FROM {quoted} WHERE Table_type = 'BASE TABLE'")
-        names = [f"{quoted}.`{row[0].replace('`', '``')}`" for row in tables]
-        if names:
-            rows = _query(f"CHECKSUM TABLE {', '.join(names)} EXTENDED")
-            found.update({row[0]: row[1] for row in rows})
-    return found
-
-
 def manifest(name: str) -> dict[str, Any]:
     """
     The account's home as a manifest (path, type, owner, group, mode, size, SHA-256)
@@ -130,7 +100,7 @@ def manifest(name: str) -> dict[str, Any]:
     """
     account, _model = _account(name)
     found = move.tree_manifest(account["home"])
-    found["tables"] = checksums(_databases(account))
+    found["tables"] = __salt__["webarch_mariadb.checksums"](_databases(account))
     return found
 
 
@@ -303,7 +273,7 @@ def pack(name: str, push: bool = True) -> dict[str, Any]:
         dump = __salt__["webarch_mariadb.dump"](db, os.path.join(archive_dir, "databases"))
         os.link(dump, os.path.join(out, f"{db}.sql.gz"))
         dumps[db] = dump
-    found["tables"] = checksums(databases)
+    found["tables"] = __salt__["webarch_mariadb.checksums"](databases)
     found["databases"] = databases
     _write_json(os.path.join(out, MANIFEST), found)
     _write_json(os.path.join(out, SECRETS), {"shadow": _shadow_hash(name)})
@@ -445,7 +415,7 @@ def unpack(name: str) -> dict[str, Any]:
         if proc.returncode != 0:
             raise CommandExecutionError(f"chpasswd -e for {name} failed: {proc.stderr.strip()}")
     found = move.tree_manifest(home)
-    found["tables"] = checksums(expected["databases"])
+    found["tables"] = __salt__["webarch_mariadb.checksums"](expected["databases"])
     differences = move.compare(expected, found)
     if differences:
         raise CommandExecutionError(

@@ -33,6 +33,12 @@ def __virtual__() -> str:
     return __virtualname__
 
 
+def _pillars(tgt: str = "*", tgt_type: str = "glob") -> dict[str, Any]:
+    """The targeted minions' pillars, compiled on the master, by minion id (sorted)."""
+    found = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)
+    return {minion: __salt__["pillar.show_pillar"](minion) for minion in sorted(found["minions"])}
+
+
 def check(tgt: str = "*", tgt_type: str = "glob") -> dict[str, Any]:
     """
     Every clash between the targeted minions' pillars (accounts present on
@@ -47,9 +53,8 @@ def check(tgt: str = "*", tgt_type: str = "glob") -> dict[str, Any]:
         salt-run webarch_fleet.check
         salt-run webarch_fleet.check tgt='web*'
     """
-    found = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)
-    minions = sorted(found["minions"])
-    pillars = {minion: __salt__["pillar.show_pillar"](minion) for minion in minions}
+    pillars = _pillars(tgt, tgt_type)
+    minions = list(pillars)
     lines = fleet.clashes(pillars)
     retcode = 1 if lines else 0
     # success of the job's return event; salt-run exits with the return's retcode.
@@ -94,8 +99,7 @@ def move_check(request: Any = None) -> dict[str, Any]:
         req = move.request(request)
     except move.MoveError as exc:
         return _failed(str(exc))
-    found = salt.utils.minions.CkMinions(__opts__).check_minions("*", "glob")
-    pillars = {minion: __salt__["pillar.show_pillar"](minion) for minion in found["minions"]}
+    pillars = _pillars()
     lines = move.move_clashes(pillars, req["account"], req["from"], req["to"])
     if lines:
         return _failed("; ".join(lines))

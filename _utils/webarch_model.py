@@ -392,7 +392,7 @@ def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: An
         "log_map": web.log_map(present),
         "php_fpm_modules_off": list(php.PHP_FPM_MODULES_OFF),
         "php_fpm": php.fpm(server["php_version"]),
-        "apache": web.apache(server),
+        "apache": web.apache(server, present),
         "waf": web.waf(present, osmajorrelease),
         "account_group": paths.ACCOUNT_GROUP,
         "mail_accounts": mail.mail_accounts(present, active),

@@ -507,9 +507,21 @@ def log_map(present: list[dict]) -> dict:
     }
 
 
-def apache(server: dict) -> dict:
+def staged_keep(present: list[dict]) -> str:
+    """The staged site files a full run keeps (Salt's ``exclude_pat``: one regexp).
+
+    A full run removes the others (of accounts no longer present) from the
+    staging directory: a pattern, not a ``require_in`` of every account's file,
+    which Salt's ``clean`` resolves in time quadratic in accounts.
+    """
+    names = "|".join(re.escape(paths.apache_site(a["name"])) for a in present)
+    return f"E@^(?:{names})\\.conf$"
+
+
+def apache(server: dict, present: list[dict]) -> dict:
     """Apache's server-wide settings: the modules on and off, what .htaccess may hold."""
     return {
+        "staged_keep": staged_keep(present),
         "modules": list(APACHE_MODULES),
         "modules_off": [f"php{server['php_version']}", *APACHE_MODULES_OFF],
         "htaccess_directives": list(HTACCESS_DIRECTIVES),

@@ -78,7 +78,9 @@ webarch-apache-check-script:
     - mode: '0755'
 
 # The accounts' files as rendered (see webarch-apache-sites-install); a full
-# run removes those of accounts no longer here.
+# run removes those of accounts no longer here (all but the present ones'
+# files: a pattern, not a require_in of each, which Salt's clean resolves in
+# time quadratic in accounts).
 webarch-apache-staging-dir:
   file.directory:
     - name: {{ webarch.paths.apache_staging_dir }}
@@ -87,6 +89,7 @@ webarch-apache-staging-dir:
     - mode: '0700'
     - makedirs: true
     - clean: {{ webarch.only is none }}
+    - exclude_pat: {{ apache.staged_keep | json }}
 
 # Apache's piped logger: a reload of Apache starts it anew (it watches this).
 webarch-apache-log-split:
@@ -314,8 +317,6 @@ webarch-{{ name }}-apache-sites:
 {%-   if waf.enabled %}
       - file: webarch-apache-waf-conf
 {%-   endif %}
-    - require_in:
-      - file: webarch-apache-staging-dir
   apache_site.enabled:
     - name: {{ account.apache.site }}
     - require:

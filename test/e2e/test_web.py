@@ -823,3 +823,11 @@ def test_an_account_added_and_removed_by_limited_runs(web):
     assert not web.exists(spooled)
     assert status(web, "https://www.alice.example/") == "200"
     assert changed(apply(web, pillar)) == {}
+    # A staged file of no present account (by hand, or an old run's) goes with
+    # the next full run, and only it: it would be put live otherwise.
+    stray = "/etc/webarch/apache-sites/webarch-ghost.conf"
+    web.write_file(stray, "# nobody's\n", mode=0o600)
+    ret = apply(web, pillar)
+    assert [key.split("_|-")[1] for key in changed(ret)] == ["webarch-apache-staging-dir"]
+    assert not web.exists(stray)
+    assert web.exists("/etc/webarch/apache-sites/webarch-alice.conf")

@@ -973,3 +973,28 @@ def test_pool_sockets_are_keyed_names(model):
     assert a != b and "alice" not in a
     assert a.startswith("/run/php/webarch-") and a.endswith(".sock")
     assert webarch_php.pool_socket("bob", "key-1") != a
+
+
+def test_staged_keep_is_the_present_accounts_files_only(model):
+    """A full run's clean of the staging directory keeps just the present accounts' files."""
+    from salt.utils.stringutils import check_include_exclude
+
+    pillar = {
+        "accounts": {
+            "alice": {},
+            "al-ice": {},
+            "bob": {"suspended": True},
+            "gone": {"state": "absent"},
+        }
+    }
+    pattern = build(model, pillar)["apache"]["staged_keep"]
+    removed = [
+        name
+        for name in ("webarch-alice.conf", "webarch-al-ice.conf", "webarch-bob.conf",
+                     "webarch-gone.conf", "webarch-alice.conf.bak", "xwebarch-alice.conf",
+                     "webarch-alicexconf")
+        if check_include_exclude(name, None, pattern)  # True: not excluded, so removed
+    ]  # fmt: skip
+    assert removed == [
+        "webarch-gone.conf", "webarch-alice.conf.bak", "xwebarch-alice.conf", "webarch-alicexconf"
+    ]  # fmt: skip

@@ -34,6 +34,7 @@ from typing import Any
 
 import webarch_backup as model
 import webarch_backup_btrfs as btrfs
+import webarch_mountns as mountns
 import webarch_paths as paths
 from salt.exceptions import CommandExecutionError
 
@@ -158,7 +159,8 @@ def _as_account(
     command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
                "--no-new-privs", "--", *argv]  # fmt: skip
     if jail is not None:
-        command = ["chroot", jail, *command]
+        # The chroot's mounts are in the chroots' mount namespace.
+        command = mountns.in_namespace(["chroot", jail, *command])
     proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd)
     if proc.returncode != 0:
         raise CommandExecutionError(f"{argv[0]} failed as {user.pw_name}: {proc.stderr.strip()}")
@@ -168,7 +170,9 @@ def _as_account(
 def _jail(account: str, home: str, date: str) -> str | None:
     """The account's chroot when it shows the day (then the restore runs in it), else None."""
     jail = paths.chroot(account)
-    return jail if os.path.isdir(f"{jail}{home}/{model.MOUNT_DIR}/{date}") else None
+    shown = f"{jail}{home}/{model.MOUNT_DIR}/{date}"
+    proc = subprocess.run(mountns.in_namespace(["test", "-d", shown]), check=False)
+    return jail if proc.returncode == 0 else None
 
 
 def restore(

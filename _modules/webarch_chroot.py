@@ -2,10 +2,10 @@
 Per-account chroots: the skeleton that the bind mounts hang on.
 
 A chroot (``/chroots/USER``) holds no copy of the system: ``/usr`` is the
-host's, bind-mounted read-only (mounts are Salt ``mount.mounted`` states of the
-formula), and ``/bin``, ``/lib``, ``/sbin`` are the merged-/usr links.  What this
-module builds is the rest, all owned by root so that the account cannot change
-it:
+host's, bind-mounted read-only (the ``webarch_mount`` states of the formula, in
+the chroots' own mount namespace: ``webarch_mountns``), and ``/bin``, ``/lib``,
+``/sbin`` are the merged-/usr links.  What this module builds is the rest, all
+owned by root so that the account cannot change it:
 
 * the mount points, ``/dev`` with only null, zero, full, random, urandom and
   tty, and ``/var/tmp`` pointing at the account's ``/tmp``;
@@ -16,6 +16,10 @@ it:
 
 :py:func:`plan` compares the wanted skeleton with what is on disk and
 :py:func:`apply` makes the difference, never touching a mounted mount point.
+Salt sees the skeleton from the host's namespace, where the mount points are
+plain directories (the chroots' mounts are in their namespace only); the
+chroot base is bind-mounted into that namespace, so what is built here is
+what the chroots show.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import webarch_mountns as mountns
 import webarch_paths as paths
 from salt.exceptions import CommandExecutionError
 
@@ -422,7 +427,8 @@ def apply(
 
 def mounts(path: str) -> list[str]:
     """
-    Return the mount points at or below ``path``, deepest first.
+    Return the mount points at or below ``path``, deepest first: the host's and
+    those of the chroots' mount namespace.
 
     CLI Example:
 
@@ -431,7 +437,8 @@ def mounts(path: str) -> list[str]:
         salt '*' webarch_chroot.mounts /chroots/alice
     """
     prefix = path.rstrip("/")
-    found = [m for m in _mount_points() if m == prefix or m.startswith(prefix + "/")]
+    points = _mount_points() | {m.target for m in mountns.ns_mounts()}
+    found = [m for m in points if m == prefix or m.startswith(prefix + "/")]
     return sorted(found, key=lambda m: (-m.count("/"), m))
 
 

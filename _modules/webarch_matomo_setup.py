@@ -35,6 +35,7 @@ from typing import Any
 import webarch_apprun as apprun
 import webarch_fcgi as fcgi
 import webarch_matomo_api as api
+import webarch_mountns as mountns
 import webarch_paths as paths
 import webarch_stats as stats
 from salt.exceptions import CommandExecutionError
@@ -151,10 +152,10 @@ def console(*args: str, timeout: float = 1800.0) -> str:
     """
     local = _local()
     uid, gid = _ids(local["account"])
-    argv = [
+    argv = mountns.in_namespace([
         "/usr/sbin/chroot", f"--userspec={uid}:{gid}", local["chroot"],
         local["php"], f"{local['docroot']}/console", "--no-ansi", "--no-interaction", *args,
-    ]  # fmt: skip
+    ])  # fmt: skip
     env = {"HOME": local["home"], "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     return _run(argv, f"Matomo console {args[0] if args else ''}", timeout, env=env)
 

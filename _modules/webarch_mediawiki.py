@@ -218,7 +218,8 @@ def _in_scratch(app: dict[str, Any], inside: str, existing: list[str]) -> tuple[
     """Run install.php (with a throwaway admin password), complete its LocalSettings.php
     and finish the install with it from the scratch directory ``inside``; the final
     LocalSettings.php text and the steps done."""
-    outside = f"{app['chroot']}{inside}"
+    # The chroot's /tmp is a bind of ~/tmp, in the chroots' mount namespace only.
+    outside = f"{app['home']}/tmp{inside.removeprefix('/tmp')}"
     apprun.write_as_account(app, f"{outside}/pass", apprun.random_key(40) + "\n")
     _php_in_docroot(app, mw.install_argv(app, f"{inside}/pass", inside), "MediaWiki's install.php")
     generated = apprun.in_chroot(app, ["cat", f"{inside}/{mw.SETTINGS}"],

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import webarch_paths as paths
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "webarch_quota"
@@ -273,7 +274,8 @@ def home(name: str, chroot: str = "") -> dict[str, Any]:
 
 def convert_howto(home: str, where: str, chroot: str) -> str:
     """Why a plain-directory home on btrfs fails, and the commands that convert it."""
-    binds = f" (findmnt -R {chroot})" if chroot else ""
+    # The binds are in the chroots' mount namespace (webarch_mountns).
+    binds = f" (nsenter --mount={paths.CHROOT_NS} findmnt -R {chroot})" if chroot else ""
     return (
         f"Home {home} on {where} is a plain directory, not a subvolume: no qgroup can "
         "limit it, and webarch does not move an account's files by itself. Convert it "

@@ -21,6 +21,8 @@ import stat
 import subprocess
 from typing import Any
 
+import webarch_mountns as mountns
+
 #: Characters of generated keys and passwords (no quotes or backslashes: they
 #: are written into PHP strings).
 KEY_ALPHABET = (
@@ -82,9 +84,12 @@ def as_account(app: dict, argv: list[str], what: str, **kwargs: Any) -> str:
 
 
 def in_chroot(app: dict, argv: list[str], what: str, **kwargs: Any) -> str:
-    """Run ``argv`` as the app's account inside its chroot (where its pool runs PHP)."""
+    """Run ``argv`` as the app's account inside its chroot (where its pool runs PHP),
+    in the chroots' mount namespace (where the chroot's mounts are)."""
     uid, gid = ids(app["account"])
-    wrapped = ["/usr/sbin/chroot", f"--userspec={uid}:{gid}", app["chroot"], *argv]
+    wrapped = mountns.in_namespace(
+        ["/usr/sbin/chroot", f"--userspec={uid}:{gid}", app["chroot"], *argv]
+    )
     return run(wrapped, what, env=account_env(app), **kwargs)
 
 

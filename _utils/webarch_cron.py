@@ -5,21 +5,25 @@ No cron daemon and no setgid crontab: each job is a pair of systemd units
 (``webarch-cron-ACCOUNT.JOB.service`` and ``.timer``) written by
 ``webarch-cron sync`` from the model (the pillar's jobs) and from the
 account's own ``~/private/crontab``.  The service runs the command with
-``/bin/sh -c`` as the account, in its chroot (``RootDirectory=``), its output
+``/bin/sh -c`` as the account, in its chroot (``RootDirectory=``, with the
+chroot's binds made by systemd: ``chroot_binds``), its output
 appended to ``~/logs/cron.log`` with a line when it starts and when it ends;
 a failed run mails the account.
 
 This module is the shared part: schedules in crontab syntax turned into
 systemd calendar expressions, commands checked and quoted for a unit file,
 the crontab file parsed, the unit files' texts.  Plain Python, standard
-library only: Salt imports it from ``_utils`` (the pillar's validation), the
-program from ``/usr/local/lib/webarch`` (the accounts' own files).
+library only (and webarch_paths, installed beside it): Salt imports it from
+``_utils`` (the pillar's validation), the program from
+``/usr/local/lib/webarch`` (the accounts' own files).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+
+import webarch_paths as paths
 
 #: A job's name in pillar: also part of its units' names.
 JOB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -227,15 +231,22 @@ def unit_name(account: str, job: str) -> str:
 
 
 #: The sandbox of a job's service (``systemd-analyze security``: OK): the account,
-#: in its chroot, with no capability.  No API file systems of systemd's
-#: (MountAPIVFS=no): its /run would hide the chroot's /run/mysqld and mail
-#: socket (the chroot's /proc is its own, the account's processes only).  No
-#: option that needs a mount namespace (ProtectSystem, PrivateTmp,
-#: ProtectKernel*...): systemd fills it with a copy of every mount of the host,
-#: the chroots' binds too, at each start (at 200 accounts over a second of CPU).
-#: No RestrictSUIDSGID: a job's application copies the sites' setgid mode onto
-#: the directories it makes (see webarch-php@.service).
-SANDBOX = """MountAPIVFS=no
+#: in its chroot, with no capability.  The chroot's mounts are in the chroots'
+#: own mount namespace (webarch_mountns), which a unit running as the account
+#: cannot enter: systemd gives the unit's namespace the same binds
+#: (``chroot_binds``) over the skeleton, a /proc that shows the account's
+#: processes only (ProtectProc=invisible) and a /dev of its own.  That
+#: namespace is a copy of the host's, which has few mounts now (not every
+#: chroot's): cheap to make at each start.  API file systems first, then the
+#: binds (systemd orders them by path): /run's tmpfs does not hide the
+#: chroot's /run/mysqld and mail socket.  No RestrictSUIDSGID: a job's
+#: application copies the sites' setgid mode onto the directories it makes
+#: (see webarch-php@.service).
+SANDBOX = """MountAPIVFS=yes
+ProtectProc=invisible
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectControlGroups=yes
 CapabilityBoundingSet=
 NoNewPrivileges=yes
 DevicePolicy=closed
@@ -250,6 +261,16 @@ SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallErrorNumber=EPERM
 """
+
+
+def chroot_binds(home: str) -> str:
+    """The chroot's binds (as webarch_layout.chroot_spec has them) for a unit with
+    ``RootDirectory=`` the chroot: lines of [Service], destinations inside the chroot."""
+    sockets = f"-{paths.MARIADB_SOCKET_DIR} -{paths.MAIL_GATE_DIR}"
+    return (
+        f"BindReadOnlyPaths=/usr {sockets} /usr/bin/msmtp:/usr/sbin/exim4\n"
+        f"BindPaths={home} {home}/tmp:/tmp\n"
+    )
 
 
 def service_text(account: dict, job: dict) -> str:
@@ -270,7 +291,7 @@ def service_text(account: dict, job: dict) -> str:
 # {job.get("origin", "pillar")}: {job["schedule"]}
 [Unit]
 Description=Cron job {job_name} of {name}
-ConditionPathIsMountPoint={account["chroot"]}/usr
+ConditionPathExists={account["chroot"]}/etc/passwd
 OnFailure={FAILED_UNIT}%n.service
 
 [Service]
@@ -286,7 +307,7 @@ StandardInput=null
 StandardOutput=append:{log}
 StandardError=inherit
 TimeoutStartSec={TIMEOUT}
-{SANDBOX}IOSchedulingClass=best-effort
+{chroot_binds(account["home"])}{SANDBOX}IOSchedulingClass=best-effort
 IOSchedulingPriority=7
 {_limits(account)}"""
 

@@ -209,81 +209,94 @@ def chroot_spec(name: str, chroot_base: str, backup_store: str | None = None) ->
             "opts": [*bind_ro, "noexec"],
         }
     ]
-    return {
-        "path": root,
-        "home": home,
-        "mounts": [
-            # slave: the sendmail bind below must not propagate back to the
-            # host's /usr (nor to other chroots: all binds of /usr are peers).
-            {
-                "id": "usr",
-                "name": f"{root}/usr",
-                "device": "/usr",
-                "fstype": "none",
-                "opts": [*bind_ro, "slave"],
-            },
-            {
-                "id": "home",
-                "name": f"{root}{home}",
-                "device": home,
-                "fstype": "none",
-                "opts": ["bind", "nosuid", "nodev"],
-            },
-            {
-                "id": "tmp",
-                "name": f"{root}/tmp",
-                "device": f"{home}/tmp",
-                "fstype": "none",
-                "opts": ["bind", "nosuid", "nodev"],
-            },
-            # /run/mysqld is made by systemd-tmpfiles after local file systems
-            # are mounted: nofail drops the mount's ordering before
-            # local-fs.target so that it can wait for the directory.
-            {
-                "id": "mysqld",
-                "name": f"{root}{paths.MARIADB_SOCKET_DIR}",
-                "device": paths.MARIADB_SOCKET_DIR,
-                "fstype": "none",
-                "opts": [
-                    *bind_ro,
-                    "noexec",
-                    "nofail",
-                    "x-systemd.after=systemd-tmpfiles-setup.service",
-                ],
-            },
-            # Exim's submission gate: a socket owned by root that runs
-            # ``exim4 -bs`` as whoever connects (webarch-mail-gate).
-            {
-                "id": "mail",
-                "name": f"{root}{paths.MAIL_GATE_DIR}",
-                "device": paths.MAIL_GATE_DIR,
-                "fstype": "none",
-                "opts": [
-                    *bind_ro,
-                    "noexec",
-                    "nofail",
-                    "x-systemd.after=systemd-tmpfiles-setup.service",
-                ],
-            },
-            # sendmail in the chroot is msmtp (/usr/sbin/sendmail -> exim4):
-            # Exim itself cannot run there (no setuid, no spool).
-            {
-                "id": "sendmail",
-                "name": f"{root}/usr/sbin/exim4",
-                "device": "/usr/bin/msmtp",
-                "fstype": "none",
-                "opts": bind_ro,
-            },
-            {
-                "id": "proc",
-                "name": f"{root}/proc",
-                "device": "proc",
-                "fstype": "proc",
-                "opts": ["nosuid", "nodev", "noexec", "hidepid=invisible"],
-            },
-            *(backups if backup_store else []),
-        ],
-    }
+    mounts = [
+        # slave: the sendmail bind below must not propagate back to the
+        # host's /usr (nor to other chroots: all binds of /usr are peers).
+        {
+            "id": "usr",
+            "name": f"{root}/usr",
+            "device": "/usr",
+            "fstype": "none",
+            "opts": [*bind_ro, "slave"],
+        },
+        {
+            "id": "home",
+            "name": f"{root}{home}",
+            "device": home,
+            "fstype": "none",
+            "opts": ["bind", "nosuid", "nodev"],
+        },
+        {
+            "id": "tmp",
+            "name": f"{root}/tmp",
+            "device": f"{home}/tmp",
+            "fstype": "none",
+            "opts": ["bind", "nosuid", "nodev"],
+        },
+        # /run/mysqld is made by systemd-tmpfiles after local file systems
+        # are mounted: nofail drops the mount's ordering before
+        # local-fs.target so that it can wait for the directory.
+        {
+            "id": "mysqld",
+            "name": f"{root}{paths.MARIADB_SOCKET_DIR}",
+            "device": paths.MARIADB_SOCKET_DIR,
+            "fstype": "none",
+            "opts": [
+                *bind_ro,
+                "noexec",
+                "nofail",
+                "x-systemd.after=systemd-tmpfiles-setup.service",
+            ],
+        },
+        # Exim's submission gate: a socket owned by root that runs
+        # ``exim4 -bs`` as whoever connects (webarch-mail-gate).
+        {
+            "id": "mail",
+            "name": f"{root}{paths.MAIL_GATE_DIR}",
+            "device": paths.MAIL_GATE_DIR,
+            "fstype": "none",
+            "opts": [
+                *bind_ro,
+                "noexec",
+                "nofail",
+                "x-systemd.after=systemd-tmpfiles-setup.service",
+            ],
+        },
+        # sendmail in the chroot is msmtp (/usr/sbin/sendmail -> exim4):
+        # Exim itself cannot run there (no setuid, no spool).
+        {
+            "id": "sendmail",
+            "name": f"{root}/usr/sbin/exim4",
+            "device": "/usr/bin/msmtp",
+            "fstype": "none",
+            "opts": bind_ro,
+        },
+        {
+            "id": "proc",
+            "name": f"{root}/proc",
+            "device": "proc",
+            "fstype": "proc",
+            "opts": ["nosuid", "nodev", "noexec", "hidepid=invisible"],
+        },
+        *(backups if backup_store else []),
+    ]
+    return {"path": root, "home": home, "mounts": mounts, "unit_binds": unit_binds(mounts)}
+
+
+def unit_binds(mounts: list[dict]) -> dict[str, list[str]]:
+    """The chroot's mounts as systemd's ``BindReadOnlyPaths=`` (``ro``) and
+    ``BindPaths=`` (``rw``) items, for a unit that makes them in a mount namespace
+    of its own (the mounts are in the chroots' namespace: webarch_mountns).
+
+    ``/proc`` is the unit's own (``ProtectProc=invisible``: the account's
+    processes only), read-only; a ``nofail`` mount's source may be missing (``-``).
+    """
+    binds: dict[str, list[str]] = {"ro": [], "rw": []}
+    for mount in mounts:
+        source = "/proc" if mount["fstype"] == "proc" else mount["device"]
+        item = ("-" if "nofail" in mount["opts"] else "") + f"{source}:{mount['name']}"
+        binds["ro" if "ro" in mount["opts"] or source == "/proc" else "rw"].append(item)
+    return binds
 
 
 def account_dirs(name: str) -> list[dict]:

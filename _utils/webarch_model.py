@@ -50,9 +50,9 @@ ACCOUNT_KEYS = check.key_table(
         check.one_of(check.STATES),
         "present",
         "Switching an account that webarch created to ``absent`` kills its processes, "
-        "unmounts its chroot (and drops the mounts from ``/etc/fstab``), archives its "
-        "home to ``archive_dir`` (``USER-YYYYmmddTHHMMSSZ.tar.gz``, verified against the "
-        "home before anything is deleted), then removes the home, the chroot, the key "
+        f"unmounts its chroot (and drops its mounts from ``{paths.CHROOT_FSTAB}``), "
+        "archives its home to ``archive_dir`` (``USER-YYYYmmddTHHMMSSZ.tar.gz``, verified "
+        "against the home before anything is deleted), then removes the home, the chroot, the key "
         "file, the user and its group, and any of its generated passwords still waiting "
         "to be mailed. If archiving fails, nothing is removed. An absent account whose "
         "user webarch did not create is left alone.",

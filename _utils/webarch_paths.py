@@ -204,6 +204,15 @@ def published() -> dict[str, str]:
 PROGRAM_LIB_DIR = "/usr/local/lib/webarch"
 #: Where the formula's systemd units and drop-ins go.
 SYSTEMD_DIR = "/etc/systemd/system"
+#: The chroots' bind mounts live in a mount namespace of their own (not PID
+#: 1's: systemd slows down with thousands of mounts), pinned by
+#: webarch-chroots.service at CHROOT_NS (an nsfs bind inside CHROOT_NS_DIR, a
+#: private bind mount) and mounted from CHROOT_FSTAB.  sshd runs in it
+#: (webarch_mountns).
+CHROOT_NS_UNIT = "webarch-chroots"
+CHROOT_NS_DIR = "/run/webarch/ns"
+CHROOT_NS = f"{CHROOT_NS_DIR}/chroots"
+CHROOT_FSTAB = f"{CONFIG_DIR}/chroots.fstab"
 #: webarch's drop-in for Debian's apache2.service.
 APACHE_UNIT_DROPIN = f"{SYSTEMD_DIR}/apache2.service.d/webarch.conf"
 #: Programs an account may run by name in its chroot (first on the chroots' PATH;

@@ -1,15 +1,19 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
 # Each present account's chroot: a root-owned skeleton (webarch_chroot) and its
-# bind mounts, persisted in /etc/fstab so that they come back at boot.  The /usr
-# bind is a mount slave (webarch_mount makes an older shared one a slave too):
-# the sendmail file bind on top of it must not propagate to the host's /usr.
+# bind mounts.  The mounts live in a mount namespace of their own (not PID 1's:
+# systemd slows down with thousands of mounts), pinned by
+# webarch-chroots.service, and are persisted in /etc/webarch/chroots.fstab,
+# which that service mounts at boot (webarch_mountns).  The /usr bind is a
+# mount slave (webarch_mount makes an older shared one a slave too): the
+# sendmail file bind on top of it must not propagate to the host's /usr.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch with context %}
 ---
 include:
   - {{ tplroot }}.users
   - {{ tplroot }}.mail
+  - {{ tplroot }}.programs
 
 webarch-chroot-base:
   file.directory:
@@ -17,6 +21,45 @@ webarch-chroot-base:
     - user: root
     - group: root
     - mode: '0755'
+
+webarch-chroots-program:
+  file.managed:
+    - name: {{ webarch.paths.program_dir }}/{{ webarch.paths.chroot_ns_unit }}
+    - source: salt://{{ tplroot }}/files/programs/webarch_chroots.py
+    - user: root
+    - group: root
+    - mode: '0755'
+    - require:
+      - file: webarch-program-lib
+
+webarch-chroots-unit:
+  file.managed:
+    - name: {{ webarch.paths.systemd_dir }}/{{ webarch.paths.chroot_ns_unit }}.service
+    - source: salt://{{ tplroot }}/files/systemd/webarch-chroots.service.jinja
+    - template: jinja
+    - context:
+        program: {{ webarch.paths.program_dir }}/{{ webarch.paths.chroot_ns_unit }}
+        base: {{ webarch.chroot_base }}
+        ns: {{ webarch.paths.chroot_ns }}
+    - user: root
+    - group: root
+    - mode: '0644'
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: webarch-chroots-unit
+
+# Pins the namespace (and mounts the fstab's lines): the mounts below go there.
+webarch-chroots-service:
+  service.running:
+    - name: {{ webarch.paths.chroot_ns_unit }}
+    - enable: true
+    - require:
+      - file: webarch-chroot-base
+      - module: webarch-chroots-unit
+    - watch:
+      - file: webarch-chroots-program
+      - file: webarch-program-lib
 
 {%- for name in webarch.present %}
 {%-   set account = webarch.accounts[name] %}
@@ -42,15 +85,11 @@ webarch-{{ name }}-mount-{{ mount.id }}:
     - device: {{ mount.device }}
     - fstype: {{ mount.fstype }}
     - opts: {{ mount.opts | json }}
-    - persist: true
-    - mkmnt: false
-    - bind_mount_copy_active_opts: false
-    - extra_mount_invisible_keys:
-      - x-systemd.after
-    - extra_mount_invisible_options:
-      - slave
+    - config: {{ webarch.paths.chroot_fstab }}
+    - base: {{ webarch.chroot_base }}
     - require:
       - webarch_chroot: webarch-{{ name }}-chroot
+      - service: webarch-chroots-service
 {%-     if mount.id == 'mail' %}
       - file: webarch-mail-gate-dir
 {%-     elif mount.id == 'sendmail' %}

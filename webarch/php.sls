@@ -138,6 +138,12 @@ webarch-{{ name }}-php-units:
             # Managed by Salt (webarch): the pool takes the socket systemd passes.
             [Service]
             Environment=FPM_SOCKETS={{ account.pool.listen }}=3
+      - {{ webarch.paths.systemd_dir }}/{{ account.pool.unit }}.d/45-webarch-chroot.conf:
+        - contents: |
+            # Managed by Salt (webarch): the chroot's binds, in the unit's namespace.
+            [Service]
+            BindReadOnlyPaths={{ account.chroot.unit_binds.ro | join(' ') }}
+            BindPaths={{ account.chroot.unit_binds.rw | join(' ') }}
     - user: root
     - group: root
     - mode: '0644'
@@ -232,6 +238,7 @@ webarch-fpm-unit:
         conf_dir: {{ webarch.paths.fpm_conf_dir }}
         oom_score_adjust: {{ webarch.limits_oom_score_adjust }}
         web_user: {{ webarch.web_user }}
+        home_base: {{ webarch.paths.home_base }}
     - require_in:
       - module: webarch-units-reload
 

@@ -5,8 +5,9 @@
 # on sys.path and imports webarch_progs (their shared helpers) and
 # webarch_paths (the formula's paths and names) from it, webarch-log-split and
 # webarch-htaccess-check also webarch_htaccess (the .htaccess policy and its
-# checker).  The services that run a program watch webarch-program-lib as
-# well as the program.
+# checker), webarch-chroots webarch_mountns (the chroots' mount namespace).
+# The services that run a program watch webarch-program-lib as well as the
+# program.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import webarch with context %}
 {%- set lib = webarch.paths.program_lib_dir %}
@@ -29,6 +30,8 @@ webarch-program-lib:
         - source: salt://_utils/webarch_htaccess.py
       - {{ lib }}/webarch_cron.py:
         - source: salt://_utils/webarch_cron.py
+      - {{ lib }}/webarch_mountns.py:
+        - source: salt://_utils/webarch_mountns.py
     - user: root
     - group: root
     - mode: '0644'

@@ -75,9 +75,10 @@ webarch-{{ name }}-remove-processes:
 {%-   for mount in account.chroot.mounts | reverse %}
 
 webarch-{{ name }}-unmount-{{ mount.id }}:
-  mount.unmounted:
+  webarch_mount.unmounted:
     - name: {{ mount.name }}
-    - persist: true
+    - config: {{ webarch.paths.chroot_fstab }}
+    - base: {{ webarch.chroot_base }}
     - require:
       - cmd: webarch-{{ name }}-remove-processes
     - require_in:

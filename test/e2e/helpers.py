@@ -19,6 +19,10 @@ SSH_OPTS = [
     "-o", "ConnectTimeout=10",
 ]  # fmt: skip
 
+#: Enters the chroots' mount namespace (webarch-chroots.service), where the
+#: accounts' chroots have their mounts: put before a ``chroot`` command.
+CHROOTS_NS = ["nsenter", "--mount=/run/webarch/ns/chroots", "--"]
+
 
 def password_login(host: Host, user: str, password: str, tmp_path: Path) -> int:
     """Try a password-only SSH login from outside; return ssh's exit status."""

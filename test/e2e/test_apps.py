@@ -20,6 +20,7 @@ import zlib
 import pytest
 from e2e.browser import run_browser
 from e2e.helpers import (
+    CHROOTS_NS,
     RelaySink,
     changed,
     failed,
@@ -322,8 +323,9 @@ def test_hand_made_changes_are_kept_by_later_runs(host, base, first):
     host.run(["chown", "alice", version], check=True)
     post = ("<?php require 'wp-load.php'; echo wp_insert_post(['post_title' => 'Hand-made post',"
             " 'post_status' => 'publish', 'post_content' => 'kept']);")  # fmt: skip
-    made = host.run(["chroot", "--userspec=alice:alice", "/chroots/alice", "/bin/sh", "-c",
-                     "cd /home/alice/sites/www/public && php"], input=post)  # fmt: skip
+    made = host.run([*CHROOTS_NS, "chroot", "--userspec=alice:alice", "/chroots/alice",
+                     "/bin/sh", "-c", "cd /home/alice/sites/www/public && php"],
+                    input=post)  # fmt: skip
     assert made.stdout.strip().isdigit(), made
     ret = run(host, base)
     assert failed(ret) == {} and changed(ret) == {}

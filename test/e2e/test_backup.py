@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e.helpers import SSH_OPTS, RelaySink, apply, changed, failed, relay_sink, relayed
+from e2e.helpers import CHROOTS_NS, SSH_OPTS, RelaySink, apply, changed, failed, relay_sink, relayed
 from testhost import Host
 from testhost.host import SALT_CALL
 
@@ -219,7 +219,7 @@ def test_a_hard_link_out_of_a_snapshot_is_refused(host, key, nights):
 
 
 def test_the_mount_is_read_only_and_inert_and_the_store_root_only(host, key, nights):
-    options = host.run(["findmnt", "-no", "OPTIONS", f"/chroots/alice{SNAPS}"],
+    options = host.run([*CHROOTS_NS, "findmnt", "-no", "OPTIONS", f"/chroots/alice{SNAPS}"],
                        check=True).stdout.split(",")  # fmt: skip
     assert {"ro", "nosuid", "nodev", "noexec"} <= set(options), options
     assert host.run(["stat", "-c", "%U:%G %a", STORE], check=True).stdout.split() == [

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from e2e import test_backup as rsync
-from e2e.helpers import apply, relayed, state_results
+from e2e.helpers import CHROOTS_NS, apply, relayed, state_results
 from e2e.test_backup import AS_ALICE, SNAPS, STORE, admin_mails, listing, ssh, ssh_ok
 from e2e.test_sandbox import sandbox_pillar
 from testhost import Host
@@ -94,7 +94,7 @@ def test_a_hard_link_to_bobs_file_cannot_even_be_made(host, nights):
 
 
 def test_setuid_programs_in_a_snapshot_are_inert(host, key, nights):
-    options = host.run(["findmnt", "-no", "OPTIONS", f"/chroots/alice{SNAPS}"],
+    options = host.run([*CHROOTS_NS, "findmnt", "-no", "OPTIONS", f"/chroots/alice{SNAPS}"],
                        check=True).stdout.split(",")  # fmt: skip
     assert {"ro", "nosuid", "nodev", "noexec"} <= set(options), options
     day = nights["days"][0]

@@ -75,9 +75,20 @@ def ssh_ok(host: Host, keys: dict[str, Path], user: str, command: str) -> str:
     return result.stdout
 
 
-def host_mounts(host: Host) -> set[str]:
-    """The mount points under /chroots on the host."""
-    out = host.run(["findmnt", "-rn", "-o", "TARGET"], check=True).stdout
+#: Where webarch-chroots.service pins the chroots' mount namespace.
+NAMESPACE = "/run/webarch/ns/chroots"
+CHROOTS_FSTAB = "/etc/webarch/chroots.fstab"
+
+
+def in_namespace(*argv: str) -> list[str]:
+    """``argv`` run in the chroots' mount namespace."""
+    return ["nsenter", f"--mount={NAMESPACE}", "--", *argv]
+
+
+def host_mounts(host: Host, namespace: bool = True) -> set[str]:
+    """The mount points under /chroots in the chroots' namespace (or PID 1's)."""
+    cmd = ["findmnt", "-rn", "-o", "TARGET"]
+    out = host.run(in_namespace(*cmd) if namespace else cmd, check=True).stdout
     return {line for line in out.splitlines() if line.startswith("/chroots/")}
 
 
@@ -98,8 +109,31 @@ def test_every_mount_is_there(converged):
     for user in ACCOUNTS:
         assert wanted_mounts(user) <= mounts
     assert len(mounts) == 7 * len(ACCOUNTS)
-    fstab = converged.read_file("/etc/fstab")
+    fstab = converged.read_file(CHROOTS_FSTAB)
     assert fstab.count("/chroots/alice/") == 7
+    # None of them in PID 1's namespace (systemd's) nor in /etc/fstab.
+    assert host_mounts(converged, namespace=False) == set()
+    assert "/chroots/" not in converged.read_file("/etc/fstab")
+
+
+def namespace_of(host: Host, pid: str) -> str:
+    """The mount namespace of process ``pid`` (``mnt:[INODE]``)."""
+    return host.run(["readlink", f"/proc/{pid}/ns/mnt"], check=True).stdout.strip()
+
+
+def test_sshd_runs_in_the_chroots_namespace_and_admins_see_the_host(converged, tmp_path):
+    pid = converged.run(["systemctl", "show", "-P", "MainPID", "ssh"], check=True).stdout.strip()
+    pinned = converged.run(["stat", "-L", "-c", "mnt:[%i]", NAMESPACE], check=True).stdout.strip()
+    assert namespace_of(converged, pid) == pinned
+    assert namespace_of(converged, "1") != pinned
+    # A mount made on the host after sshd started reaches its sessions.
+    converged.run(["mkdir", "-p", "/mnt/late"], check=True)
+    converged.run(["mount", "-t", "tmpfs", "late", "/mnt/late"], check=True)
+    try:
+        seen = converged.run(in_namespace("findmnt", "-rn", "-o", "SOURCE", "/mnt/late"))
+    finally:
+        converged.run(["umount", "/mnt/late"], check=True)
+    assert seen.stdout.strip() == "late"
 
 
 @pytest.mark.parametrize("user", ACCOUNTS)
@@ -380,7 +414,7 @@ def test_mounts_come_back_after_reboot(converged, keys):
 
 def test_a_mount_removed_by_hand_is_restored_and_reported(converged, keys):
     # /usr and the sendmail bind inside it.
-    converged.run(["umount", "-R", "/chroots/alice/usr"], check=True)
+    converged.run(in_namespace("umount", "-R", "/chroots/alice/usr"), check=True)
     assert ssh(converged, keys, "alice", "true").returncode != 0, "no shell without /usr"
     ret = apply(converged, pillar_for(keys))
     assert failed(ret) == {}
@@ -390,7 +424,8 @@ def test_a_mount_removed_by_hand_is_restored_and_reported(converged, keys):
     ]
     # Back as a slave of the host's /usr (fstab's option).
     propagation = converged.run(
-        ["findmnt", "-n", "-o", "PROPAGATION", "--mountpoint", "/chroots/alice/usr"], check=True
+        in_namespace("findmnt", "-n", "-o", "PROPAGATION", "--mountpoint", "/chroots/alice/usr"),
+        check=True,
     )
     assert "shared" not in propagation.stdout
     assert ssh_ok(converged, keys, "alice", "echo back").strip() == "back"
@@ -401,23 +436,27 @@ def test_a_shared_usr_bind_is_made_a_slave_again(converged, keys):
     before webarch asked for ``slave`` did) would pass the sendmail bind on to
     the host's /usr and every chroot: the run makes it a slave, once."""
     usr = "/chroots/alice/usr"
-    converged.run(["mount", "--make-shared", usr], check=True)
+    converged.run(in_namespace("mount", "--make-shared", usr), check=True)
     ret = apply(converged, pillar_for(keys))
     assert failed(ret) == {}
     key = f"webarch_mount_|-webarch-alice-mount-usr_|-{usr}_|-mounted"
     assert changed(ret) == {key: {"propagation": "shared -> slave"}}
     propagation = converged.run(
-        ["findmnt", "-n", "-o", "PROPAGATION", "--mountpoint", usr], check=True
+        in_namespace("findmnt", "-n", "-o", "PROPAGATION", "--mountpoint", usr), check=True
     )
     assert "shared" not in propagation.stdout
     assert changed(apply(converged, pillar_for(keys))) == {}
+
+
+#: The chroots' skeletons as the host's namespace shows them (no mounts there).
+SKELETON = "find /chroots -printf '%p %m %u\\n'"
 
 
 def test_bad_ssh_input_is_refused_before_anything_changes(converged, keys):
     pillar = pillar_for(keys, alice={"ssh_keys": ["ssh-ed25519 AAAAnotakey alice"]})
     pillar["webarch"]["chroot_base"] = "/home/chroots"
     before = converged.run(
-        ["sh", "-c", "cat /etc/fstab /etc/passwd; find /chroots -xdev -printf '%p %m %u\\n'"]
+        ["sh", "-c", f"cat /etc/fstab {CHROOTS_FSTAB} /etc/passwd; {SKELETON}"]
     ).stdout
     ret = apply(converged, pillar)
     errors = ret["local"]
@@ -425,7 +464,7 @@ def test_bad_ssh_input_is_refused_before_anything_changes(converged, keys):
     assert "webarch:chroot_base: '/home/chroots' must not be inside /home" in errors[0]
     assert "webarch:accounts:alice:ssh_keys:0: key data" in errors[0]
     after = converged.run(
-        ["sh", "-c", "cat /etc/fstab /etc/passwd; find /chroots -xdev -printf '%p %m %u\\n'"]
+        ["sh", "-c", f"cat /etc/fstab {CHROOTS_FSTAB} /etc/passwd; {SKELETON}"]
     ).stdout
     assert after == before
 
@@ -451,7 +490,7 @@ def test_removed_account_is_archived_first(converged, keys, tmp_path):
     assert converged.run(["getent", "group", "bob"]).returncode != 0
     assert not converged.exists("/home/bob") and not converged.exists("/chroots/bob")
     assert not any(m.startswith("/chroots/bob/") for m in host_mounts(converged))
-    assert "/chroots/bob/" not in converged.read_file("/etc/fstab")
+    assert "/chroots/bob/" not in converged.read_file(CHROOTS_FSTAB)
     assert "bob" not in converged.read_file("/var/lib/webarch/managed-accounts").split()
     # Nothing of his limits or PHP-FPM units is left for a later user of his uid.
     assert not converged.exists(limits)

@@ -27,7 +27,16 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e.helpers import SSH_OPTS, RelaySink, changed, failed, relay_sink, relayed, state_results
+from e2e.helpers import (
+    CHROOTS_NS,
+    SSH_OPTS,
+    RelaySink,
+    changed,
+    failed,
+    relay_sink,
+    relayed,
+    state_results,
+)
 from testhost import Host
 
 pytestmark = pytest.mark.e2e
@@ -309,7 +318,7 @@ def test_a_changed_limit_is_applied_by_the_next_run(host, pillar):
 ALICE_SITES = ("www.alice.example", "wiki.alice.example")
 #: Mail from inside alice's chroot, as her processes send it (msmtp to the mail gate).
 SEND = "printf 'Subject: suspended-probe\\n\\nhi\\n' | /usr/sbin/sendmail friend@example.net"
-CHROOT_MAIL = ["chroot", "/chroots/alice", "setpriv", "--reuid=alice", "--regid=alice",
+CHROOT_MAIL = [*CHROOTS_NS, "chroot", "/chroots/alice", "setpriv", "--reuid=alice", "--regid=alice",
                "--clear-groups", "sh", "-c", SEND]  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.helpers import SSH_OPTS, apply, changed, failed, state_results
+from e2e.helpers import CHROOTS_NS, SSH_OPTS, apply, changed, failed, state_results
 from testhost import Host
 from testhost.homefs import HomeFs, kernel_quota_problem, loop_devices
 
@@ -69,9 +69,8 @@ def pillar(quota: dict | None = None, alice: dict | None = None) -> dict:
 
 def as_account(host: Host, user: str, script: str):
     """Run ``script`` as ``user`` in the user's chroot (as its SSH logins are)."""
-    return host.run(
-        ["chroot", f"--userspec={user}:{user}", f"/chroots/{user}", "/bin/sh", "-c", script]
-    )
+    chroot = ["chroot", f"--userspec={user}:{user}", f"/chroots/{user}"]
+    return host.run([*CHROOTS_NS, *chroot, "/bin/sh", "-c", script])
 
 
 def limits(host: Host, user: str) -> str:
@@ -365,7 +364,8 @@ def test_btrfs_an_older_plain_home_fails_saying_how_and_the_howto_converts_it(
     assert all("carol" in k or "requisite failed" in v for k, v in bad.items()), bad
     assert btrfs.run(["cat", "/home/carol/note"], check=True).stdout == "kept\n"
     # The how-to's commands, as the sysadmin would type them (carol has no binds yet).
-    commands = howto.split("binds of it (findmnt -R /chroots/carol), then ")[1].split("; run")[0]
+    binds = "binds of it (nsenter --mount=/run/webarch/ns/chroots findmnt -R /chroots/carol), then "
+    commands = howto.split(binds)[1].split("; run")[0]
     btrfs.run(["sh", "-ec", commands], check=True)
     ret = apply(btrfs, data)
     assert failed(ret) == {}

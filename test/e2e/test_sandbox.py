@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.helpers import changed, failed
+from e2e.helpers import CHROOTS_NS, changed, failed
 from testhost import Host
 from testhost.homefs import HomeFs, loop_devices
 from testhost.matomo import provide_matomo
@@ -212,8 +212,8 @@ def test_mail_passes_the_gate_and_the_sites_answer(converged: Host) -> None:
     host = converged
     lines = len(host.read_file(MAINLOG).splitlines())
     mail = "To: someone@example.org\nSubject: sandbox\n\nhello\n"
-    host.run(["chroot", "--userspec=alice:alice", "/chroots/alice", "/usr/sbin/sendmail", "-t"],
-             input=mail, check=True)  # fmt: skip
+    host.run([*CHROOTS_NS, "chroot", "--userspec=alice:alice", "/chroots/alice",
+              "/usr/sbin/sendmail", "-t"], input=mail, check=True)  # fmt: skip
     new = host.read_file(MAINLOG).splitlines()[lines:]
     assert any(" <= " in line and "U=alice" in line for line in new), new
     for site in SITES:

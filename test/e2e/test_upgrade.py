@@ -175,6 +175,21 @@ EXPECTED_UPGRADE_CHANGES: frozenset[str] = frozenset(
         "webarch-apache-check-script",
         "webarch-apache-staging-dir",
         "webarch-apache-sites-install",
+        # Issue 20 (the big host): the chroots' mounts move into a mount
+        # namespace of their own (webarch-chroots.service, new): each mount is
+        # made there and written to /etc/webarch/chroots.fstab, its /etc/fstab
+        # line dropped and its host mount unmounted; sshd restarts in the
+        # namespace (its drop-in, new).
+        "webarch-chroots-program",
+        "webarch-chroots-unit",
+        "webarch-chroots-service",
+        "webarch-sshd-namespace",
+        "webarch-sshd-restart-into-namespace",
+        *(
+            f"webarch-{account}-mount-{mount}"
+            for account in ("alice", "bob", "carol-stats")
+            for mount in ("usr", "home", "tmp", "mysqld", "mail", "sendmail", "proc")
+        ),
     }
 )
 

@@ -178,7 +178,7 @@ def test_a_plain_directory_home_fails_saying_how_to_convert_it(state):
     assert home["result"] is False and fake.calls == []
     comment = home["comment"]
     assert "is a plain directory, not a subvolume" in comment
-    assert "findmnt -R /chroots/alice" in comment
+    assert "nsenter --mount=/run/webarch/ns/chroots findmnt -R /chroots/alice" in comment
     assert "cp -a --reflink=always /home/alice/. /home/alice.new/" in comment
     assert "mv /home/alice /home/alice.old && mv /home/alice.new /home/alice" in comment
     limit = use(state, fake).limits("alice", "/home/alice", blocks_hard=8 * M)

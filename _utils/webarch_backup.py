@@ -30,7 +30,7 @@ STORE = "/var/lib/webarch-backups"
 #: The time of day of the nightly run (24-hour ``HH:MM``).
 TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 #: Where the account sees its snapshots (relative to its home; the mount point).
-MOUNT_DIR = layout.BACKUP_MOUNT_DIR
+MOUNT_DIR = paths.BACKUP_MOUNT_DIR
 CONFIG_PATH = f"{paths.CONFIG_DIR}/backup.json"
 STATUS_PATH = f"{paths.STATE_DIR}/backup-status.json"
 LOG_DIR = "/var/log/webarch-backup"

@@ -263,12 +263,14 @@ SystemCallErrorNumber=EPERM
 """
 
 
-def chroot_binds(home: str) -> str:
+def chroot_binds(home: str, backups: str | None = None) -> str:
     """The chroot's binds (as webarch_layout.chroot_spec has them) for a unit with
-    ``RootDirectory=`` the chroot: lines of [Service], destinations inside the chroot."""
+    ``RootDirectory=`` the chroot: lines of [Service], destinations inside the chroot.
+    ``backups``: the account's days in the backup store, read-only at ~/backups/files."""
     sockets = f"-{paths.MARIADB_SOCKET_DIR} -{paths.MAIL_GATE_DIR}"
+    days = f" -{backups}:{home}/{paths.BACKUP_MOUNT_DIR}" if backups else ""
     return (
-        f"BindReadOnlyPaths=/usr {sockets} /usr/bin/msmtp:/usr/sbin/exim4\n"
+        f"BindReadOnlyPaths=/usr {sockets} /usr/bin/msmtp:/usr/sbin/exim4{days}\n"
         f"BindPaths={home} {home}/tmp:/tmp\n"
     )
 
@@ -307,7 +309,7 @@ StandardInput=null
 StandardOutput=append:{log}
 StandardError=inherit
 TimeoutStartSec={TIMEOUT}
-{chroot_binds(account["home"])}{SANDBOX}IOSchedulingClass=best-effort
+{chroot_binds(account["home"], account.get("backups"))}{SANDBOX}IOSchedulingClass=best-effort
 IOSchedulingPriority=7
 {_limits(account)}"""
 

@@ -92,6 +92,10 @@ def cron_file(present: list[dict], email_from: str | None) -> dict:
                 a["name"]: {
                     **a["cron"],
                     "email": a["email"],
+                    # The unit binds the days read-only, as the chroot does.
+                    "backups": next(
+                        (m["device"] for m in a["chroot"]["mounts"] if m["id"] == "backups"), None
+                    ),
                     "properties": limits.process_properties(a["limits"], a["limits"]["nice"]),
                 }
                 for a in present

@@ -182,11 +182,6 @@ def ssh_keys(value: Any, path: list[str], problems: check.Problems) -> list[str]
     return keys
 
 
-#: Where an account sees its nightly snapshots (relative to its home): the
-#: mount point of ``BACKUP_STORE/USERNAME`` (webarch_backup).
-BACKUP_MOUNT_DIR = "backups/files"
-
-
 def chroot_spec(name: str, chroot_base: str, backup_store: str | None = None) -> dict:
     """
     Return the chroot of account ``name``: its path and its mounts, in order.
@@ -203,7 +198,7 @@ def chroot_spec(name: str, chroot_base: str, backup_store: str | None = None) ->
         # Last: on top of the home's bind (and unmounted first on removal).
         {
             "id": "backups",
-            "name": f"{root}{home}/{BACKUP_MOUNT_DIR}",
+            "name": f"{root}{home}/{paths.BACKUP_MOUNT_DIR}",
             "device": backup_store,
             "fstype": "none",
             "opts": [*bind_ro, "noexec"],

@@ -27,6 +27,9 @@ ACCOUNT_GROUP = "webarch"
 WEB_USER = "www-data"
 
 HOME_BASE = "/home"
+#: Where an account sees its nightly snapshots (relative to its home): the
+#: mount point of ``BACKUP_STORE/USERNAME`` (webarch_backup).
+BACKUP_MOUNT_DIR = "backups/files"
 CHROOT_BASE = "/chroots"
 ARCHIVE_DIR = "/var/backups/webarch"
 

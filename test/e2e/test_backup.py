@@ -54,6 +54,10 @@ def pillar(example_pillar: dict, sink: RelaySink, key: Path) -> dict:
     data = relayed(example_pillar, sink)
     data["webarch"]["backup"] = {"enabled": True, "days": 3}
     data["webarch"]["accounts"]["alice"]["ssh_keys"] = [key.with_suffix(".pub").read_text().strip()]
+    # A job that lists her days (started by hand below): cron sees them too.
+    data["webarch"]["accounts"]["alice"].setdefault("cron", {})["days"] = {
+        "schedule": "@yearly", "command": "ls -a ~/backups/files > ~/private/cron-days.txt"
+    }  # fmt: skip
     return data
 
 
@@ -168,6 +172,13 @@ def test_alice_lists_her_three_days_each_with_that_days_file_and_dump(host, key,
     assert abs(du - status["alice"]["store_bytes"]) <= 16384, (du, status["alice"])
     # The interrupted night's copy is gone; none is left by the good ones.
     assert listing(host, f"{STORE}/alice") == [".owners", "days"]
+
+
+def test_her_cron_jobs_see_the_days_read_only_too(host, nights):
+    """A cron job runs in a mount namespace systemd makes: the days are bound there too."""
+    host.run(["systemctl", "start", "webarch-cron-alice.days.service"], check=True)
+    listed = host.read_file("/home/alice/private/cron-days.txt").split()
+    assert listed == [".", "..", *nights["days"]]
 
 
 def test_sftp_lists_and_gets_yesterdays_file_and_cp_restores_it(host, key, nights, tmp_path):

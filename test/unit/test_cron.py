@@ -121,6 +121,12 @@ def test_the_service_runs_as_the_account_in_its_chroot():
     assert "+" not in "".join(line[:14] for line in text.splitlines() if line.startswith("Exec"))
     timer = cron.timer_text(account, {**job, "on_calendar": "*-*-* 03:00:00"})
     assert "OnCalendar=*-*-* 03:00:00\n" in timer
+    # Its backup days, read-only where the chroot has them.
+    text = cron.service_text({**account, "backups": "/var/lib/webarch-backups/alice/days"}, job)
+    assert (
+        "\nBindReadOnlyPaths=/usr -/run/mysqld -/run/webarch-mail /usr/bin/msmtp:/usr/sbin/exim4"
+        " -/var/lib/webarch-backups/alice/days:/home/alice/backups/files\n"
+    ) in text
 
 
 # --------------------------------------------------------------------------
@@ -147,6 +153,11 @@ def test_pillar_jobs_are_in_the_model_and_its_cron_file(model):
     assert data["email"] == "alice@alice.example" and data["chroot"] == "/chroots/alice"
     assert data["crontab"] == "/home/alice/private/crontab"
     assert built["cron"]["path"] == "/etc/webarch/cron.json"
+    assert data["backups"] is None  # no backups on this server
+    backed_up = model.build_model({**alice(None), "backup": {"enabled": True}}, host(model), 12)
+    days = backed_up["cron"]["data"]["accounts"]["alice"]["backups"]
+    assert days == backed_up["accounts"]["alice"]["chroot"]["mounts"][-1]["device"]
+    assert days.startswith("/var/lib/webarch-backups/alice")
 
 
 def test_pillar_mistakes_are_named_by_path(model):

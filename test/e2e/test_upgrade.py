@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.helpers import failed, state_results
+from e2e.helpers import CHROOTS_NS, failed, state_results
 from testhost import Host
 from testhost.saltmaster import SaltMaster
 
@@ -345,6 +345,30 @@ def test_masterless_first_run_of_the_new_layout_changes_nothing(masterless_old, 
 def test_masterless_second_run_of_the_new_layout_changes_nothing(masterless_old):
     ret = timed("masterless: new layout, second run", apply_masterless, masterless_old)
     check_converged(ret, "second masterless run of the new layout")
+
+
+def chroot_mounts(host: Host, namespace: bool) -> list[str]:
+    """The mount points under /chroots/ in the chroots' namespace or in PID 1's
+    (every mount of the table, those hidden beneath another too)."""
+    cmd = ["findmnt", "-rn", "-o", "TARGET"]
+    out = host.run([*CHROOTS_NS, *cmd] if namespace else cmd, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith("/chroots/")]
+
+
+def test_masterless_upgrade_leaves_pid1_without_chroot_mounts_after_a_reboot(masterless_old):
+    """The old layout's mounts in PID 1's namespace (beneath the chroot base's bind
+    since the upgrade: no path reaches them) are gone after one reboot; the
+    namespace has every chroot's and a run changes nothing."""
+    hidden = chroot_mounts(masterless_old, namespace=False)
+    print(f"\nPID 1's chroot mounts after the upgrade, before a reboot: {len(hidden)}")
+    masterless_old.reboot()
+    assert chroot_mounts(masterless_old, namespace=False) == []
+    inside = chroot_mounts(masterless_old, namespace=True)
+    for account in ("alice", "bob", "carol-stats"):
+        assert f"/chroots/{account}/usr" in inside and f"/chroots/{account}/proc" in inside
+    assert len(inside) == 7 * 3, inside
+    ret = timed("masterless: new layout, after a reboot", apply_masterless, masterless_old)
+    check_converged(ret, "a masterless run after the reboot")
 
 
 # ---------------------------------------------------------------------- master/minion

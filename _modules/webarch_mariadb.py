@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import time
 
@@ -402,6 +403,48 @@ def drop_database(name: str, archive_dir: str) -> str:
         _drop_database(name)
     except CommandExecutionError as exc:
         raise CommandExecutionError(f"dumped to {path} but not dropped: {exc}") from None
+    return path
+
+
+def empty_database(name: str, archive_dir: str) -> str:
+    """
+    Make the database ``name`` as empty as a new one (no table, view, routine or
+    event), keeping its character set, collation and grants; when it held
+    anything, a verified dump of it goes to ``archive_dir`` first.  Returns the
+    dump's path, or "" when there was nothing to keep.  (A move loads the old
+    server's dump into the new server's database: what the new server's first run
+    put there, such as a fresh application install, must not remain beside it.)
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' webarch_mariadb.empty_database alice_wp /var/backups/webarch/databases
+    """
+    lit = _literal(name)
+    held = _query(
+        f"SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {lit})"
+        f" + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {lit})"
+        f" + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {lit})"
+    )
+    if int(held[0][0]) == 0:
+        return ""
+    path = dump(name, archive_dir)
+    rows = _query(
+        "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME"
+        f" FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {lit}"
+    )
+    charset, collation = rows[0]
+    if not re.match(r"^[a-z0-9_]+$", charset + collation):
+        raise CommandExecutionError(f"{name}: odd character set {charset!r} / {collation!r}")
+    _changed()
+    try:
+        _query(
+            f"DROP DATABASE {_ident(name)};"
+            f" CREATE DATABASE {_ident(name)} CHARACTER SET {charset} COLLATE {collation}"
+        )
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"dumped to {path} but not emptied: {exc}") from None
     return path
 
 

@@ -38,6 +38,8 @@ HOME_ARTIFACT = "home.tar.gz"
 MANIFEST = "manifest.json"
 SECRETS = "secrets.json"
 INCOMING = "incoming"
+#: Beside the staged home on the new server: what its home held before the copy.
+ASIDE_SUFFIX = ".before-move"
 EXTRACT = ("tar", "--extract", "--gzip", "--numeric-owner", "--same-owner",
            "--same-permissions", "--acls", "--xattrs")  # fmt: skip
 
@@ -339,21 +341,37 @@ def _remap(root: str, ids: dict[str, dict[str, str]]) -> int:
     return changed
 
 
-def _merge(src: str, dst: str) -> None:
-    """Move the tree ``src`` into the directory ``dst`` (both root's to handle)."""
+def _put_aside(path: str, aside: str) -> None:
+    """Move ``path`` to ``aside`` (its parents made root 0700)."""
+    os.makedirs(os.path.dirname(aside), mode=0o700, exist_ok=True)
+    os.replace(path, aside)
+
+
+def _merge(src: str, dst: str, aside: str) -> int:
+    """Make the directory ``dst`` the tree ``src`` (moved in: both root's to handle):
+    what ``dst`` held that ``src`` has not, or has as another file, goes to the same
+    place under ``aside`` (nothing is deleted).  ``dst`` itself stays the same
+    directory (the chroot's bind mount of a home holds on to it).  Returns how many
+    entries went aside."""
+    moved = 0
+    for entry in sorted(set(os.listdir(dst)) - set(os.listdir(src))):
+        _put_aside(os.path.join(dst, entry), os.path.join(aside, entry))
+        moved += 1
     for entry in sorted(os.listdir(src)):
         old, new = os.path.join(src, entry), os.path.join(dst, entry)
         info = os.lstat(old)
         if stat.S_ISDIR(info.st_mode) and os.path.isdir(new) and not os.path.islink(new):
-            _merge(old, new)
-        else:
-            if os.path.isdir(new) and not os.path.islink(new):
-                shutil.rmtree(new)
-            os.replace(old, new)
+            moved += _merge(old, new, os.path.join(aside, entry))
+            continue
+        if os.path.lexists(new):
+            _put_aside(new, os.path.join(aside, entry))
+            moved += 1
+        os.replace(old, new)
     info = os.lstat(src)
     os.lchown(dst, info.st_uid, info.st_gid)
     os.chmod(dst, stat.S_IMODE(info.st_mode))
     os.rmdir(src)
+    return moved
 
 
 def _load(db: str, dump: str, name: str) -> None:
@@ -385,7 +403,7 @@ def unpack(name: str) -> dict[str, Any]:
 
         salt web2 webarch_move.unpack alice
     """
-    account, _model = _account(name)
+    account, model = _account(name)
     _quiet(name)
     incoming = os.path.join(move.MOVE_DIR, name, INCOMING)
     with open(os.path.join(incoming, MANIFEST), encoding="utf-8") as handle:
@@ -396,6 +414,8 @@ def unpack(name: str) -> dict[str, Any]:
     home = account["home"]
     root = _stage_root(home)
     staged = os.path.join(root, name)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = os.path.join(root, f"{name}{ASIDE_SUFFIX}-{stamp}")
     if os.path.lexists(staged):
         shutil.rmtree(staged)
     archive = os.path.join(incoming, HOME_ARTIFACT)
@@ -404,8 +424,14 @@ def unpack(name: str) -> dict[str, Any]:
     if proc.returncode != 0:
         raise CommandExecutionError(f"unpacking {archive} failed: {proc.stderr.strip()}")
     remapped = _remap(staged, expected["ids"])
-    _merge(staged, home)
+    put_aside = _merge(staged, home, aside)
+    # What this server's first run put in the databases (a fresh application
+    # install) is dumped and dropped: the old server's dump is loaded alone.
+    replaced = {}
     for db in expected["databases"]:
+        replaced[db] = __salt__["webarch_mariadb.empty_database"](
+            db, os.path.join(model["archive_dir"], "databases")
+        )
         _load(db, os.path.join(incoming, f"{db}.sql.gz"), name)
     with open(os.path.join(incoming, SECRETS), encoding="utf-8") as handle:
         shadow = json.load(handle)["shadow"]
@@ -423,7 +449,36 @@ def unpack(name: str) -> dict[str, Any]:
         )
     shutil.rmtree(incoming)
     return {"equal": True, "files": len(found["files"]), "tables": len(found["tables"]),
-            "remapped": remapped}  # fmt: skip
+            "remapped": remapped, "put_aside": put_aside,
+            "replaced_dumps": {db: p for db, p in replaced.items() if p}}  # fmt: skip
+
+
+def settle(name: str) -> dict[str, Any]:
+    """
+    On the new server, once it serves the account: what its home held before the
+    move's copy replaced it (its first run's files: a fresh application install,
+    empty logs), put aside by :func:`unpack` (``NAME.before-move-STAMP`` beside the
+    staged home, one per unpack), goes into verified archives in ``archive_dir``
+    (``NAME.before-move-STAMP.tar.gz``) and is then removed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web2 webarch_move.settle alice
+    """
+    account, model = _account(name)
+    root = _stage_root(account["home"])
+    archives = []
+    for entry in sorted(os.listdir(root)):
+        if entry.startswith(f"{name}{ASIDE_SUFFIX}-"):
+            aside = os.path.join(root, entry)
+            archived = __salt__["webarch_archive.archive_dir_tree"](
+                name + ASIDE_SUFFIX, aside, model["archive_dir"]
+            )
+            shutil.rmtree(aside)
+            archives.append(archived["archive"])
+    return {"archives": archives}
 
 
 def clean(name: str) -> bool:

@@ -135,3 +135,38 @@ def test_a_marker_is_named_after_a_valid_account_only() -> None:
     for bad in ("../etc", "Alice", "", None, "a/b"):
         with pytest.raises(move.MoveError, match="not a valid account name"):
             move.checked_name(bad)
+
+
+def test_unpack_makes_the_home_the_copy_and_sets_aside_what_it_held(tmp_path: Path) -> None:
+    """The new server's home (its first run's files: a fresh install) becomes the copy,
+    the same directory; what it held beside or instead of the copy's is moved aside."""
+    import formula
+
+    module = formula.load("_modules/webarch_move.py")
+    copy, home, aside = tmp_path / "copy", tmp_path / "home", tmp_path / "aside"
+    for path, text in (("sites/www/index.php", "old site"), ("sites/www/wp-config.php", "old"),
+                       ("private/notes.txt", "mine"), ("logs/apache.log", "")):  # fmt: skip
+        (copy / path).parent.mkdir(parents=True, exist_ok=True)
+        (copy / path).write_text(text)
+    (copy / "sites/www/uploads").mkdir()
+    for path, text in (("sites/www/index.php", "fresh install"), ("sites/www/wp-config.php", "new"),
+                       ("sites/www/readme.html", "fresh"), ("logs/apache.log", "")):  # fmt: skip
+        (home / path).parent.mkdir(parents=True, exist_ok=True)
+        (home / path).write_text(text)
+    (home / "sites/www/uploads").write_text("a file where the copy has a directory")
+    os.chmod(copy, 0o750)
+    inode = home.stat().st_ino
+    moved = module._merge(str(copy), str(home), str(aside))
+    assert move.tree_manifest(str(home))["files"].keys() >= {
+        "sites/www/uploads",
+        "private/notes.txt",
+    }
+    assert (home / "sites/www/index.php").read_text() == "old site"
+    assert not (home / "sites/www/readme.html").exists() and (home / "sites/www/uploads").is_dir()
+    assert home.stat().st_ino == inode and oct(home.stat().st_mode & 0o7777) == "0o750"
+    assert not copy.exists()
+    kept = sorted(str(p.relative_to(aside)) for p in aside.rglob("*") if p.is_file())
+    assert kept == ["logs/apache.log", "sites/www/index.php", "sites/www/readme.html",
+                    "sites/www/uploads", "sites/www/wp-config.php"]  # fmt: skip
+    assert (aside / "sites/www/index.php").read_text() == "fresh install"
+    assert moved == len(kept)

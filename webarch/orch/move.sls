@@ -87,3 +87,15 @@ webarch-move-switched:
     - failhard: true
     - require:
       - salt: webarch-move-to-served
+
+# "to": what its home held before the copy (its first run's files, such as a
+# fresh application install) goes into a verified archive, then away.
+webarch-move-to-settled:
+  salt.function:
+    - name: webarch_move.settle
+    - tgt: {{ req.get('to', '') | string | json }}
+    - arg:
+      - {{ account | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-switched

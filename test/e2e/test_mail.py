@@ -580,11 +580,13 @@ def test_the_relay_password_is_only_in_its_root_only_file(mailhost):
             needles.add(base64.b64encode(sent.encode()).decode())
         needles.add(password)
     # All of /etc, /var (logs, Salt's caches, Exim's spool, ...), the homes, root's and
-    # the temporary files; /run but for the relay's own files (and its network
-    # namespace handle).  (The pillar, in /srv/pillar, is where it comes from.)
+    # the temporary files; /run but for the relay's own files (and the namespace
+    # handles: its network's, the chroots' mounts', which read as errors).  (The
+    # pillar, in /srv/pillar, is where it comes from.)
     args = [arg for needle in sorted(needles) for arg in ("-e", needle)]
     where = ["/etc", "/var", "/home", "/root", "/tmp", "/run"]
-    skip = ["-D", "skip", "--exclude-dir=webarch-test-relay", "--exclude-dir=netns"]
+    skip = ["-D", "skip", "--exclude-dir=webarch-test-relay", "--exclude-dir=netns",
+            "--exclude-dir=ns"]  # fmt: skip
     cmd = ["grep", "-rlaF", *skip, *args, "--", *where]
     out = mailhost.run(cmd)
     assert out.returncode == 0, out.stderr

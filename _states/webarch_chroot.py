@@ -15,6 +15,8 @@ The bind mounts themselves are Salt ``mount.mounted`` states (see
 
 from __future__ import annotations
 
+import pwd
+
 __virtualname__ = "webarch_chroot"
 
 
@@ -24,6 +26,16 @@ def __virtual__() -> str:
 
 def _ret(name: str) -> dict:
     return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _user_exists(name: str) -> bool:
+    """Whether the Unix user ``name`` exists (Salt's user.info also lists every
+    group of the host to find the user's: at 1,000 accounts 30 ms a call)."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def present(
@@ -44,7 +56,7 @@ def present(
         Extra root-owned files under the chroot's etc/: ``{"etc/msmtprc": text}``.
     """
     ret = _ret(name)
-    if not __salt__["user.info"](name):
+    if not _user_exists(name):
         # Only in test mode can the account's user still be missing here.
         ret["result"] = None if __opts__["test"] else False
         ret["changes"] = {"create": [path]} if __opts__["test"] else {}

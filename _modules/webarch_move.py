@@ -19,16 +19,18 @@ The orchestration ``webarch.orch.move`` (docs/fleet.rst) and the runner
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
 import shutil
-import stat
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import webarch_move as move
+import webarch_move_files as files
 import webarch_paths as paths
 from salt.exceptions import CommandExecutionError
 
@@ -38,14 +40,31 @@ HOME_ARTIFACT = "home.tar.gz"
 MANIFEST = "manifest.json"
 SECRETS = "secrets.json"
 INCOMING = "incoming"
-#: Beside the staged home on the new server: what its home held before the copy.
-ASIDE_SUFFIX = ".before-move"
-EXTRACT = ("tar", "--extract", "--gzip", "--numeric-owner", "--same-owner",
-           "--same-permissions", "--acls", "--xattrs")  # fmt: skip
+#: The pre-copy (the account still served): its archive and its owners' names, sent;
+#: the old server's manifest of it and the new server's of its unpacked copy, kept.
+PRE_ARTIFACT = "home-pre.tar.gz"
+PRE_IDS = "pre-ids.json"
+PRE = "pre"
+PRE_INCOMING = "incoming-pre"
+PRE_MANIFEST = "pre-manifest.json"
+OUT = "out"
 
 
 def __virtual__() -> str:
     return __virtualname__
+
+
+def _salt_error(func: Callable) -> Callable:
+    """A move's own error (``MoveError``) told as Salt tells a module's."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except move.MoveError as exc:
+            raise CommandExecutionError(str(exc)) from None
+
+    return wrapper
 
 
 def _fresh_pillar() -> dict:
@@ -240,12 +259,68 @@ def _write_json(path: str, data: Any) -> None:
         json.dump(data, handle, sort_keys=True)
 
 
+def _push(name: str, out: str, artifacts: dict[str, dict]) -> None:
+    """Send the artifacts in ``out`` to the master (``cp.push``)."""
+    for entry in artifacts:
+        upload = f"{move.SALTENV}/{name}/{entry}"
+        if not __salt__["cp.push"](os.path.join(out, entry), upload_path=upload):
+            raise CommandExecutionError(
+                f"cp.push of {entry} refused: the master needs file_recv: True and a "
+                "file_recv_max_size (MB) above the artifact's size"
+            )
+
+
+def _read_json(path: str) -> Any:
+    """A JSON file, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+@_salt_error
+def precopy(name: str, push: bool = True) -> dict[str, Any]:
+    """
+    On the old server, the account still served: a first copy of its home (read
+    while it works: a file changed meanwhile is sent again by :func:`pack`), pushed
+    to the master with its owners' names; its manifest stays here for :func:`pack`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 webarch_move.precopy alice
+    """
+    account, _model = _account(name)
+    home = account["home"]
+    out = _fresh_dir(os.path.join(move.MOVE_DIR, name, PRE))
+    os.chmod(os.path.dirname(out), 0o700)
+    # Walked before tar reads it: what changes after the walk, read by tar or not,
+    # has a new ctime and is sent again.
+    found = move.tree_manifest(home)
+    archive = os.path.join(out, PRE_ARTIFACT)
+    argv = [*files.CREATE, *files.LIVE, f"--file={archive}", f"--directory={os.path.dirname(home)}",
+            os.path.basename(home)]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 1):  # 1: some file changed while read
+        raise CommandExecutionError(f"tar of {home} failed: {proc.stderr.strip()}")
+    _write_json(os.path.join(out, PRE_IDS), found["ids"])
+    artifacts = _artifacts(out)
+    _write_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST), found)
+    if push:
+        _push(name, out, artifacts)
+    return {"artifacts": artifacts, "files": len(found["files"]),
+            "bytes": artifacts[PRE_ARTIFACT]["bytes"]}  # fmt: skip
+
+
+@_salt_error
 def pack(name: str, push: bool = True) -> dict[str, Any]:
     """
-    On the old server, the account suspended: archive its home (verified, kept in
-    ``archive_dir``), dump its databases (verified, kept), write the manifest, and
-    push the artifacts to the master (``cp.push``: the master needs ``file_recv``).
-    Returns the artifacts' SHA-256 and sizes.
+    On the old server, the account suspended: what changed in its home since
+    :func:`precopy` (every file without one), its databases dumped (verified,
+    kept in ``archive_dir``), the manifest, pushed to the master (``cp.push``:
+    the master needs ``file_recv``).  Returns the artifacts' SHA-256 and sizes.
 
     CLI Example:
 
@@ -256,46 +331,84 @@ def pack(name: str, push: bool = True) -> dict[str, Any]:
     account, model = _account(name)
     _quiet(name)
     home, archive_dir = account["home"], model["archive_dir"]
-    out = _fresh_dir(os.path.join(move.MOVE_DIR, name))
-    staged = os.path.join(_stage_root(home), name)
+    before = _read_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST))
+    out = _fresh_dir(os.path.join(move.MOVE_DIR, name, OUT))
+    root = _stage_root(home)
+    staged = os.path.join(root, name)
     if os.path.lexists(staged):
         raise CommandExecutionError(f"{staged} exists (an earlier move): look at it first")
     os.rename(home, staged)  # out of everyone's reach
+    staged_at = time.monotonic()
     try:
-        # The log splitter writes to the logs it has open until it sees them gone.
-        time.sleep(move.STAGE_SETTLE_S)
-        found = move.tree_manifest(staged)
-        archived = __salt__["webarch_archive.archive_dir_tree"](name, staged, archive_dir)
+        # The databases first: meanwhile the log splitter lets go of the logs it
+        # has open (it writes to them until it sees them gone).
+        databases = _databases(account)
+        dumps = {}
+        for db in databases:
+            dump = __salt__["webarch_mariadb.dump"](db, os.path.join(archive_dir, "databases"))
+            os.link(dump, os.path.join(out, f"{db}.sql.gz"))
+            dumps[db] = dump
+        tables = __salt__["webarch_mariadb.checksums"](databases)
+        time.sleep(max(0.0, move.STAGE_SETTLE_S - (time.monotonic() - staged_at)))
+        found = move.tree_manifest(staged, known=before)
+        send, gone = move.delta(before or {}, found)
+        files.tar_entries(root, name, send, os.path.join(out, HOME_ARTIFACT))
     finally:
         os.rename(staged, home)
-    os.link(archived["archive"], os.path.join(out, HOME_ARTIFACT))
-    databases = _databases(account)
-    dumps = {}
-    for db in databases:
-        dump = __salt__["webarch_mariadb.dump"](db, os.path.join(archive_dir, "databases"))
-        os.link(dump, os.path.join(out, f"{db}.sql.gz"))
-        dumps[db] = dump
-    found["tables"] = __salt__["webarch_mariadb.checksums"](databases)
-    found["databases"] = databases
-    _write_json(os.path.join(out, MANIFEST), found)
+    sent = {"files": found["files"], "ids": found["ids"], "sent": send, "gone": gone,
+            "tables": tables, "databases": databases}  # fmt: skip
+    _write_json(os.path.join(out, MANIFEST), sent)
     _write_json(os.path.join(out, SECRETS), {"shadow": _shadow_hash(name)})
     artifacts = _artifacts(out)
     if push:
-        for entry in artifacts:
-            upload = f"{move.SALTENV}/{name}/{entry}"
-            if not __salt__["cp.push"](os.path.join(out, entry), upload_path=upload):
-                raise CommandExecutionError(
-                    f"cp.push of {entry} refused: the master needs file_recv: True and a "
-                    "file_recv_max_size (MB) above the artifact's size"
-                )
-    return {"archive": archived["archive"], "dumps": dumps, "artifacts": artifacts,
-            "files": len(found["files"]), "tables": len(found["tables"])}  # fmt: skip
+        _push(name, out, artifacts)
+    return {"dumps": dumps, "artifacts": artifacts, "files": len(found["files"]),
+            "sent": len(send), "gone": len(gone), "tables": len(sent["tables"])}  # fmt: skip
 
 
-def fetch(name: str, artifacts: dict[str, str], token: str) -> dict[str, Any]:
+def _other_accounts_pillar(name: str) -> dict:
+    """This server's pillar without account ``name`` (moved away: its run is refused)."""
+    pillar = dict(_fresh_pillar())
+    accounts = pillar.get("accounts")
+    if isinstance(accounts, dict):
+        pillar["accounts"] = {k: v for k, v in accounts.items() if k != name}
+    return pillar
+
+
+def keep(name: str) -> dict[str, Any]:
+    """
+    On the old server, once the new one serves the account: the verified archive
+    of its home (the formula's, as before removing a home), kept in ``archive_dir``
+    until the admin removes the account here.  The home is moved out of reach
+    while it is read (the log splitter may still log a visitor's 503 there).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 webarch_move.keep alice
+    """
+    move.checked_name(name)
+    _quiet(name)
+    model = __salt__["webarch.config"](pillar=_other_accounts_pillar(name))
+    home = paths.home(name)
+    staged = os.path.join(_stage_root(home), name)
+    if os.path.lexists(staged):
+        raise CommandExecutionError(f"{staged} exists (an earlier move): look at it first")
+    os.rename(home, staged)
+    try:
+        time.sleep(move.STAGE_SETTLE_S)
+        archived = __salt__["webarch_archive.archive_dir_tree"](name, staged, model["archive_dir"])
+    finally:
+        os.rename(staged, home)
+    return {"archive": archived["archive"], "files": archived["files"]}
+
+
+def fetch(name: str, artifacts: dict[str, str], token: str, pre: bool = False) -> dict[str, Any]:
     """
     On the new server: get the artifacts ``{name: sha256}`` of a move from the
-    master's ``webarch-move`` saltenv (directory ``token``) and check their SHA-256.
+    master's ``webarch-move`` saltenv (directory ``token``) and check their SHA-256
+    (``pre``: those of the pre-copy).
 
     CLI Example:
 
@@ -304,7 +417,7 @@ def fetch(name: str, artifacts: dict[str, str], token: str) -> dict[str, Any]:
         salt web2 webarch_move.fetch alice '{"home.tar.gz": "ab12..."}' 3f9c...
     """
     _account(name)
-    out = _fresh_dir(os.path.join(move.MOVE_DIR, name, INCOMING))
+    out = _fresh_dir(os.path.join(move.MOVE_DIR, name, PRE_INCOMING if pre else INCOMING))
     os.chmod(os.path.dirname(out), 0o700)
     total = 0
     for entry, digest in sorted(artifacts.items()):
@@ -322,56 +435,41 @@ def fetch(name: str, artifacts: dict[str, str], token: str) -> dict[str, Any]:
     return {"fetched": sorted(artifacts), "bytes": total}
 
 
-def _remap(root: str, ids: dict[str, dict[str, str]]) -> int:
-    """Give the old server's owners this server's ids of the same names; return how many."""
-    users = move.id_map(ids["users"], move.local_uid)
-    groups = move.id_map(ids["groups"], move.local_gid)
-    changed = 0
-    for top, dirs, names in os.walk(root):
-        for path in [top] + [os.path.join(top, n) for n in dirs + names]:
-            if path != top and os.path.isdir(path) and not os.path.islink(path):
-                continue  # visited as a top
-            info = os.lstat(path)
-            uid, gid = users.get(info.st_uid, info.st_uid), groups.get(info.st_gid, info.st_gid)
-            if (uid, gid) != (info.st_uid, info.st_gid):
-                os.lchown(path, uid, gid)
-                if not stat.S_ISLNK(info.st_mode):  # chown clears set-id bits
-                    os.chmod(path, stat.S_IMODE(info.st_mode))
-                changed += 1
-    return changed
+@_salt_error
+def preunpack(name: str) -> dict[str, Any]:
+    """
+    On the new server, before the old one suspends the account: unpack the
+    pre-copy (owners mapped by name) and make the home it (what the home held
+    goes aside, as in :func:`unpack`), then walk it, so that :func:`unpack`
+    reads again only what the last copy changes.
 
+    CLI Example:
 
-def _put_aside(path: str, aside: str) -> None:
-    """Move ``path`` to ``aside`` (its parents made root 0700)."""
-    os.makedirs(os.path.dirname(aside), mode=0o700, exist_ok=True)
-    os.replace(path, aside)
+    .. code-block:: bash
 
-
-def _merge(src: str, dst: str, aside: str) -> int:
-    """Make the directory ``dst`` the tree ``src`` (moved in: both root's to handle):
-    what ``dst`` held that ``src`` has not, or has as another file, goes to the same
-    place under ``aside`` (nothing is deleted).  ``dst`` itself stays the same
-    directory (the chroot's bind mount of a home holds on to it).  Returns how many
-    entries went aside."""
-    moved = 0
-    for entry in sorted(set(os.listdir(dst)) - set(os.listdir(src))):
-        _put_aside(os.path.join(dst, entry), os.path.join(aside, entry))
-        moved += 1
-    for entry in sorted(os.listdir(src)):
-        old, new = os.path.join(src, entry), os.path.join(dst, entry)
-        info = os.lstat(old)
-        if stat.S_ISDIR(info.st_mode) and os.path.isdir(new) and not os.path.islink(new):
-            moved += _merge(old, new, os.path.join(aside, entry))
-            continue
-        if os.path.lexists(new):
-            _put_aside(new, os.path.join(aside, entry))
-            moved += 1
-        os.replace(old, new)
-    info = os.lstat(src)
-    os.lchown(dst, info.st_uid, info.st_gid)
-    os.chmod(dst, stat.S_IMODE(info.st_mode))
-    os.rmdir(src)
-    return moved
+        salt web2 webarch_move.preunpack alice
+    """
+    account, _model = _account(name)
+    _quiet(name)
+    incoming = os.path.join(move.MOVE_DIR, name, PRE_INCOMING)
+    ids = _read_json(os.path.join(incoming, PRE_IDS))
+    home = account["home"]
+    root = _stage_root(home)
+    staged = os.path.join(root, name)
+    if os.path.lexists(staged):
+        shutil.rmtree(staged)
+    files.extract(os.path.join(incoming, PRE_ARTIFACT), root)
+    remapped = files.remap(staged, ids)
+    put_aside = files.merge(staged, home, files.new_aside(root, name))
+    # Out of the racy window (see webarch_move.RACY_NS): every file is trusted next time.
+    time.sleep(move.RACY_NS / 1e9)
+    found = move.tree_manifest(home)
+    pre_manifest = os.path.join(move.MOVE_DIR, name, PRE_MANIFEST)
+    if os.path.lexists(pre_manifest):
+        os.unlink(pre_manifest)
+    _write_json(pre_manifest, found)
+    shutil.rmtree(incoming)
+    return {"files": len(found["files"]), "remapped": remapped, "put_aside": put_aside}
 
 
 def _load(db: str, dump: str, name: str) -> None:
@@ -391,6 +489,7 @@ def _load(db: str, dump: str, name: str) -> None:
             raise CommandExecutionError(f"loading {db} as {name} failed: {errors}")
 
 
+@_salt_error
 def unpack(name: str) -> dict[str, Any]:
     """
     On the new server, the account suspended: unpack the fetched home into the home
@@ -414,17 +513,17 @@ def unpack(name: str) -> dict[str, Any]:
     home = account["home"]
     root = _stage_root(home)
     staged = os.path.join(root, name)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = os.path.join(root, f"{name}{ASIDE_SUFFIX}-{stamp}")
+    # With a pre-copy (merged into the home by preunpack): what is gone since is
+    # removed, what changed comes in (the stale copy goes aside).  Without one,
+    # the home becomes the copy sent (what it held goes aside).
+    before = _read_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST))
+    for rel in expected["gone"] if before else []:
+        files.remove(os.path.join(home, rel))
     if os.path.lexists(staged):
         shutil.rmtree(staged)
-    archive = os.path.join(incoming, HOME_ARTIFACT)
-    proc = subprocess.run([*EXTRACT, f"--file={archive}", f"--directory={root}"],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        raise CommandExecutionError(f"unpacking {archive} failed: {proc.stderr.strip()}")
-    remapped = _remap(staged, expected["ids"])
-    put_aside = _merge(staged, home, aside)
+    files.extract(os.path.join(incoming, HOME_ARTIFACT), root)
+    remapped = files.remap(staged, expected["ids"])
+    put_aside = files.merge(staged, home, files.new_aside(root, name), prune=before is None)
     # What this server's first run put in the databases (a fresh application
     # install) is dumped and dropped: the old server's dump is loaded alone.
     replaced = {}
@@ -440,15 +539,17 @@ def unpack(name: str) -> dict[str, Any]:
                               capture_output=True, text=True, check=False)  # fmt: skip
         if proc.returncode != 0:
             raise CommandExecutionError(f"chpasswd -e for {name} failed: {proc.stderr.strip()}")
-    found = move.tree_manifest(home)
+    # Read again: what the last copy changed, and what was moved in by name.
+    found = move.tree_manifest(home, known=before)
     found["tables"] = __salt__["webarch_mariadb.checksums"](expected["databases"])
     differences = move.compare(expected, found)
     if differences:
         raise CommandExecutionError(
             "the move stopped: the new server's copy differs:\n" + "\n".join(differences)
         )
-    shutil.rmtree(incoming)
-    return {"equal": True, "files": len(found["files"]), "tables": len(found["tables"]),
+    shutil.rmtree(os.path.join(move.MOVE_DIR, name))
+    return {"equal": True, "files": len(found["files"]), "read": len(found["read"]),
+            "tables": len(found["tables"]),
             "remapped": remapped, "put_aside": put_aside,
             "replaced_dumps": {db: p for db, p in replaced.items() if p}}  # fmt: skip
 
@@ -471,10 +572,10 @@ def settle(name: str) -> dict[str, Any]:
     root = _stage_root(account["home"])
     archives = []
     for entry in sorted(os.listdir(root)):
-        if entry.startswith(f"{name}{ASIDE_SUFFIX}-"):
+        if entry.startswith(f"{name}{files.ASIDE_SUFFIX}-"):
             aside = os.path.join(root, entry)
             archived = __salt__["webarch_archive.archive_dir_tree"](
-                name + ASIDE_SUFFIX, aside, model["archive_dir"]
+                name + files.ASIDE_SUFFIX, aside, model["archive_dir"]
             )
             shutil.rmtree(aside)
             archives.append(archived["archive"])

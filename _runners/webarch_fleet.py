@@ -6,10 +6,11 @@ needs to be up) and reports every clash between them: an account on two
 servers, a site name served by two.  Run it before a highstate of the fleet;
 it fails (exit code 1) when it finds one.
 
-``move_check``, ``move_seed``, ``move_copy`` and ``move_switch`` are the steps
-of the orchestration ``webarch.orch.move`` (docs/fleet.rst) that involve more
-than one server; each takes the ``webarch_move`` request and returns
-``{"Error": ...}`` (the orchestration stops) when it fails.
+``move_check``, ``move_seed``, ``move_precopy``, ``move_copy`` and
+``move_switch`` are the steps of the orchestration ``webarch.orch.move``
+(docs/fleet.rst) that involve more than one server; each takes the
+``webarch_move`` request and returns ``{"Error": ...}`` (the orchestration
+stops) when it fails.
 """
 
 from __future__ import annotations
@@ -136,12 +137,58 @@ def _served_dir() -> str:
     return roots[0]
 
 
+def _transfer(source: str, target: str, account: str, artifacts: dict[str, dict],
+              pre: bool, timeout: int) -> dict[str, Any]:  # fmt: skip
+    """The artifacts ``source`` pushed, served to ``target`` only for the time of its
+    fetch (a random directory of the ``webarch-move`` saltenv), fetched and their
+    SHA-256 checked there (``webarch_move.fetch``); then gone from the master."""
+    served = _served_dir()
+    pushed = os.path.join(__opts__["cachedir"], "minions", source, "files", move.SALTENV, account)
+    door = os.path.join(served, secrets.token_hex(16))
+    try:
+        os.makedirs(door, mode=0o700)
+        for name in artifacts:
+            shutil.move(os.path.join(pushed, name), os.path.join(door, name))
+        digests = {name: a["sha256"] for name, a in artifacts.items()}
+        token = os.path.basename(door)
+        return _call(target, "webarch_move.fetch", account, digests, token, pre, timeout=timeout)
+    finally:
+        shutil.rmtree(door, ignore_errors=True)
+        shutil.rmtree(pushed, ignore_errors=True)
+
+
+def move_precopy(request: Any = None, timeout: int = 3600) -> dict[str, Any]:
+    """
+    While ``from`` still serves the account: a first copy of its home
+    (``webarch_move.precopy``), sent to ``to`` through the master and made its
+    home there (``webarch_move.preunpack``), so that the copy after the
+    suspension sends what changed since only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run webarch_fleet.move_precopy \\
+            request='{"account": "alice", "from": "web1", "to": "web2"}'
+    """
+    started = time.monotonic()
+    try:
+        req = move.request(request)
+        account, source, target = req["account"], req["from"], req["to"]
+        packed = _call(source, "webarch_move.precopy", account, timeout=timeout)
+        fetched = _transfer(source, target, account, packed["artifacts"], True, timeout)
+        unpacked = _call(target, "webarch_move.preunpack", account, timeout=timeout)
+    except move.MoveError as exc:
+        return _failed(str(exc))
+    return {"files": unpacked["files"], "precopy_bytes": fetched["bytes"],
+            "precopy_s": round(time.monotonic() - started, 2)}  # fmt: skip
+
+
 def move_copy(request: Any = None, timeout: int = 3600) -> dict[str, Any]:
     """
-    On ``from`` (the account suspended): the verified archive, the dumps and the
-    manifest (``webarch_move.pack``), pushed to the master; served to ``to`` only
-    for the time of its fetch (a random directory of the ``webarch-move`` saltenv),
-    fetched and their SHA-256 checked there (``webarch_move.fetch``).
+    On ``from`` (the account suspended): what changed in the home since the
+    pre-copy, the dumps and the manifest (``webarch_move.pack``), sent to ``to``
+    through the master (as in ``move_precopy``).
 
     CLI Example:
 
@@ -154,26 +201,13 @@ def move_copy(request: Any = None, timeout: int = 3600) -> dict[str, Any]:
     try:
         req = move.request(request)
         account, source, target = req["account"], req["from"], req["to"]
-        served = _served_dir()
         packed = _call(source, "webarch_move.pack", account, timeout=timeout)
-        pushed = os.path.join(__opts__["cachedir"], "minions", source, "files",
-                              move.SALTENV, account)  # fmt: skip
-        token = secrets.token_hex(16)
-        door = os.path.join(served, token)
-        try:
-            os.makedirs(door, mode=0o700)
-            for name in packed["artifacts"]:
-                shutil.move(os.path.join(pushed, name), os.path.join(door, name))
-            digests = {name: a["sha256"] for name, a in packed["artifacts"].items()}
-            fetched = _call(target, "webarch_move.fetch", account, digests, token, timeout=timeout)
-        finally:
-            shutil.rmtree(door, ignore_errors=True)
-            shutil.rmtree(pushed, ignore_errors=True)
+        fetched = _transfer(source, target, account, packed["artifacts"], False, timeout)
         _call(source, "webarch_move.clean", account)
     except move.MoveError as exc:
         return _failed(str(exc))
-    return {"archive": packed["archive"], "dumps": packed["dumps"], "files": packed["files"],
-            "tables": packed["tables"], "copy_bytes": fetched["bytes"],
+    return {"dumps": packed["dumps"], "files": packed["files"], "sent": packed["sent"],
+            "gone": packed["gone"], "tables": packed["tables"], "copy_bytes": fetched["bytes"],
             "copy_s": round(time.monotonic() - started, 2)}  # fmt: skip
 
 

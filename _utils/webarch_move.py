@@ -22,6 +22,7 @@ import os
 import pwd
 import re
 import stat
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,11 @@ MOVED_KINDS = re.compile(r"^(ssh|app-[a-z0-9-]+)$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 MINION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _CHUNK = 1024 * 1024
+#: A file whose ctime is this close to a walk's start (or after it) is read again
+#: by the next walk even if its stat is the same: a change made in the same clock
+#: tick as the first walk's look at it may not have moved its ctime (the racily
+#: clean entries of git's index).
+RACY_NS = 2_000_000_000
 
 
 class MoveError(Exception):
@@ -165,11 +171,37 @@ def _entry(path: str, info: os.stat_result) -> list:
     return [kind, user, group, f"{stat.S_IMODE(mode):04o}", size, digest]
 
 
-def tree_manifest(root: str) -> dict[str, Any]:
+def stat_key(info: os.stat_result) -> list[int]:
+    """What says a file is still the one a manifest saw: inode, size, mtime, ctime
+    (no one but the kernel sets ctime), mode, owner and group."""
+    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_mode,
+            info.st_uid, info.st_gid]  # fmt: skip
+
+
+def _trusted(known: dict[str, Any] | None, rel: str, key: list[int]) -> list | None:
+    """``known``'s entry of ``rel`` if the file is unchanged since it was walked: the
+    same stat key, and a ctime older than that walk by :data:`RACY_NS` (a change in
+    the walk's own clock tick may leave ctime as it was)."""
+    if not known or known.get("stat", {}).get(rel) != key:
+        return None
+    if key[3] >= known["started_ns"] - RACY_NS:
+        return None
+    return known["files"].get(rel)
+
+
+def tree_manifest(root: str, known: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every entry below ``root`` (``.`` is root itself) as [type, user, group, mode,
-    size, sha256 or link target], sockets left out; and the numeric ids seen
-    (``ids``: users and groups, id -> name) for :func:`id_map`."""
+    size, sha256 or link target], sockets left out; the numeric ids seen (``ids``:
+    users and groups, id -> name) for :func:`id_map`; each entry's :func:`stat_key`
+    (``stat``) and when the walk started (``started_ns``).
+
+    ``known``: an earlier manifest of the same tree: a file unchanged since (see
+    :func:`_trusted`) keeps its entry instead of being read again; ``read`` lists
+    the entries that were not taken from it (what a move sends again)."""
+    started = time.time_ns()
     files: dict[str, list] = {}
+    keys: dict[str, list[int]] = {}
+    read: list[str] = []
     users: dict[str, str] = {}
     groups: dict[str, str] = {}
     for top, dirs, names in os.walk(root):
@@ -178,10 +210,26 @@ def tree_manifest(root: str) -> dict[str, Any]:
             info = os.lstat(path)
             if stat.S_ISSOCK(info.st_mode):
                 continue
-            entry = _entry(path, info)
+            rel = os.path.relpath(path, root)
+            key = stat_key(info)
+            entry = _trusted(known, rel, key) if stat.S_ISREG(info.st_mode) else None
+            if entry is None:
+                entry = _entry(path, info)
+                read.append(rel)
             users[str(info.st_uid)], groups[str(info.st_gid)] = entry[1], entry[2]
-            files[os.path.relpath(path, root)] = entry
-    return {"files": files, "ids": {"users": users, "groups": groups}}
+            files[rel], keys[rel] = entry, key
+    return {"files": files, "ids": {"users": users, "groups": groups}, "stat": keys,
+            "started_ns": started, "read": read}  # fmt: skip
+
+
+def delta(before: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """What a move sends after its pre-copy: (``send``: the entries of ``now`` read
+    again, i.e. new or changed files and every directory and link, parents first;
+    ``gone``: the entries of ``before`` that are no more, or are of another type,
+    deepest first).  ``now`` was walked with ``known=before``."""
+    old, new = before.get("files", {}), now["files"]
+    gone = [rel for rel in old if rel not in new or old[rel][0] != new[rel][0]]
+    return sorted(now["read"]), sorted(gone, key=lambda r: (-r.count("/"), r))
 
 
 def compare(source: dict[str, Any], target: dict[str, Any], limit: int = 20) -> list[str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import webarch_move as move
+import webarch_move_files as files
 
 
 def pillar(**accounts: dict) -> dict:
@@ -140,9 +142,6 @@ def test_a_marker_is_named_after_a_valid_account_only() -> None:
 def test_unpack_makes_the_home_the_copy_and_sets_aside_what_it_held(tmp_path: Path) -> None:
     """The new server's home (its first run's files: a fresh install) becomes the copy,
     the same directory; what it held beside or instead of the copy's is moved aside."""
-    import formula
-
-    module = formula.load("_modules/webarch_move.py")
     copy, home, aside = tmp_path / "copy", tmp_path / "home", tmp_path / "aside"
     for path, text in (("sites/www/index.php", "old site"), ("sites/www/wp-config.php", "old"),
                        ("private/notes.txt", "mine"), ("logs/apache.log", "")):  # fmt: skip
@@ -156,7 +155,7 @@ def test_unpack_makes_the_home_the_copy_and_sets_aside_what_it_held(tmp_path: Pa
     (home / "sites/www/uploads").write_text("a file where the copy has a directory")
     os.chmod(copy, 0o750)
     inode = home.stat().st_ino
-    moved = module._merge(str(copy), str(home), str(aside))
+    moved = files.merge(str(copy), str(home), str(aside))
     assert move.tree_manifest(str(home))["files"].keys() >= {
         "sites/www/uploads",
         "private/notes.txt",
@@ -170,3 +169,101 @@ def test_unpack_makes_the_home_the_copy_and_sets_aside_what_it_held(tmp_path: Pa
                     "sites/www/uploads", "sites/www/wp-config.php"]  # fmt: skip
     assert (aside / "sites/www/index.php").read_text() == "fresh install"
     assert moved == len(kept)
+
+
+def test_a_second_walk_reads_only_what_changed_and_the_delta_says_what_to_send(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "home"
+    (root / "sites/www").mkdir(parents=True)
+    for name in ("same.txt", "changed.txt", "gone.txt", "becomes-dir"):
+        (root / "sites/www" / name).write_text(name)
+    first = move.tree_manifest(str(root))
+    # Walked long enough after the changes: nothing is racy.
+    first["started_ns"] += 10 * move.RACY_NS
+    (root / "sites/www/changed.txt").write_text("new content")
+    (root / "sites/www/gone.txt").unlink()
+    (root / "sites/www/becomes-dir").unlink()
+    (root / "sites/www/becomes-dir").mkdir()
+    (root / "sites/www/new.txt").write_text("new")
+    second = move.tree_manifest(str(root), known=first)
+    assert second["files"] == move.tree_manifest(str(root))["files"]  # the same answer
+    send, gone = move.delta(first, second)
+    assert send == [".", "sites", "sites/www", "sites/www/becomes-dir", "sites/www/changed.txt",
+                    "sites/www/new.txt"]  # fmt: skip
+    assert gone == ["sites/www/becomes-dir", "sites/www/gone.txt"]
+
+
+def test_a_file_changed_in_the_walks_own_clock_tick_is_read_again(tmp_path: Path) -> None:
+    """Racy: a file whose ctime is not older than the first walk by RACY_NS is not
+    trusted even when its stat is the same (a change in the same tick keeps it)."""
+    root = tmp_path / "home"
+    root.mkdir()
+    (root / "f").write_text("x")
+    first = move.tree_manifest(str(root))
+    assert "f" in move.tree_manifest(str(root), known=first)["read"]
+    first["started_ns"] += 10 * move.RACY_NS
+    assert "f" not in move.tree_manifest(str(root), known=first)["read"]
+    # A trusted entry is taken as it was: a forged one shows it is not read again.
+    first["files"]["f"][5] = "forged"
+    assert move.tree_manifest(str(root), known=first)["files"]["f"][5] == "forged"
+
+
+def test_a_partial_merge_brings_changes_in_and_keeps_the_rest(tmp_path: Path) -> None:
+    """After a pre-copy, the last copy holds changes only: what it lacks stays."""
+    delta, home, aside = tmp_path / "delta", tmp_path / "home", tmp_path / "aside"
+    (home / "sites").mkdir(parents=True)
+    (home / "sites/kept.txt").write_text("pre-copied")
+    (home / "sites/changed.txt").write_text("stale")
+    (delta / "sites").mkdir(parents=True)
+    (delta / "sites/changed.txt").write_text("fresh")
+    assert files.merge(str(delta), str(home), str(aside), prune=False) == 1
+    assert (home / "sites/kept.txt").read_text() == "pre-copied"
+    assert (home / "sites/changed.txt").read_text() == "fresh"
+    assert (aside / "sites/changed.txt").read_text() == "stale"
+
+
+def test_a_pre_copy_and_the_changes_after_it_make_an_equal_tree(tmp_path: Path) -> None:
+    """The move's two copies with real tar: the pre-copy of the whole home, then only
+    what changed (sent, gone); the new home equals the old one and the last walk
+    reads again only what came in the last copy."""
+    old = tmp_path / "old" / "alice"
+    (old / "sites/www/sub").mkdir(parents=True)
+    (old / "private").mkdir()
+    for rel in ("sites/www/index.html", "sites/www/sub/keep.bin", "private/gone.txt",
+                "private/turns-dir"):  # fmt: skip
+        (old / rel).write_bytes(os.urandom(3000))
+    (old / "sites/www/link").symlink_to("index.html")
+    os.chmod(old / "sites/www/sub", 0o2750)
+    pre = move.tree_manifest(str(old))
+    pre["started_ns"] += 10 * move.RACY_NS  # as if walked well after the last change
+    archive = tmp_path / "pre.tar.gz"
+    subprocess.run([*files.CREATE, f"--file={archive}", f"--directory={old.parent}", "alice"],
+                   check=True)  # fmt: skip
+    stage, home = tmp_path / "stage", tmp_path / "new" / "alice"
+    stage.mkdir()
+    (home / "sites/www").mkdir(parents=True)
+    (home / "sites/www/readme.html").write_text("a fresh install's")
+    files.extract(str(archive), str(stage))
+    files.merge(str(stage / "alice"), str(home), str(tmp_path / "aside-1"))
+    new_pre = move.tree_manifest(str(home))
+    new_pre["started_ns"] += 10 * move.RACY_NS
+    # She works on until the suspension.
+    (old / "sites/www/index.html").write_text("edited")
+    (old / "private/gone.txt").unlink()
+    (old / "private/turns-dir").unlink()
+    (old / "private/turns-dir").mkdir()
+    (old / "private/turns-dir/new.txt").write_text("new")
+    now = move.tree_manifest(str(old), known=pre)
+    send, gone = move.delta(pre, now)
+    assert "sites/www/sub/keep.bin" not in send
+    delta = tmp_path / "delta.tar.gz"
+    files.tar_entries(str(old.parent), "alice", send, str(delta))
+    for rel in gone:
+        files.remove(str(home / rel))
+    files.extract(str(delta), str(stage))
+    files.merge(str(stage / "alice"), str(home), str(tmp_path / "aside-2"), prune=False)
+    found = move.tree_manifest(str(home), known=new_pre)
+    assert move.compare(now, found) == []
+    assert not [r for r in found["read"] if r.endswith("keep.bin")]
+    assert (tmp_path / "aside-1/sites/www/readme.html").exists()

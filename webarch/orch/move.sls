@@ -38,6 +38,16 @@ webarch-move-to-prepared:
     - require:
       - salt: webarch-move-seed
 
+# A first copy of the home while "from" still serves it, made the home on "to":
+# the copy after the suspension sends only what changed since.
+webarch-move-precopied:
+  salt.runner:
+    - name: webarch_fleet.move_precopy
+    - request: {{ req | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-to-prepared
+
 # "from": the account suspended (sites 503, SSH refused, cron and PHP stopped):
 # the downtime starts here.
 webarch-move-from-suspended:
@@ -47,9 +57,9 @@ webarch-move-from-suspended:
     - pillar: {{ suspended | json }}
     - failhard: true
     - require:
-      - salt: webarch-move-to-prepared
+      - salt: webarch-move-precopied
 
-# Verified archive, dumps and manifest on "from", fetched and checked on "to".
+# What changed in the home, the dumps and the manifest, from "from" to "to".
 webarch-move-copied:
   salt.runner:
     - name: webarch_fleet.move_copy
@@ -99,3 +109,15 @@ webarch-move-to-settled:
     - failhard: true
     - require:
       - salt: webarch-move-switched
+
+# "from": the verified archive of the home it keeps until the admin removes the
+# account there (made once the new server serves: out of the downtime).
+webarch-move-from-kept:
+  salt.function:
+    - name: webarch_move.keep
+    - tgt: {{ req.get('from', '') | string | json }}
+    - arg:
+      - {{ account | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-to-settled

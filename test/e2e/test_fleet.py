@@ -492,8 +492,14 @@ def test_an_account_moves_to_another_server_with_one_command(master, fleet, pill
         prober.stop()
     statuses = {(s, a) for _t, s, a in prober.answers}
     assert (503, source.address) in statuses  # she was suspended there during the copy
-    print(f"\nMOVE downtime_s={prober.longest_gap():.2f} copy_bytes={found_key(ret, 'copy_bytes')}"
-          f" copy_s={found_key(ret, 'copy_s')} total_s={total:.1f}")  # fmt: skip
+    precopy_bytes, copy_bytes = found_key(ret, "precopy_bytes"), found_key(ret, "copy_bytes")
+    print(f"\nMOVE downtime_s={prober.longest_gap():.2f} precopy_bytes={precopy_bytes}"
+          f" precopy_s={found_key(ret, 'precopy_s')} copy_bytes={copy_bytes}"
+          f" copy_s={found_key(ret, 'copy_s')} sent={found_key(ret, 'sent')}"
+          f" files={found_key(ret, 'files')} total_s={total:.1f}")  # fmt: skip
+    # After the pre-copy, the copy within the downtime sends what changed only.
+    assert isinstance(copy_bytes, int) and isinstance(precopy_bytes, int)
+    assert copy_bytes < precopy_bytes / 4, (copy_bytes, precopy_bytes)
     print("MOVE steps_s " + " ".join(f"{k}={v:.1f}" for k, v in steps(ret).items()))
     # Nothing of hers is left on the master.
     assert list(master.move_tree.iterdir()) == []

@@ -518,7 +518,7 @@ def test_an_account_moves_to_another_server_with_one_command(master, fleet, pill
     # changed since, when the last copy came in).
     kept = sh(target, "ls /var/backups/webarch/alice.before-move-*.tar.gz").split()
     assert 1 <= len(kept) <= 2, kept
-    assert "/sites/blog/readme.html" in sh(target, f"tar -tzf {kept[0]}")
+    assert "/sites/blog/wp-" in sh(target, f"tar -tzf {kept[0]}")
     assert sh(target, "ls /var/backups/webarch/databases/").count("alice_wp-") == 1
     assert "alice" not in sh(target, "ls -A /home/.webarch-move/")
     assert ssh_password_login(target, "alice", password_in(mail), tmp_path) == 0

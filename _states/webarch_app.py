@@ -30,11 +30,15 @@ def __virtual__() -> str:
     return __virtualname__
 
 
-def installed(name: str, account: str, site: str, kind: str, marker: str = "") -> dict[str, Any]:
+def installed(
+    name: str, account: str, site: str, kind: str, marker: str = "", held: bool = False
+) -> dict[str, Any]:
     """The application of ``account``'s site ``site`` is installed in ``name`` (its docroot).
 
     An install gives the admin a throwaway password: ``marker`` (the admin password
     notification's marker) is then removed, so that a new password is made and mailed.
+    ``held`` (the account is suspended): an empty docroot stays empty until a run
+    serves the account (a moved account's copy comes into it meanwhile).
     """
     ret: dict[str, Any] = {"name": name, "changes": {}, "result": True, "comment": ""}
     app = NAMES.get(kind, kind)
@@ -52,6 +56,12 @@ def installed(name: str, account: str, site: str, kind: str, marker: str = "") -
         ret["comment"] = (
             f"{app} is not installed: {name} holds other files ({status.get('detail', state)}); "
             "nothing was copied or changed"
+        )
+        return ret
+    if held:
+        ret["comment"] = (
+            f"{app} is not installed in {name} yet: the account is suspended "
+            "(the first run that serves it installs it)"
         )
         return ret
     if __opts__["test"]:

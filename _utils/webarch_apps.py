@@ -189,16 +189,18 @@ def account_apps(account: dict, major: int, php_binary: str) -> dict[str, dict]:
 
 def add_notify_kinds(account: dict) -> None:
     """Each application's admin password: a notification kind ``app-SITE`` of the account
-    (marker ``~/.notify_app-SITE``, its reset token from the ``app`` block)."""
+    (marker ``~/.notify_app-SITE``, its reset token from the ``app`` block); none while
+    the account is suspended (its applications wait: webarch_app.installed ``held``)."""
     notify = account["notify"]
     for app in account.get("apps", {}).values():
         kind = app["notify_kind"]
-        notify["kinds"][kind] = {
-            "token": app["reset"],
-            "marker": f"{account['home']}/.notify_{kind}",
-        }
-        notify["tokens"][kind] = app["reset"]
+        app["marker"] = f"{account['home']}/.notify_{kind}"
         notify["spool"].append(paths.notify_spool(account["name"], kind))
+        if account["suspended"]:
+            # Installed, and its password mailed, once the account is served.
+            continue
+        notify["kinds"][kind] = {"token": app["reset"], "marker": app["marker"]}
+        notify["tokens"][kind] = app["reset"]
 
 
 def removed_sites(account: str, home: str, sites: list[dict], archive_dir: str) -> list[dict]:

@@ -63,7 +63,9 @@ ACCOUNT_KEYS = check.key_table(
         False,
         'Suspend the whole account: its sites answer 503 "This site is suspended.", SSH '
         "and SFTP are refused (the user expires, its processes end), its cron jobs and "
-        "PHP-FPM stop, the mail gate refuses its mail; its data stays. ``false`` resumes.",
+        "PHP-FPM stop, the mail gate refuses its mail; its data stays. A WordPress or "
+        "MediaWiki site not installed yet waits (with its admin password) for the run "
+        "that serves the account. ``false`` resumes.",
     ),
     Key(
         "fullname",

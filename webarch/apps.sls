@@ -22,7 +22,8 @@ webarch-{{ name }}-app-{{ site }}:
     - account: {{ name }}
     - site: {{ site }}
     - kind: {{ app.kind }}
-    - marker: {{ account.notify.kinds[app.notify_kind].marker }}
+    - marker: {{ app.marker }}
+    - held: {{ account.suspended }}
     - require:
       - file: webarch-{{ name }}-site-{{ site }}-docroot
       - webarch_chroot: webarch-{{ name }}-chroot

@@ -513,12 +513,15 @@ def test_an_account_moves_to_another_server_with_one_command(master, fleet, pill
     assert sh(target, f'mariadb -N -e "{WP_CHECKSUM}"') == wp_sums
     assert curl(target, SITE) == "moved alice\n"
     assert BLOG_NAME in curl(target, BLOG)
-    # The new server's fresh WordPress (files, tables) is kept in archives, not in her
-    # home: set aside when the pre-copy came in (the stale copies of the files that
-    # changed since, when the last copy came in).
+    # The new server installed no WordPress of its own (she was suspended there until
+    # her copy came in): her database there held nothing to dump before hers came.
+    assert "alice_wp-" not in sh(target, "ls /var/backups/webarch/databases/ || true")
+    # What her home there held (the placeholders of her password markers) is kept in
+    # an archive, out of her home (set aside as the pre-copy came in, and the stale
+    # copies of the files that changed since as the last copy came in).
     kept = sh(target, "ls /var/backups/webarch/alice.before-move-*.tar.gz").split()
     assert 1 <= len(kept) <= 2, kept
-    assert "/sites/blog/wp-" in sh(target, f"tar -tzf {kept[0]}")
+    assert "/.notify_app-blog" in sh(target, f"tar -tzf {kept[0]}")
     assert sh(target, "ls /var/backups/webarch/databases/").count("alice_wp-") == 1
     assert "alice" not in sh(target, "ls -A /home/.webarch-move/")
     assert ssh_password_login(target, "alice", password_in(mail), tmp_path) == 0

@@ -130,3 +130,13 @@ def test_tables_kept_from_before_keep_the_password(states, tmp_path):
     ret = module.installed(DOCROOT, account="alice", site="www", kind="wordpress",
                            marker=str(marker))  # fmt: skip
     assert ret["result"] is True and marker.exists()
+
+
+def test_a_suspended_accounts_docroot_waits_empty(states):
+    module, fake, opts = states
+    for test in (True, False):
+        opts["test"] = test
+        ret = module.installed(DOCROOT, account="alice", site="www", kind="wordpress", held=True)
+        assert ret["result"] is True and ret["changes"] == {}, ret
+        assert "suspended" in ret["comment"]
+    assert fake.installs == 0

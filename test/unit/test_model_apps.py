@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from unit.model_helpers import host, problems
 
@@ -155,3 +157,13 @@ def test_a_bad_site_state_is_named(model):
     assert problems(model, data) == [
         "webarch:accounts:alice:sites:www:state: must be one of present, absent, not 'gone'"
     ]
+
+
+def test_a_suspended_accounts_applications_wait_with_their_passwords(model, example_pillar):
+    """Suspended (a new account, or one moving in): no install, no admin password yet."""
+    pillar = copy.deepcopy(example_pillar["webarch"])
+    pillar["accounts"]["alice"]["suspended"] = True
+    alice = build(model, pillar)["accounts"]["alice"]
+    assert alice["apps"]["www"]["marker"] == "/home/alice/.notify_app-www"
+    assert not [kind for kind in alice["notify"]["kinds"] if kind.startswith("app-")]
+    assert "/var/lib/webarch/notify/spool/alice.app-www" in alice["notify"]["spool"]

@@ -146,6 +146,12 @@ def ledger(name: str) -> dict[str, dict]:
             entries = json.load(handle).get(name, {})
     except FileNotFoundError:
         entries = {}
+    pending = move.pending_moved(entries)
+    if pending:
+        raise CommandExecutionError(
+            f"{name}'s {', '.join(pending)} password is not mailed yet here (pending): the "
+            "new server would issue another; move once it is mailed"
+        )
     return move.moved_ledger(entries)
 
 
@@ -253,12 +259,6 @@ def _artifacts(out: str) -> dict[str, dict]:
     }
 
 
-def _write_json(path: str, data: Any) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, sort_keys=True)
-
-
 def _push(name: str, out: str, artifacts: dict[str, dict]) -> None:
     """Send the artifacts in ``out`` to the master (``cp.push``)."""
     for entry in artifacts:
@@ -268,15 +268,6 @@ def _push(name: str, out: str, artifacts: dict[str, dict]) -> None:
                 f"cp.push of {entry} refused: the master needs file_recv: True and a "
                 "file_recv_max_size (MB) above the artifact's size"
             )
-
-
-def _read_json(path: str) -> Any:
-    """A JSON file, or None when there is none."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return None
 
 
 @_salt_error
@@ -305,9 +296,9 @@ def precopy(name: str, push: bool = True) -> dict[str, Any]:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode not in (0, 1):  # 1: some file changed while read
         raise CommandExecutionError(f"tar of {home} failed: {proc.stderr.strip()}")
-    _write_json(os.path.join(out, PRE_IDS), found["ids"])
+    files.write_json(os.path.join(out, PRE_IDS), found["ids"])
     artifacts = _artifacts(out)
-    _write_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST), found)
+    files.write_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST), found)
     if push:
         _push(name, out, artifacts)
     return {"artifacts": artifacts, "files": len(found["files"]),
@@ -331,7 +322,7 @@ def pack(name: str, push: bool = True) -> dict[str, Any]:
     account, model = _account(name)
     _quiet(name)
     home, archive_dir = account["home"], model["archive_dir"]
-    before = _read_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST))
+    before = files.read_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST))
     out = _fresh_dir(os.path.join(move.MOVE_DIR, name, OUT))
     root = _stage_root(home)
     staged = os.path.join(root, name)
@@ -357,8 +348,8 @@ def pack(name: str, push: bool = True) -> dict[str, Any]:
         os.rename(staged, home)
     sent = {"files": found["files"], "ids": found["ids"], "sent": send, "gone": gone,
             "tables": tables, "databases": databases}  # fmt: skip
-    _write_json(os.path.join(out, MANIFEST), sent)
-    _write_json(os.path.join(out, SECRETS), {"shadow": _shadow_hash(name)})
+    files.write_json(os.path.join(out, MANIFEST), sent)
+    files.write_json(os.path.join(out, SECRETS), {"shadow": _shadow_hash(name)})
     artifacts = _artifacts(out)
     if push:
         _push(name, out, artifacts)
@@ -452,7 +443,7 @@ def preunpack(name: str) -> dict[str, Any]:
     account, _model = _account(name)
     _quiet(name)
     incoming = os.path.join(move.MOVE_DIR, name, PRE_INCOMING)
-    ids = _read_json(os.path.join(incoming, PRE_IDS))
+    ids = files.read_json(os.path.join(incoming, PRE_IDS))
     home = account["home"]
     root = _stage_root(home)
     staged = os.path.join(root, name)
@@ -467,7 +458,7 @@ def preunpack(name: str) -> dict[str, Any]:
     pre_manifest = os.path.join(move.MOVE_DIR, name, PRE_MANIFEST)
     if os.path.lexists(pre_manifest):
         os.unlink(pre_manifest)
-    _write_json(pre_manifest, found)
+    files.write_json(pre_manifest, found)
     shutil.rmtree(incoming)
     return {"files": len(found["files"]), "remapped": remapped, "put_aside": put_aside}
 
@@ -516,7 +507,7 @@ def unpack(name: str) -> dict[str, Any]:
     # With a pre-copy (merged into the home by preunpack): what is gone since is
     # removed, what changed comes in (the stale copy goes aside).  Without one,
     # the home becomes the copy sent (what it held goes aside).
-    before = _read_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST))
+    before = files.read_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST))
     for rel in expected["gone"] if before else []:
         files.remove(os.path.join(home, rel))
     if os.path.lexists(staged):
@@ -559,7 +550,7 @@ def settle(name: str) -> dict[str, Any]:
     On the new server, once it serves the account: what its home held before the
     move's copy replaced it (its first run's files: a fresh application install,
     empty logs), put aside by :func:`unpack` (``NAME.before-move-STAMP`` beside the
-    staged home, one per unpack), goes into verified archives in ``archive_dir``
+    staged home, one per unpack), goes into one verified archive in ``archive_dir``
     (``NAME.before-move-STAMP.tar.gz``) and is then removed.
 
     CLI Example:
@@ -570,16 +561,19 @@ def settle(name: str) -> dict[str, Any]:
     """
     account, model = _account(name)
     root = _stage_root(account["home"])
-    archives = []
-    for entry in sorted(os.listdir(root)):
-        if entry.startswith(f"{name}{files.ASIDE_SUFFIX}-"):
-            aside = os.path.join(root, entry)
-            archived = __salt__["webarch_archive.archive_dir_tree"](
-                name + files.ASIDE_SUFFIX, aside, model["archive_dir"]
-            )
-            shutil.rmtree(aside)
-            archives.append(archived["archive"])
-    return {"archives": archives}
+    asides = [e for e in sorted(os.listdir(root)) if e.startswith(f"{name}{files.ASIDE_SUFFIX}-")]
+    if not asides:
+        return {"archive": ""}
+    # All of them in one archive (each under its own name).
+    kept = os.path.join(root, name + files.ASIDE_SUFFIX)
+    os.makedirs(kept, mode=0o700, exist_ok=True)
+    for entry in asides:
+        os.replace(os.path.join(root, entry), os.path.join(kept, entry))
+    archived = __salt__["webarch_archive.archive_dir_tree"](
+        name + files.ASIDE_SUFFIX, kept, model["archive_dir"]
+    )
+    shutil.rmtree(kept)
+    return {"archive": archived["archive"], "files": archived["files"]}
 
 
 def clean(name: str) -> bool:

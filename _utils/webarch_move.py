@@ -123,6 +123,17 @@ def site_names(pillar: Any, account: str) -> list[str]:
     return sorted({name for _path, name in fleet._site_names(data)})
 
 
+def pending_moved(entries: Any) -> list[str]:
+    """The kinds of :data:`MOVED_KINDS` whose password is issued but not mailed yet."""
+    if not isinstance(entries, dict):
+        return []
+    return sorted(
+        kind
+        for kind, entry in entries.items()
+        if MOVED_KINDS.match(kind) and isinstance(entry, dict) and entry.get("state") == "pending"
+    )
+
+
 def moved_ledger(entries: Any) -> dict[str, dict]:
     """The account's notification ledger entries that move with it (sent ones of
     :data:`MOVED_KINDS`)."""

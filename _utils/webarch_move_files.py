@@ -11,12 +11,14 @@ what it replaces (nothing is deleted; ``webarch_move.settle`` archives it).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import webarch_move as move
 from webarch_move import MoveError
@@ -127,3 +129,19 @@ def merge(src: str, dst: str, aside: str, prune: bool = True) -> int:
     os.chmod(dst, stat.S_IMODE(info.st_mode))
     os.rmdir(src)
     return moved
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as JSON into the new file ``path`` (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, sort_keys=True)
+
+
+def read_json(path: str) -> Any:
+    """A JSON file, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None

@@ -267,3 +267,10 @@ def test_a_pre_copy_and_the_changes_after_it_make_an_equal_tree(tmp_path: Path) 
     assert move.compare(now, found) == []
     assert not [r for r in found["read"] if r.endswith("keep.bin")]
     assert (tmp_path / "aside-1/sites/www/readme.html").exists()
+
+
+def test_a_password_still_pending_is_named_for_the_move_to_wait() -> None:
+    entries = {"ssh": {"state": "sent"}, "app-blog": {"state": "pending"},
+               "mariadb": {"state": "pending"}, "app-wiki": "junk"}  # fmt: skip
+    assert move.pending_moved(entries) == ["app-blog"]  # mariadb is issued again anyway
+    assert move.pending_moved(None) == []

@@ -88,6 +88,10 @@ def _pillar_data(pillar: dict | None) -> Any:
     """
     if pillar is not None:
         return pillar
+    if webarch_model.FRESH_PILLAR_CONTEXT in __context__:
+        # A job of the minion daemon (the reactor's mail of a password) set the
+        # pillar compiled now: the daemon's own is from its start.
+        return __context__[webarch_model.FRESH_PILLAR_CONTEXT]
     get: Callable[..., Any] = __salt__["pillar.get"]
     try:
         return get("webarch", {}, unmask=True)

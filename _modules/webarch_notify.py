@@ -33,6 +33,7 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
+import webarch_model
 import webarch_paths as paths
 from salt.exceptions import CommandExecutionError
 
@@ -238,9 +239,10 @@ def _fresh_pillar() -> dict:
     return compiled.get("webarch", {})
 
 
-def _account(name: str) -> tuple[dict, dict, dict]:
-    """The account, its notification kind and the server's settings, from the model."""
-    model = __salt__["webarch.config"](pillar=_fresh_pillar())
+def _account(name: str, pillar: dict | None = None) -> tuple[dict, dict, dict]:
+    """The account, its notification kind and the server's settings, from the model
+    of ``pillar`` (default: this minion's pillar compiled now)."""
+    model = __salt__["webarch.config"](pillar=_fresh_pillar() if pillar is None else pillar)
     account = model["accounts"].get(name)
     if account is None or account["state"] != "present":
         raise CommandExecutionError(f"{name!r} is not a present webarch account")
@@ -431,7 +433,8 @@ def send(account: str, kind: str) -> dict:
         spool = _spool_path(account, kind)
         if not entry or entry.get("state") != "pending":
             return {"sent": False, "comment": f"nothing pending for {account} {kind}"}
-        data, settings, model = _account(account)
+        pillar = _fresh_pillar()
+        data, settings, model = _account(account, pillar)
         if not data["email"] or kind not in data["notify"]["kinds"]:
             raise CommandExecutionError(f"{account} gets no {kind} notifications")
         if not settings.get("from"):
@@ -439,7 +442,14 @@ def send(account: str, kind: str) -> dict:
         with open(spool, encoding="utf-8") as handle:
             password = handle.read().strip()
         # The password mailed is the one in force (also after an interrupted issue()).
-        _put_in_place(account, kind, password)
+        # What puts it in place (an application's module) reads the model too: of
+        # the pillar compiled now, not the daemon's own, from its start, which
+        # knows no site added since (a reactor's job).
+        __context__[webarch_model.FRESH_PILLAR_CONTEXT] = pillar
+        try:
+            _put_in_place(account, kind, password)
+        finally:
+            __context__.pop(webarch_model.FRESH_PILLAR_CONTEXT, None)
         now = time.time()
         data = {**data, "matomo_url": model["matomo"]["url"]}
         message = _compose(data, kind, password, settings, model["hostname"] or "localhost", now)

@@ -335,6 +335,13 @@ def _only(value: Any, accounts: dict[str, dict], problems: check.Problems) -> li
     return sorted(set(value) & set(accounts))
 
 
+#: Where a job puts the ``webarch`` pillar it compiled afresh (``__context__`` is
+#: shared by the modules of one job): ``webarch.config()`` reads it instead of the
+#: pillar of the minion daemon's start (webarch_notify.send sets it: the modules
+#: that put a password in place read the model too).
+FRESH_PILLAR_CONTEXT = "webarch.fresh_pillar"
+
+
 def build_model(pillar: Any, host: HostUsers, osmajorrelease: int = 12, only: Any = None) -> dict:
     """
     Validate the ``webarch`` pillar against ``host`` and return the model.

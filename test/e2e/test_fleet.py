@@ -385,6 +385,11 @@ def test_a_formula_upgrade_changes_only_the_accounts_it_touches(master, fleet):
 # --------------------------------------------------------------------------- moving an account
 
 SOURCE, TARGET, SITE = "wa-fleet-1", "wa-fleet-2", "www.alice.example"
+#: Her WordPress site: the new server's first run installs a fresh one, which the
+#: move must replace with hers (files and tables), keeping the fresh one aside.
+BLOG = "blog.alice.example"
+BLOG_NAME = "Alice moved this blog"
+WP_CHECKSUM = "CHECKSUM TABLE alice_wp.wp_options, alice_wp.wp_users EXTENDED"
 #: Her home as the test sees it (~/logs left out: the servers write there), then the
 #: SHA-256 of every file.
 TREE = (
@@ -445,13 +450,25 @@ def test_an_account_moves_to_another_server_with_one_command(master, fleet, pill
     source, target = fleet[SOURCE], fleet[TARGET]
     new = copy.deepcopy(pillars)
     alice = new[SOURCE]["webarch"]["accounts"]["alice"]
-    alice["databases"] = {"alice_db": {}}
+    alice["databases"] = {"alice_db": {}, "alice_wp": {}}
+    alice["sites"]["blog"] = {"type": "wordpress", "server_name": BLOG,
+                              "app": {"database": "alice_wp"}}  # fmt: skip
     master.set_pillars(new)
     assert failed_states(master.salt(SOURCE, "state.apply", "webarch", only("alice"))[SOURCE]) == {}
     sh(source, FILL)
     sh(source, f'mariadb -e "{ROWS}"')
+    sh(source, "mariadb alice_wp -e \"UPDATE wp_options SET option_value = "
+               f"'{BLOG_NAME}' WHERE option_name = 'blogname'\"")  # fmt: skip
     assert curl(source, SITE) == "moved alice\n"
-    (mail,) = [m for m in password_mails(source) if m["rcpt_tos"] == ["alice@alice.example"]]
+    assert BLOG_NAME in curl(source, BLOG)
+    # Her WordPress admin password is mailed (through the reactor) before she moves:
+    # a password still pending is refused by the move (the new server would issue one).
+    deadline = time.monotonic() + 120
+    while not [m for m in password_mails(source) if "WordPress" in str(m["message"]["Subject"])]:
+        assert time.monotonic() < deadline, "no WordPress admin password mail from the source"
+        time.sleep(1)
+    (mail,) = [m for m in password_mails(source) if m["rcpt_tos"] == ["alice@alice.example"]
+               and "SSH" in str(m["message"]["Subject"])]  # fmt: skip
     mails_on_target = len(password_mails(target))
     # The admin's pillar of the new server gets her; the old one keeps her for now.
     new[TARGET]["webarch"]["accounts"]["alice"] = copy.deepcopy(alice)
@@ -499,15 +516,19 @@ def test_an_account_moves_to_another_server_with_one_command(master, fleet, pill
     assert sh(target, TREE) == sh(source, TREE)
     assert "private/blob.bin|f|alice|alice|600|400000|" in sh(target, TREE)
     assert sh(target, f'mariadb -N -e "{CHECKSUM}"') == sh(source, f'mariadb -N -e "{CHECKSUM}"')
+    wp_sums = sh(source, f'mariadb -N -e "{WP_CHECKSUM}"')
+    assert sh(target, f'mariadb -N -e "{WP_CHECKSUM}"') == wp_sums
     assert curl(target, SITE) == "moved alice\n"
-    # Her database there held nothing to dump before hers came in.
-    assert "alice_db-" not in sh(target, "ls /var/backups/webarch/databases/ || true")
-    # What her home there held (the placeholder of her password marker) is kept in
+    assert BLOG_NAME in curl(target, BLOG)
+    # The new server installed no WordPress of its own (she was suspended there until
+    # her copy came in): her database there held nothing to dump before hers came.
+    assert "alice_wp-" not in sh(target, "ls /var/backups/webarch/databases/ || true")
+    # What her home there held (the placeholders of her password markers) is kept in
     # one archive, out of her home (set aside as the pre-copy came in, and the stale
     # copies of the files that changed since as the last copy came in).
     kept = sh(target, "ls /var/backups/webarch/alice.before-move-*.tar.gz").split()
     assert len(kept) == 1, kept
-    assert "/.notify_passwd" in sh(target, f"tar -tzf {kept[0]}")
+    assert "/.notify_app-blog" in sh(target, f"tar -tzf {kept[0]}")
     assert "alice" not in sh(target, "ls -A /home/.webarch-move/")
     assert ssh_password_login(target, "alice", password_in(mail), tmp_path) == 0
     assert len(password_mails(target)) == mails_on_target  # nothing issued again

@@ -53,6 +53,7 @@ def run(monkeypatch):
     with LoaderModuleMock({module: dunders}):
         state.config = module.config
         state.error = module.CommandExecutionError
+        state.context = module.__context__
         yield state
 
 
@@ -80,3 +81,13 @@ def test_an_invalid_pillar_is_reported_every_time(run):
         with pytest.raises(run.error, match="Bad Name"):
             run.config()
     assert run.builds == 2
+
+
+def test_a_pillar_compiled_afresh_by_the_job_wins_over_the_daemons(run):
+    """webarch_notify.send (a reactor's job in the minion daemon) leaves the pillar it
+    compiled now in __context__: the model of a site added since the daemon's start."""
+    assert sorted(run.config()["accounts"]) == ["alice", "bob"]
+    run.context["webarch.fresh_pillar"] = {"accounts": {"alice": {}, "bob": {}, "carol": {}}}
+    assert sorted(run.config()["accounts"]) == ["alice", "bob", "carol"]
+    del run.context["webarch.fresh_pillar"]
+    assert sorted(run.config()["accounts"]) == ["alice", "bob"]

@@ -366,6 +366,7 @@ def _other_accounts_pillar(name: str) -> dict:
     return pillar
 
 
+@_salt_error
 def keep(name: str) -> dict[str, Any]:
     """
     On the old server, once the new one serves the account: the verified archive

@@ -77,6 +77,7 @@ def remap(root: str, ids: dict[str, dict[str, str]]) -> int:
 
 
 def extract(archive: str, root: str) -> None:
+    """Unpack ``archive`` into ``root`` as it was made (numeric owners, modes, ACLs)."""
     proc = subprocess.run([*EXTRACT, f"--file={archive}", f"--directory={root}"],
                           capture_output=True, text=True, check=False)  # fmt: skip
     if proc.returncode != 0:
@@ -90,7 +91,7 @@ def put_aside(path: str, aside: str) -> None:
 
 
 def new_aside(root: str, name: str) -> str:
-    """A new place for what a home held before a copy replaced it (see :func:`settle`)."""
+    """A new place for what a home held before a copy replaced it (webarch_move.settle)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return os.path.join(root, f"{name}{ASIDE_SUFFIX}-{stamp}-{os.urandom(3).hex()}")
 

@@ -385,8 +385,8 @@ def test_a_formula_upgrade_changes_only_the_accounts_it_touches(master, fleet):
 # --------------------------------------------------------------------------- moving an account
 
 SOURCE, TARGET, SITE = "wa-fleet-1", "wa-fleet-2", "www.alice.example"
-#: Her WordPress site: the new server's first run installs a fresh one, which the
-#: move must replace with hers (files and tables), keeping the fresh one aside.
+#: Her WordPress site: it moves with her (files and tables); the new server, where she
+#: is suspended until her copy is in, installs none of its own.
 BLOG = "blog.alice.example"
 BLOG_NAME = "Alice moved this blog"
 WP_CHECKSUM = "CHECKSUM TABLE alice_wp.wp_options, alice_wp.wp_users EXTENDED"

@@ -393,9 +393,11 @@ def keep(name: str) -> dict[str, Any]:
         archived = __salt__["webarch_archive.archive_dir_tree"](name, staged, model["archive_dir"])
     finally:
         os.rename(staged, home)
+    clean(name)  # what pack sent from here
     return {"archive": archived["archive"], "files": archived["files"]}
 
 
+@_salt_error
 def fetch(name: str, artifacts: dict[str, str], token: str, pre: bool = False) -> dict[str, Any]:
     """
     On the new server: get the artifacts ``{name: sha256}`` of a move from the
@@ -408,7 +410,8 @@ def fetch(name: str, artifacts: dict[str, str], token: str, pre: bool = False) -
 
         salt web2 webarch_move.fetch alice '{"home.tar.gz": "ab12..."}' 3f9c...
     """
-    _account(name)
+    if move.local_uid(move.checked_name(name)) is None:  # (no model: within the downtime)
+        raise CommandExecutionError(f"{name!r} is not an account here")
     out = _fresh_dir(os.path.join(move.MOVE_DIR, name, PRE_INCOMING if pre else INCOMING))
     os.chmod(os.path.dirname(out), 0o700)
     total = 0

@@ -37,7 +37,7 @@ STAGE_NAME = ".webarch-move"
 #: webarch-log-split checks an open log for rotation at most this often (its
 #: CHECK_INTERVAL): once a home is staged away, lines may still reach its open logs
 #: for that long, then go to the fallback log.  pack waits a little longer.
-LOG_SPLIT_CHECK_S = 1.0
+LOG_SPLIT_CHECK_S = 0.25
 STAGE_SETTLE_S = LOG_SPLIT_CHECK_S + 0.5
 #: The saltenv the master serves the artifacts from, to the target only.
 SALTENV = "webarch-move"

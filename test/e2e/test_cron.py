@@ -16,7 +16,8 @@ test/security/test_noisy.py.)
 
 Suspension (issue 19), last: alice suspended from pillar and resumed, checked
 from outside (HTTPS, SSH, mail from her chroot) and by checksums of her files
-and databases.
+and databases; then the same two ways by a move's narrow steps (issue 20:
+webarch_handover.hold and .serve), each followed by a run that changes nothing.
 """
 
 from __future__ import annotations
@@ -350,6 +351,32 @@ def alice_ssh(host: Host, key: Path) -> subprocess.CompletedProcess:
     return host.net_run([*args, "echo in"])
 
 
+def assert_alice_stopped(host: Host, key: Path) -> None:
+    """Her sites 503, SSH refused, her cron jobs, PHP-FPM and processes gone, her mail
+    refused; bob's site goes on."""
+    assert site_codes(host) == {n: "503 This site is suspended." for n in ALICE_SITES}
+    assert alice_ssh(host, key).returncode == 255
+    assert host.run(["getent", "shadow", "alice"], check=True).stdout.split(":")[7] == "1"
+    timers = host.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
+                       "webarch-cron-alice.*"]).stdout  # fmt: skip
+    assert timers.strip() == "", timers
+    socket = show(host, "webarch-php@alice.socket", "ActiveState", "UnitFileState")
+    assert socket == {"ActiveState": "inactive", "UnitFileState": "disabled"}, socket
+    assert host.run(["pgrep", "-u", "alice"]).returncode == 1
+    mail = host.run(CHROOT_MAIL)
+    assert mail.returncode != 0, mail
+    assert wake(host, "bob") != "0"  # bob's site, PHP and all, go on
+
+
+def assert_alice_served(host: Host, key: Path, codes: dict[str, str]) -> None:
+    """Her sites as before, SSH in, her cron timer running, her mail sent."""
+    assert site_codes(host) == codes
+    assert alice_ssh(host, key).stdout.strip() == "in"
+    assert timer(host, "webarch-cron-alice.probe.timer")["ActiveState"] == "active"
+    sent = host.run(CHROOT_MAIL)
+    assert sent.returncode == 0, sent
+
+
 def test_a_suspended_account_is_refused_everywhere_its_data_unchanged(host, pillar, key, sink):
     """Issue 19: alice suspended from pillar: her sites 503, SSH refused, her cron
     jobs and PHP-FPM stopped, her mail refused, her files and databases as they
@@ -365,18 +392,7 @@ def test_a_suspended_account_is_refused_everywhere_its_data_unchanged(host, pill
     assert failed(ret) == {}
     during = alice_data(host)
     assert during[0] == files_before
-    assert site_codes(host) == {n: "503 This site is suspended." for n in ALICE_SITES}
-    assert alice_ssh(host, key).returncode == 255
-    assert host.run(["getent", "shadow", "alice"], check=True).stdout.split(":")[7] == "1"
-    timers = host.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
-                       "webarch-cron-alice.*"]).stdout  # fmt: skip
-    assert timers.strip() == "", timers
-    socket = show(host, "webarch-php@alice.socket", "ActiveState", "UnitFileState")
-    assert socket == {"ActiveState": "inactive", "UnitFileState": "disabled"}, socket
-    assert host.run(["pgrep", "-u", "alice"]).returncode == 1
-    mail = host.run(CHROOT_MAIL)
-    assert mail.returncode != 0, mail
-    assert wake(host, "bob") != "0"  # bob's site, PHP and all, go on
+    assert_alice_stopped(host, key)
     again = host.salt_call(["state.apply", "webarch"])
     assert failed(again) == {} and changed(again) == {}
     assert alice_data(host) == during
@@ -386,8 +402,47 @@ def test_a_suspended_account_is_refused_everywhere_its_data_unchanged(host, pill
     ret = host.salt_call(["state.apply", "webarch"])
     assert failed(ret) == {}
     assert alice_data(host)[0] == files_before
-    assert site_codes(host) == codes_before
-    assert alice_ssh(host, key).stdout.strip() == "in"
-    assert timer(host, "webarch-cron-alice.probe.timer")["ActiveState"] == "active"
-    sent = host.run(CHROOT_MAIL)
-    assert sent.returncode == 0, sent
+    assert_alice_served(host, key, codes_before)
+
+
+def handover(host: Host, *args: str) -> dict:
+    ret = host.salt_call(["webarch_handover." + args[0], "alice", *args[1:]])
+    assert host.last.returncode == 0, host.last.stderr[-2000:]
+    return ret["local"]
+
+
+def test_a_moves_hold_and_serve_make_what_the_runs_make(host, pillar, key, sink):
+    """Issue 20: a move's narrow steps.  ``hold`` stops alice as a suspended run does
+    (that run then changes nothing); ``serve`` starts her as a run does (that run
+    then changes nothing); each within a second or so."""
+    data = copy.deepcopy(pillar)
+    data["webarch"]["accounts"]["alice"]["limits"]["tasks_max"] = 80  # as the tests before
+    wake(host)
+    codes = site_codes(host)
+    assert "503" not in str(codes)
+    assert handover(host, "ready", "suspended=True")["suspended"] is True
+    started = time.monotonic()
+    assert handover(host, "hold") == {"site": True, "cron": True, "pool": True, "mail": True}
+    print(f"\nHANDOVER hold_s={time.monotonic() - started:.2f} (salt-call included)")
+    assert_alice_stopped(host, key)
+    data["webarch"]["accounts"]["alice"]["suspended"] = True
+    host.set_pillar(data)
+    ret = host.salt_call(["state.apply", "webarch"])
+    assert failed(ret) == {} and changed(ret) == {}
+    data["webarch"]["accounts"]["alice"]["suspended"] = False
+    host.set_pillar(data)
+    assert handover(host, "ready")["suspended"] is False
+    started = time.monotonic()
+    served = handover(host, "serve")
+    print(f"HANDOVER serve_s={time.monotonic() - started:.2f} (salt-call included)")
+    assert served == {"site": True, "mail": True, "pool": True, "cron": True}
+    assert_alice_served(host, key, codes)
+    ret = host.salt_call(["state.apply", "webarch"])
+    assert failed(ret) == {} and changed(ret) == {}
+    # Each hand-over is rendered anew (its ready files went), and for one way only.
+    for ready, refusal in ((False, "run ready first"), (True, "ready it with suspended=True")):
+        if ready:
+            handover(host, "ready")
+        refused = host.run(["salt-call", "--local", "webarch_handover.hold", "alice"])
+        assert refused.returncode != 0
+        assert refusal in refused.stdout + refused.stderr

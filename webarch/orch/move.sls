@@ -48,16 +48,42 @@ webarch-move-precopied:
     - require:
       - salt: webarch-move-to-prepared
 
-# "from": the account suspended (sites 503, SSH refused, cron and PHP stopped):
-# the downtime starts here.
-webarch-move-from-suspended:
-  salt.state:
+# Each server's hand-over rendered as its run would: "from" with the account
+# suspended, "to" as its pillar says (the Apache site file, and what the two
+# narrow steps below need).
+webarch-move-from-ready:
+  salt.function:
+    - name: webarch_handover.ready
     - tgt: {{ req.get('from', '') | string | json }}
-    - sls: webarch
-    - pillar: {{ suspended | json }}
+    - arg:
+      - {{ account | json }}
+    - kwarg:
+        suspended: true
     - failhard: true
     - require:
       - salt: webarch-move-precopied
+
+webarch-move-to-ready:
+  salt.function:
+    - name: webarch_handover.ready
+    - tgt: {{ req.get('to', '') | string | json }}
+    - arg:
+      - {{ account | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-from-ready
+
+# "from" holds the account (sites 503, SSH refused, cron, mail and PHP
+# stopped): the downtime starts here.
+webarch-move-from-held:
+  salt.function:
+    - name: webarch_handover.hold
+    - tgt: {{ req.get('from', '') | string | json }}
+    - arg:
+      - {{ account | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-to-ready
 
 # What changed in the home, the dumps and the manifest, from "from" to "to".
 webarch-move-copied:
@@ -66,7 +92,7 @@ webarch-move-copied:
     - request: {{ req | json }}
     - failhard: true
     - require:
-      - salt: webarch-move-from-suspended
+      - salt: webarch-move-from-held
 
 # Unpacked and loaded on "to"; the manifests compared: equal, else the move stops.
 webarch-move-unpacked:
@@ -79,12 +105,13 @@ webarch-move-unpacked:
     - require:
       - salt: webarch-move-copied
 
-# "to" serves the account (its pillar as it is: not suspended).
+# "to" serves the account: its sites, SSH, mail and PHP.
 webarch-move-to-served:
-  salt.state:
+  salt.function:
+    - name: webarch_handover.serve
     - tgt: {{ req.get('to', '') | string | json }}
-    - sls: webarch
-    - pillar: {{ only | json }}
+    - arg:
+      - {{ account | json }}
     - failhard: true
     - require:
       - salt: webarch-move-unpacked
@@ -98,6 +125,16 @@ webarch-move-switched:
     - require:
       - salt: webarch-move-to-served
 
+# "to" converges the account as its pillar says (its cron jobs, applications).
+webarch-move-to-converged:
+  salt.state:
+    - tgt: {{ req.get('to', '') | string | json }}
+    - sls: webarch
+    - pillar: {{ only | json }}
+    - failhard: true
+    - require:
+      - salt: webarch-move-switched
+
 # "to": what its home held before the copy (its first run's files, such as a
 # fresh application install) goes into a verified archive, then away.
 webarch-move-to-settled:
@@ -108,7 +145,7 @@ webarch-move-to-settled:
       - {{ account | json }}
     - failhard: true
     - require:
-      - salt: webarch-move-switched
+      - salt: webarch-move-to-converged
 
 # "from": the verified archive of the home it keeps until the admin removes the
 # account there (made once the new server serves: out of the downtime).

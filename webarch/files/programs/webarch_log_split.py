@@ -78,7 +78,7 @@ MAX_LINE = 16 * 1024
 #: The most log files open at once.
 MAX_OPEN = 64
 #: Seconds between two checks of the map file, or of one log file for rotation.
-CHECK_INTERVAL = 1.0
+CHECK_INTERVAL = 0.25
 #: Seconds a log file that could not be opened is not retried (its lines go to the fallback).
 RETRY_DELAY = 1.0
 #: Seconds between two complaints on stderr.

@@ -384,7 +384,8 @@ def test_a_formula_upgrade_changes_only_the_accounts_it_touches(master, fleet):
 
 # --------------------------------------------------------------------------- moving an account
 
-SOURCE, TARGET, SITE = "wa-fleet-1", "wa-fleet-2", "www.alice.example"
+#: From Debian 12 to Debian 13 (another PHP, MariaDB and OpenSSH: more to go wrong).
+SOURCE, TARGET, SITE = "wa-fleet-1", "wa-fleet-3", "www.alice.example"
 #: Her WordPress site: it moves with her (files and tables); the new server, where she
 #: is suspended until her copy is in, installs none of its own.
 BLOG = "blog.alice.example"
@@ -444,8 +445,9 @@ def steps(ret: dict) -> dict[str, float]:
 
 
 def test_an_account_moves_to_another_server_with_one_command(master, fleet, pillars, tmp_path):
-    """alice (a home with odd modes, a symlink, a database) moves from wa-fleet-1 to
-    wa-fleet-2 with one orchestration while a prober polls her site; the trees and the
+    """alice (a home with odd modes, a symlink, a database, a WordPress site) moves from
+    wa-fleet-1 (Debian 12) to wa-fleet-3 (Debian 13: a server upgraded by moving its
+    accounts) with one orchestration while a prober polls her site; the trees and the
     tables are equal on both; then her removal from wa-fleet-1 touches nobody else."""
     source, target = fleet[SOURCE], fleet[TARGET]
     new = copy.deepcopy(pillars)
@@ -549,7 +551,7 @@ def test_an_account_moves_to_another_server_with_one_command(master, fleet, pill
     for minion in MEMBERS:
         assert failed_states(ret[minion]) == {}, minion
     assert touched_accounts(ret[SOURCE]) == {"alice"}
-    assert changed_states(ret[TARGET]) == changed_states(ret["wa-fleet-3"]) == {}
+    assert changed_states(ret[TARGET]) == changed_states(ret["wa-fleet-2"]) == {}
     assert source.host.run(["id", "alice"]).returncode != 0
     assert len(sh(source, "ls /var/backups/webarch/alice-*.tar.gz").split()) == 2
     assert curl(target, SITE) == "moved alice\n"

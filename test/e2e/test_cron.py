@@ -414,7 +414,7 @@ def handover(host: Host, *args: str) -> dict:
 def test_a_moves_hold_and_serve_make_what_the_runs_make(host, pillar, key, sink):
     """Issue 20: a move's narrow steps.  ``hold`` stops alice as a suspended run does
     (that run then changes nothing); ``serve`` starts her as a run does (that run
-    then changes nothing); each within a second or so."""
+    then changes nothing).  Their times (salt-call's start included) are printed."""
     data = copy.deepcopy(pillar)
     data["webarch"]["accounts"]["alice"]["limits"]["tasks_max"] = 80  # as the tests before
     wake(host)

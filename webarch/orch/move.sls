@@ -125,7 +125,7 @@ webarch-move-switched:
     - require:
       - salt: webarch-move-to-served
 
-# "to" converges the account as its pillar says (its cron jobs, applications).
+# "to" converges the account as its pillar says (what is left: its applications).
 webarch-move-to-converged:
   salt.state:
     - tgt: {{ req.get('to', '') | string | json }}

@@ -50,10 +50,16 @@ webarch-chroots-unit:
       - file: webarch-chroots-unit
 
 # Pins the namespace (and mounts the fstab's lines): the mounts below go there.
+# Its first start seconds after boot once failed to pin (EINVAL, ten tries in
+# 5 s) where the next start did at once: a failed start is started again
+# (Restart= in the unit too), so that it is also enabled in this run.
 webarch-chroots-service:
   service.running:
     - name: {{ webarch.paths.chroot_ns_unit }}
     - enable: true
+    - retry:
+        attempts: 3
+        interval: 2
     - require:
       - file: webarch-chroot-base
       - module: webarch-chroots-unit

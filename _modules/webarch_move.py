@@ -430,6 +430,19 @@ def fetch(name: str, artifacts: dict[str, str], token: str, pre: bool = False) -
     return {"fetched": sorted(artifacts), "bytes": total}
 
 
+def _into_home(name: str, home: str, archive: str, ids: dict, prune: bool) -> tuple[int, int]:
+    """``archive`` unpacked beside ``home`` (the old server's owners given this server's
+    ids of the same names) and moved into it (``files.merge``: what it replaces goes
+    aside).  Returns how many entries were remapped and how many went aside."""
+    root = _stage_root(home)
+    staged = os.path.join(root, name)
+    if os.path.lexists(staged):
+        shutil.rmtree(staged)
+    files.extract(archive, root)
+    remapped = files.remap(staged, ids)
+    return remapped, files.merge(staged, home, files.new_aside(root, name), prune=prune)
+
+
 @_salt_error
 def preunpack(name: str) -> dict[str, Any]:
     """
@@ -449,13 +462,7 @@ def preunpack(name: str) -> dict[str, Any]:
     incoming = os.path.join(move.MOVE_DIR, name, PRE_INCOMING)
     ids = files.read_json(os.path.join(incoming, PRE_IDS))
     home = account["home"]
-    root = _stage_root(home)
-    staged = os.path.join(root, name)
-    if os.path.lexists(staged):
-        shutil.rmtree(staged)
-    files.extract(os.path.join(incoming, PRE_ARTIFACT), root)
-    remapped = files.remap(staged, ids)
-    put_aside = files.merge(staged, home, files.new_aside(root, name))
+    remapped, put_aside = _into_home(name, home, os.path.join(incoming, PRE_ARTIFACT), ids, True)
     # Out of the racy window (see webarch_move.RACY_NS): every file is trusted next time.
     time.sleep(move.RACY_NS / 1e9)
     found = move.tree_manifest(home)
@@ -506,19 +513,14 @@ def unpack(name: str) -> dict[str, Any]:
     if missing:
         raise CommandExecutionError(f"databases {missing} are not in this server's pillar")
     home = account["home"]
-    root = _stage_root(home)
-    staged = os.path.join(root, name)
     # With a pre-copy (merged into the home by preunpack): what is gone since is
     # removed, what changed comes in (the stale copy goes aside).  Without one,
     # the home becomes the copy sent (what it held goes aside).
     before = files.read_json(os.path.join(move.MOVE_DIR, name, PRE_MANIFEST))
     for rel in expected["gone"] if before else []:
         files.remove(os.path.join(home, rel))
-    if os.path.lexists(staged):
-        shutil.rmtree(staged)
-    files.extract(os.path.join(incoming, HOME_ARTIFACT), root)
-    remapped = files.remap(staged, expected["ids"])
-    put_aside = files.merge(staged, home, files.new_aside(root, name), prune=before is None)
+    archive = os.path.join(incoming, HOME_ARTIFACT)
+    remapped, put_aside = _into_home(name, home, archive, expected["ids"], before is None)
     # What this server's first run put in the databases (a fresh application
     # install) is dumped and dropped: the old server's dump is loaded alone.
     replaced = {}

@@ -157,6 +157,15 @@ def _transfer(source: str, target: str, account: str, artifacts: dict[str, dict]
         shutil.rmtree(pushed, ignore_errors=True)
 
 
+def _sent(request: Any, fun: str, pre: bool, timeout: int) -> tuple[dict, dict, dict]:
+    """The request checked, ``fun`` run on ``from`` (it pushes its artifacts) and what
+    it pushed fetched by ``to``: (request, ``fun``'s return, the fetch's)."""
+    req = move.request(request)
+    account, source, target = req["account"], req["from"], req["to"]
+    packed = _call(source, fun, account, timeout=timeout)
+    return req, packed, _transfer(source, target, account, packed["artifacts"], pre, timeout)
+
+
 def move_precopy(request: Any = None, timeout: int = 3600) -> dict[str, Any]:
     """
     While ``from`` still serves the account: a first copy of its home
@@ -173,11 +182,8 @@ def move_precopy(request: Any = None, timeout: int = 3600) -> dict[str, Any]:
     """
     started = time.monotonic()
     try:
-        req = move.request(request)
-        account, source, target = req["account"], req["from"], req["to"]
-        packed = _call(source, "webarch_move.precopy", account, timeout=timeout)
-        fetched = _transfer(source, target, account, packed["artifacts"], True, timeout)
-        unpacked = _call(target, "webarch_move.preunpack", account, timeout=timeout)
+        req, _packed, fetched = _sent(request, "webarch_move.precopy", True, timeout)
+        unpacked = _call(req["to"], "webarch_move.preunpack", req["account"], timeout=timeout)
     except move.MoveError as exc:
         return _failed(str(exc))
     return {"files": unpacked["files"], "precopy_bytes": fetched["bytes"],
@@ -199,11 +205,8 @@ def move_copy(request: Any = None, timeout: int = 3600) -> dict[str, Any]:
     """
     started = time.monotonic()
     try:
-        req = move.request(request)
-        account, source, target = req["account"], req["from"], req["to"]
-        packed = _call(source, "webarch_move.pack", account, timeout=timeout)
         # (Its copy on "from" goes with webarch_move.keep: out of the downtime.)
-        fetched = _transfer(source, target, account, packed["artifacts"], False, timeout)
+        _req, packed, fetched = _sent(request, "webarch_move.pack", False, timeout)
     except move.MoveError as exc:
         return _failed(str(exc))
     return {"dumps": packed["dumps"], "files": packed["files"], "sent": packed["sent"],
